@@ -1,0 +1,341 @@
+"""The ``ptl`` command line: core commands plus whatever commands plugins add.
+
+Importing this module must stay cheap (no torch): ``ptl --help`` and ``ptl plugins`` load
+only plugin hook modules, never components.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ptl_cli import __version__, options, plugins
+from ptl_cli.errors import PtlError, UserError
+from ptl_cli.registry import KINDS
+
+app = typer.Typer(
+    name="ptl",
+    help="Transfer without source data, and pruning of randomly initialized networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+recipes_app = typer.Typer(help="List and show recipes.", no_args_is_help=False)
+runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+app.add_typer(runs_app, name="runs")
+
+_state = {"debug": False}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ptl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug or bool(os.environ.get("PTL_DEBUG"))
+
+
+# -- plugins & components ---------------------------------------------------------------------
+@app.command("plugins")
+def plugins_command(
+    as_json: options.Json = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and modules.")] = False,
+) -> None:
+    """Installed plugins: name, version, hooks, status and error."""
+    manager = plugins.manager()
+    rows = list(manager.plugins.values())
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="ptl plugins")
+    for col in ("name", "version", "status", "hooks"):
+        table.add_column(col)
+    if verbose:
+        table.add_column("module")
+    for p in rows:
+        status = {"ok": "[green]ok[/]", "error": "[red]error[/]"}.get(p.status, f"[yellow]{p.status}[/]")
+        hooks = ", ".join(h.removeprefix("ptl_register_") for h in p.hooks)
+        version = p.version + (" (built-in)" if p.builtin else "")
+        cells = [p.name, version, status, hooks]
+        if verbose:
+            cells.append(p.module)
+        table.add_row(*cells)
+    console = _console()
+    console.print(table)
+    for p in rows:
+        if p.status == "error":
+            console.print(f"[red]{p.name}[/]: {p.error}")
+            if verbose and p.detail:
+                console.print(p.detail, markup=False)
+
+
+_KIND_ALIASES = {"ssl-algorithms": "ssl", "source-classifiers": "classifiers"}
+
+
+@app.command("list")
+def list_command(
+    kind: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(KINDS)}.")] = None,  # noqa: UP045
+    pattern: Annotated[Optional[str], typer.Argument(help="Name wildcard, e.g. 'conv*'.")] = None,  # noqa: UP045
+    as_json: options.Json = False,
+) -> None:
+    """Components (generators, ssl, pruners, models, datasets, ...) with their parameters."""
+    from ptl_cli.schema import schema_fields
+
+    manager = plugins.manager()
+    if kind is not None:
+        kind = _KIND_ALIASES.get(kind, kind)
+        if kind not in KINDS:
+            from ptl_cli.errors import did_you_mean
+
+            raise UserError(f"unknown component kind {kind!r}; {did_you_mean(kind, KINDS)}")
+    kinds = [kind] if kind else list(KINDS)
+    out: dict[str, list[dict]] = {}
+    conflicts = []
+    for k in kinds:
+        registry = manager.registry(k)
+        specs = registry.filter(pattern) if pattern else list(registry)
+        out[k] = [
+            {
+                "name": s.name,
+                "plugin": s.plugin,
+                "description": s.description,
+                "aliases": list(s.aliases),
+                "params": schema_fields(s.params) if k != "workflows" else [],
+            }
+            for s in specs
+        ]
+        conflicts += [c.message() for c in registry.conflicts]
+    if as_json:
+        typer.echo(json.dumps(out if kind is None else out[kind], indent=2, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
+    for k, items in out.items():
+        table = Table(title=k, title_justify="left")
+        for col in ("name", "plugin", "description", "parameters"):
+            table.add_column(col, overflow="fold")
+        for item in items:
+            params = ", ".join(
+                f"{p['name']}={p['default']!r}" if not p["required"] else f"{p['name']} (required)"
+                for p in item["params"]
+            )
+            table.add_row(item["name"], item["plugin"], item["description"], params)
+        console.print(table)
+    for message in conflicts:
+        console.print(f"[yellow]note:[/] {message}")
+    for p in manager.plugins.values():
+        if p.status == "error":
+            console.print(f"[red]plugin {p.name!r} not loaded:[/] {p.error}")
+
+
+# -- recipes ------------------------------------------------------------------------------------
+@recipes_app.callback(invoke_without_command=True)
+def _recipes_default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        recipes_list()
+
+
+@recipes_app.command("list")
+def recipes_list(as_json: options.Json = False) -> None:
+    """Recipes ptl knows (bundled, and those on $PTL_RECIPE_PATH)."""
+    from ptl_cli import recipes
+
+    rows = []
+    for name, path in sorted(recipes.available().items()):
+        try:
+            data, _ = recipes.load_raw(str(path))
+        except UserError as exc:
+            data = {"kind": "?", "description": f"(broken: {exc})"}
+        rows.append(
+            {
+                "name": name,
+                "kind": data.get("kind", "?"),
+                "description": data.get("description", ""),
+                "path": str(path),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="recipes")
+    for col in ("name", "kind", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], row["description"])
+    _console().print(table)
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or file.")]) -> None:
+    """Print a recipe with its `extends` chain merged and defaults filled in."""
+    from ptl_cli import recipes
+
+    data, path = recipes.load_raw(name)
+    kind = data.get("kind")
+    if isinstance(kind, str):
+        spec = plugins.get("workflows", kind)
+        data = recipes.validate(data, spec.params, f"recipe {path}").data
+    typer.echo(f"# {path}")
+    typer.echo(recipes.dumps(data))
+
+
+# -- runs ---------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    root: Annotated[
+        Optional[str], typer.Option(help="Runs directory (default $PTL_RUNS_DIR or ./runs).")
+    ] = None,  # noqa: UP045
+    as_json: options.Json = False,
+) -> None:
+    """Runs under the runs directory, oldest first."""
+    from pathlib import Path
+
+    from ptl_cli.launch import run_summary
+    from ptl_cli.runs import Run
+
+    runs = Run.list(Path(root) if root else None)
+    summaries = [run_summary(r) for r in runs]
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for col in ("run", "kind", "status", "test_acc"):
+        table.add_column(col)
+    for s in summaries:
+        acc = s["metrics"].get("test_acc")
+        table.add_row(s["path"], s["kind"], s["status"], f"{acc:.4f}" if isinstance(acc, float) else "")
+    _console().print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run directory or id.")], as_json: options.Json = False
+) -> None:
+    """A run's status, recipe and results."""
+    from ptl_cli.launch import run_summary, summarize, workflow_spec
+    from ptl_cli.runs import Run
+
+    r = Run.open(run)
+    summary = run_summary(r)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    console = _console()
+    console.print(f"[bold]{summary['path']}[/]  kind {summary['kind']}  status {summary['status']}")
+    if summary["error"]:
+        console.print(f"[red]error:[/] {summary['error']}")
+    if summary["status"] == "completed":
+        summarize(r, workflow_spec(summary["kind"]).load_factory()(), options.Common())
+    else:
+        for key, value in summary["metrics"].items():
+            console.print(f"{key}: {value}")
+
+
+@app.command("resume")
+def resume_command(
+    run: Annotated[str, typer.Argument(help="Run directory or id.")],
+    device: options.Device = None,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Continue an interrupted run from its newest good checkpoint."""
+    from ptl_cli.launch import resume
+
+    resume(run, options.Common(device=device, json=as_json, quiet=quiet))
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run directory or id.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="pt | safetensors | ticket (workflow-specific).")
+    ] = "pt",
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Output file.")] = None,  # noqa: UP045
+    verify: Annotated[bool, typer.Option("--verify", help="Rebuild from the export and compare.")] = False,
+) -> None:
+    """Write a finished run's model in a standalone format."""
+    from ptl_cli.launch import workflow_spec
+    from ptl_cli.runs import Run
+
+    r = Run.open(run)
+    workflow = workflow_spec(r.kind).load_factory()()
+    if not hasattr(workflow, "export"):
+        raise UserError(f"runs of kind {r.kind!r} have nothing to export")
+    for line in workflow.export(r, fmt, out, verify):
+        typer.echo(line)
+
+
+# -- entry point --------------------------------------------------------------------------------
+def build_app() -> typer.Typer:
+    """The app with every plugin's commands added (each plugin guarded)."""
+    plugins.manager().add_commands(app)
+    return app
+
+
+def _click_exceptions():
+    """Typer >= 0.20 vendors click as ``typer._click``; older releases use click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions
+
+
+def main(argv: list[str] | None = None) -> None:
+    ex = _click_exceptions()
+    args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = "--debug" in args or bool(os.environ.get("PTL_DEBUG"))
+    try:
+        command = typer.main.get_command(build_app())
+        command.main(args=args, prog_name="ptl", standalone_mode=False)
+    except (typer.Exit, getattr(ex, "Exit", typer.Exit)) as exc:
+        raise SystemExit(getattr(exc, "exit_code", 0)) from None
+    except (typer.Abort, getattr(ex, "Abort", typer.Abort)):
+        _fail("aborted", 130)
+    except ex.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise SystemExit(0) from None  # typer already printed the help
+        if _state["debug"]:
+            raise
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        _fail(exc.format_message().replace("\n", " ") + hint, 2)
+    except ex.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except PtlError as exc:
+        if _state["debug"]:
+            raise
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"ptl: error: {message}\n")
+    raise SystemExit(code)

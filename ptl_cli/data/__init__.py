@@ -1,0 +1,1 @@
+"""Data plumbing shared by every workflow: dataset containers, splits, samplers, augmentation."""

@@ -1,0 +1,54 @@
+"""A resumable, rank-aware sampler: epoch ``e`` is a permutation seeded by ``(seed, e)``.
+
+Resuming mid-epoch only needs ``(epoch, batches_done)``; under data parallelism each rank
+takes a disjoint strided share of the same permutation, so one global batch is split exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    def __init__(
+        self,
+        length: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start = 0  # items of this rank's share already consumed in ``epoch``
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def _order(self) -> torch.Tensor:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.length, generator=gen)
+        else:
+            order = torch.arange(self.length)
+        if self.world_size > 1:
+            usable = (self.length // self.world_size) * self.world_size
+            order = order[:usable][self.rank :: self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order()[self.start :].tolist())
+
+    def __len__(self) -> int:
+        share = self.length // self.world_size if self.world_size > 1 else self.length
+        return max(0, share - self.start)

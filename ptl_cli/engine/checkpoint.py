@@ -1,0 +1,53 @@
+"""Atomic, self-healing checkpoints.
+
+``save`` writes ``step-XXXXXXXXX.pt`` atomically and keeps the newest ``keep`` files. ``load``
+tries the newest first and falls back to an older one when a file is truncated or corrupt,
+saying so. Files load with ``weights_only=True``: a checkpoint holds tensors and plain data only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ptl_cli import atomic
+
+_PATTERN = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointStore:
+    def __init__(self, directory: Path, keep: int = 2, warn: Callable[[str], None] = print) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+        self.warn = warn
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _PATTERN.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = self.directory / f"step-{step:09d}.pt"
+        atomic.torch_save(state, path)
+        for old in self.paths()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load(self, map_location: Any = "cpu") -> dict[str, Any] | None:
+        """The newest readable checkpoint, or None when there is none."""
+        import torch
+
+        paths = self.paths()
+        for index in range(len(paths) - 1, -1, -1):
+            path = paths[index]
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file means: use an older one
+                older = paths[index - 1].name if index > 0 else None
+                what = f"falling back to {older}" if older else "no older checkpoint; starting over"
+                self.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}); {what}")
+        return None

@@ -1,0 +1,74 @@
+"""Seeding and capturing every random state, so a resumed run draws what it would have drawn."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency, but stay tolerant
+        pass
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def capture_rng() -> dict[str, Any]:
+    """All global RNG states as tensors and plain data (loadable with ``weights_only=True``)."""
+    import torch
+
+    state: dict[str, Any] = {
+        "python": _encode_python_state(random.getstate()),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(_decode_python_state(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _encode_python_state(state: tuple) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _decode_python_state(state: list[Any]) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def generator_for(seed: int, *salt: int, device: Any = "cpu"):
+    """A fresh ``torch.Generator`` seeded from ``seed`` and salts (e.g. a step number).
+
+    Every rank computes the same generator from the same inputs: this is how re-draws and
+    sampling stay identical across data-parallel processes without communication.
+    """
+    import torch
+
+    mixed = seed
+    for s in salt:
+        mixed = (mixed * 1_000_003 + int(s) + 0x9E3779B9) % (2**63 - 1)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(mixed)
+    return gen

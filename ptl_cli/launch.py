@@ -1,0 +1,213 @@
+"""Starting, resuming and summarizing runs: the part every run command has in common."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ptl_cli import plugins, recipes
+from ptl_cli.errors import PtlError, UserError
+from ptl_cli.options import Common
+from ptl_cli.runs import Run
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def workflow_spec(kind: str):
+    return plugins.get("workflows", kind)
+
+
+def resolve_recipe(kind: str, common: Common, default: str, overrides: dict[str, Any]):
+    """The validated recipe for a run command: ``--recipe`` or ``default``, flags, ``--set``."""
+    spec = workflow_spec(kind)
+    overrides = dict(overrides)
+    overrides["compute.device"] = common.device
+    overrides["seed"] = common.seed
+    resolved = recipes.resolve(common.recipe or default, spec.params, overrides, common.sets)
+    if resolved.model.kind != kind:
+        raise UserError(
+            f"{resolved.source}: this is a `{resolved.model.kind}` recipe; run it with "
+            f"`ptl {resolved.model.kind} --recipe {common.recipe}`"
+        )
+    return spec, resolved
+
+
+def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, Any]) -> None:
+    """Resolve the recipe and run it in a new run directory (or print the plan)."""
+    spec, resolved = resolve_recipe(kind, common, default_recipe, overrides)
+    workflow = spec.load_factory()()
+    if common.dry_run:
+        print_plan(workflow, resolved, common)
+        return
+    from ptl_cli.engine import distributed
+
+    dist = distributed.from_env()
+    run = None
+    if dist.is_main:
+        run = Run.create(kind, resolved.model.name, resolved.data, common.out)
+    path = distributed_path(dist, run)
+    execute(workflow, Run(path), resolved.model, common, resuming=False)
+
+
+def distributed_path(dist, run: Run | None) -> str:
+    """Rank 0 creates the run directory; the other ranks learn its path from rank 0."""
+    if not dist.enabled:
+        return str(run.path)
+    import torch.distributed as tdist
+
+    from ptl_cli.engine import distributed
+
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend="gloo" if not _cuda() else "nccl")
+    return distributed.broadcast_object(dist, str(run.path) if run else None)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resume(ref: str, common: Common) -> None:
+    """Continue an interrupted (or failed) run from its newest good checkpoint."""
+    run = Run.open(ref)
+    info = run.info()
+    if info["status"] == "completed":
+        raise UserError(f"run {run.path} already completed; nothing to resume")
+    spec = workflow_spec(info["kind"])
+    data = run.recipe_data()
+    if common.device:
+        data.setdefault("compute", {})["device"] = common.device
+    resolved = recipes.validate(data, spec.params, f"{run.path}/recipe.toml")
+    execute(spec.load_factory()(), run, resolved.model, common, resuming=True)
+
+
+def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool) -> None:
+    """Run the workflow with the engine services, recording status and final metrics."""
+    from ptl_cli.engine import distributed
+    from ptl_cli.engine.checkpoint import CheckpointStore
+    from ptl_cli.engine.context import RunContext
+    from ptl_cli.engine.device import Precision, resolve_device
+    from ptl_cli.engine.interrupt import Interrupted, InterruptGuard
+    from ptl_cli.engine.progress import Progress
+    from ptl_cli.engine.seeding import seed_everything
+
+    out = console(stderr=common.json)
+    dist = distributed.from_env()
+    device = resolve_device(recipe.compute.device)
+    if dist.enabled and device.type == "cuda":
+        import torch
+
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    distributed.init(dist, device)
+    seed_everything(recipe.seed, recipe.compute.deterministic)
+    if dist.is_main:
+        run.set_status("running", error="")
+    with InterruptGuard() as guard:
+        ctx = RunContext(
+            run=run,
+            recipe=recipe,
+            device=device,
+            precision=Precision(recipe.compute.precision, device),
+            console=out,
+            progress=Progress(out, enabled=not common.quiet),
+            checkpoints=CheckpointStore(
+                run.checkpoint_dir, warn=lambda m: out.print(f"[yellow]warning:[/] {m}")
+            ),
+            guard=guard,
+            dist=dist,
+            resuming=resuming,
+            quiet=common.quiet,
+        )
+        verb = "resuming" if resuming else "run"
+        ctx.say(f"[bold]{verb}[/] {run.path} ({recipe.kind}, device {device})")
+        try:
+            metrics = workflow.run(ctx)
+        except Interrupted:
+            if dist.is_main:
+                run.set_status("interrupted")
+            out.print(f"interrupted; continue with: ptl resume {run.path}")
+            distributed.shutdown(dist)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:
+            if dist.is_main:
+                run.set_status("interrupted")
+            distributed.shutdown(dist)
+            raise
+        except PtlError as exc:
+            if dist.is_main:
+                run.set_status("failed", error=str(exc))
+            raise
+        except Exception as exc:
+            if dist.is_main:
+                run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    if dist.is_main:
+        run.set_status("completed", metrics=metrics)
+        from ptl_cli.engine.report import write_report
+
+        header, rows = workflow.results_table(run)
+        write_report(run, header, rows)
+        summarize(run, workflow, common)
+    distributed.shutdown(dist)
+
+
+def print_plan(workflow: Any, resolved: recipes.ResolvedRecipe, common: Common) -> None:
+    if common.json:
+        print(
+            json.dumps(
+                {"plan": dict(workflow.plan(resolved.model)), "recipe": resolved.data}, indent=2, default=str
+            )
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"plan: {resolved.model.name} ({resolved.model.kind})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for what, value in workflow.plan(resolved.model):
+        table.add_row(what, str(value))
+    out = console()
+    out.print(table)
+    out.print(f"[dim]from {resolved.source}; nothing was run (--dry-run)[/]")
+
+
+def summarize(run: Run, workflow: Any, common: Common) -> None:
+    """Print the results table (or the JSON summary with ``--json``)."""
+    if common.json:
+        sys.stdout.write(json.dumps(run_summary(run), indent=2, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    header, rows = workflow.results_table(run)
+    table = Table(title=f"results: {run.path}")
+    for column in header:
+        table.add_column(column)
+    from ptl_cli.engine.report import format_cell
+
+    for row in rows:
+        table.add_row(*(format_cell(c) for c in row))
+    console().print(table)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    info = run.info()
+    return {
+        "id": info.get("id"),
+        "path": str(run.path),
+        "kind": info["kind"],
+        "name": info.get("name"),
+        "status": info["status"],
+        "error": info.get("error", ""),
+        "created": info.get("created"),
+        "updated": info.get("updated"),
+        "ptl_version": info.get("ptl_version"),
+        "recipe": run.recipe_data(),
+        "metrics": info.get("metrics", {}),
+    }

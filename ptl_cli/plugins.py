@@ -1,0 +1,218 @@
+"""Discovering, loading and guarding plugins (entry-point group ``ptl``).
+
+Each entry point is imported on its own: a plugin that fails to import, or implements a hook
+that does not exist, is recorded with its error and left out while everything else works.
+``PTL_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name; ``PTL_STRICT_PLUGINS=1`` turns
+any load or registration failure into an error exit (meant for plugin authors' CI).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from ptl_cli import hookspecs
+from ptl_cli.errors import UserError, did_you_mean
+from ptl_cli.registry import KINDS, Register, Registry, SpecError
+
+GROUP = "ptl"
+#: The distribution that ships the built-in plugins; third-party plugins win name clashes.
+BUILTIN_DIST = "ptl"
+
+
+@dataclass
+class PluginInfo:
+    """What ``ptl plugins`` shows about one entry point."""
+
+    name: str
+    module: str
+    dist: str = ""
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | error | disabled
+    error: str = ""
+    detail: str = ""  # the traceback, shown with --verbose
+
+    @property
+    def builtin(self) -> bool:
+        return self.dist == BUILTIN_DIST
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.dist,
+            "version": self.version,
+            "builtin": self.builtin,
+            "hooks": self.hooks,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+def _strict() -> bool:
+    return os.environ.get("PTL_STRICT_PLUGINS", "").strip() not in ("", "0", "false", "no")
+
+
+def _disabled() -> set[str]:
+    raw = os.environ.get("PTL_DISABLE_PLUGINS", "")
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+class PluginManager:
+    """Loads every plugin once and builds component registries on demand."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._registries: dict[str, Registry] = {}
+        self._load_all()
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load_all(self) -> None:
+        disabled = _disabled()
+        seen: set[str] = set()
+        eps = sorted(
+            entry_points(group=GROUP), key=lambda e: (e.dist is None or e.dist.name != BUILTIN_DIST, e.name)
+        )
+        for ep in eps:
+            if ep.name in seen:  # the same distribution visible twice on sys.path
+                continue
+            seen.add(ep.name)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                dist=ep.dist.name if ep.dist else "",
+                version=ep.dist.version if ep.dist else "",
+            )
+            self.plugins[ep.name] = info
+            if ep.name in disabled:
+                info.status = "disabled"
+                info.error = "blocked by PTL_DISABLE_PLUGINS"
+                continue
+            self._load_one(ep, info)
+        if _strict():
+            bad = [p for p in self.plugins.values() if p.status == "error"]
+            if bad:
+                p = bad[0]
+                raise UserError(f"plugin {p.name!r} failed to load: {p.error} (PTL_STRICT_PLUGINS=1)")
+
+    def _load_one(self, ep: EntryPoint, info: PluginInfo) -> None:
+        try:
+            module = ep.load()
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            info.status = "error"
+            info.error = f"{type(exc).__name__}: {exc}"
+            info.detail = traceback.format_exc()
+            return
+        unknown = _unknown_hooks(module)
+        if unknown:
+            known = [n for n in dir(hookspecs) if n.startswith("ptl_")]
+            name = unknown[0]
+            info.status = "error"
+            info.error = f"implements unknown hook {name!r}; {did_you_mean(name, known)}"
+            return
+        try:
+            self.pm.register(module, name=ep.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            info.status = "error"
+            info.error = str(exc)
+            return
+        info.hooks = sorted(
+            impl_name
+            for impl_name in dir(hookspecs)
+            if impl_name.startswith("ptl_")
+            and any(i.plugin_name == ep.name for i in getattr(self.pm.hook, impl_name).get_hookimpls())
+        )
+
+    def ok_plugins(self) -> list[str]:
+        return [p.name for p in self.plugins.values() if p.status == "ok"]
+
+    # -- registries --------------------------------------------------------------------------
+    def registry(self, kind: str) -> Registry:
+        """The registry of ``kind`` (see :data:`ptl_cli.registry.KINDS`), built on first use."""
+        if kind not in KINDS:
+            raise UserError(f"unknown component kind {kind!r}; {did_you_mean(kind, KINDS)}")
+        if kind not in self._registries:
+            builtin = frozenset(n for n, p in self.plugins.items() if p.builtin)
+            registry = Registry(kind, builtin)
+            hook = getattr(self.pm.hook, KINDS[kind][0])
+            # pluggy calls implementations last-registered first; register in load order instead
+            for impl in reversed(hook.get_hookimpls()):
+                self._call_register(impl, registry)
+            self._registries[kind] = registry
+        return self._registries[kind]
+
+    def _call_register(self, impl: Any, registry: Registry) -> None:
+        info = self.plugins.get(impl.plugin_name)
+        try:
+            impl.function(register=Register(registry, impl.plugin_name))
+        except SpecError as exc:
+            self._registration_failed(info, str(exc))
+        except Exception as exc:  # noqa: BLE001 - isolate a broken plugin's hook
+            self._registration_failed(info, f"{impl.function.__name__} raised {type(exc).__name__}: {exc}")
+
+    def _registration_failed(self, info: PluginInfo | None, message: str) -> None:
+        if info is None:
+            raise UserError(message)
+        info.status = "error"
+        info.error = message
+        if _strict():
+            raise UserError(f"plugin {info.name!r}: {message} (PTL_STRICT_PLUGINS=1)")
+
+    def get(self, kind: str, name: str):
+        """Shortcut for ``registry(kind).get(name)``."""
+        return self.registry(kind).get(name)
+
+    def add_commands(self, app: Any) -> None:
+        """Let every plugin add its commands; a failing plugin is recorded, not fatal."""
+        for impl in reversed(self.pm.hook.ptl_register_commands.get_hookimpls()):
+            try:
+                impl.function(app=app)
+            except Exception as exc:  # noqa: BLE001
+                self._registration_failed(
+                    self.plugins.get(impl.plugin_name),
+                    f"ptl_register_commands raised {type(exc).__name__}: {exc}",
+                )
+
+
+def _unknown_hooks(module: ModuleType) -> list[str]:
+    """Names in ``module`` marked with ``@hookimpl`` that are not ptl hookspecs."""
+    known = {n for n in dir(hookspecs) if n.startswith("ptl_")}
+    unknown = []
+    for attr in dir(module):
+        obj = getattr(module, attr, None)
+        if callable(obj) and hasattr(obj, f"{GROUP}_impl") and attr not in known:
+            unknown.append(attr)
+    return unknown
+
+
+_manager: PluginManager | None = None
+
+
+def manager() -> PluginManager:
+    """The process-wide plugin manager (plugins are loaded on first call)."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests use this after changing the environment)."""
+    global _manager
+    _manager = None
+
+
+def get(kind: str, name: str):
+    """Look up a component spec by kind and name: ``plugins.get("pruners", "iterand")``."""
+    return manager().get(kind, name)

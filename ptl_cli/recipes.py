@@ -1,0 +1,183 @@
+"""Recipes: TOML files that name a workflow, its plugins and their parameters.
+
+Resolution order (later wins): the recipe file (after its ``extends`` chain), command-line
+flags, then ``--set key.path=value``. The result is validated strictly against the workflow's
+schema and written into the run directory, so a run always records exactly what it did.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import Field
+
+from ptl_cli.errors import UserError, did_you_mean
+from ptl_cli.schema import Params
+
+
+class Compute(Params):
+    """Where and how fast a run executes; never changes what it computes (except precision)."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = Field(0, ge=0, description="data-loader worker processes")
+    deterministic: bool = Field(True, description="deterministic kernels (bit-exact resume)")
+
+
+class RecipeBase(Params):
+    """Keys every recipe has; workflows subclass this with their own sections."""
+
+    kind: str = Field(description="the workflow: prune, transfer, ...")
+    name: str = ""
+    description: str = ""
+    extends: str | None = Field(None, description="recipe this one starts from")
+    seed: int = 0
+    compute: Compute = Compute()
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up: ``$PTL_RECIPE_PATH`` entries, then the bundled ones."""
+    dirs = [Path(p) for p in os.environ.get("PTL_RECIPE_PATH", "").split(os.pathsep) if p]
+    bundled = Path(__file__).resolve().parent.parent / "recipes"
+    dirs.append(bundled)
+    return [d for d in dirs if d.is_dir()]
+
+
+def available() -> dict[str, Path]:
+    """Recipe name -> file, earlier directories shadowing later ones."""
+    found: dict[str, Path] = {}
+    for directory in recipe_dirs():
+        for path in sorted(directory.rglob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find(ref: str) -> Path:
+    """A recipe path from a name (``iterand-conv6-cifar10``) or a file path."""
+    path = Path(ref).expanduser()
+    if path.suffix == ".toml" or os.sep in ref or "/" in ref:
+        if not path.is_file():
+            raise UserError(f"recipe file {ref} not found; check the path or run `ptl recipes list`")
+        return path
+    names = available()
+    if ref not in names:
+        raise UserError(f"unknown recipe {ref!r}; {did_you_mean(ref, names)} (see `ptl recipes list`)")
+    return names[ref]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"recipe {path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"recipe {path}: cannot be read: {exc.strerror}") from None
+
+
+def load_raw(ref: str, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
+    """Read a recipe and merge its ``extends`` chain (the base first)."""
+    path = find(ref).resolve()
+    if path in _chain:
+        raise UserError(f"recipe {path}: `extends` forms a cycle")
+    data = read_toml(path)
+    base_ref = data.get("extends")
+    if base_ref:
+        if not isinstance(base_ref, str):
+            raise UserError(f"recipe {path}: key `extends` must be a recipe name")
+        base, _ = load_raw(base_ref, (*_chain, path))
+        base.pop("name", None)
+        base.pop("description", None)
+        data = deep_merge(base, data)
+    data.setdefault("name", path.stem)
+    return data, path
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``train.lr=0.1`` -> ("train.lr", 0.1); the value is read as TOML, else as a string."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set train.lr=0.1")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {item!r}: the key is empty; expected key.path=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{source}: `{key}`: `{part}` is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+@dataclass
+class ResolvedRecipe:
+    """A validated recipe, where it came from, and its plain-data form (what gets written)."""
+
+    model: RecipeBase
+    data: dict[str, Any]
+    source: str
+
+
+def resolve(
+    ref: str,
+    schema: type[RecipeBase],
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> ResolvedRecipe:
+    """Load ``ref``, apply flag ``overrides`` and ``--set`` items, validate against ``schema``."""
+    data, path = load_raw(ref)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value, "command line")
+    for item in sets or []:
+        key, value = parse_set(item)
+        set_dotted(data, key, value, f"--set {item}")
+    return validate(data, schema, f"recipe {path}")
+
+
+def validate(data: dict[str, Any], schema: type[RecipeBase], where: str) -> ResolvedRecipe:
+    from ptl_cli.schema import validate_model
+
+    model = validate_model(schema, data, where)
+    return ResolvedRecipe(model=model, data=model.model_dump(mode="json"), source=where)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """Recipe data as TOML text (None values are left out: TOML has no null)."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_none(data))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value

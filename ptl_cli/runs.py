@@ -1,0 +1,155 @@
+"""Run directories: the resolved recipe, status, metrics, checkpoints and results of one run.
+
+Layout::
+
+    RUN/run.json          kind, status, timestamps, final metrics, error
+    RUN/recipe.toml       the fully resolved recipe
+    RUN/metrics.jsonl     one JSON object per logged step
+    RUN/checkpoints/      step-XXXXXXXXX.pt (the newest two are kept)
+    RUN/report.md         results table; RUN/curves.png training curves
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ptl_cli import atomic
+from ptl_cli.errors import UserError
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def runs_root() -> Path:
+    """Where runs go when ``--out`` is not given: ``$PTL_RUNS_DIR`` or ``./runs``."""
+    return Path(os.environ.get("PTL_RUNS_DIR", "runs"))
+
+
+class Run:
+    """A run directory on disk."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # -- creation and lookup -----------------------------------------------------------------
+    @classmethod
+    def create(cls, kind: str, name: str, recipe: dict[str, Any], out: str | None = None) -> Run:
+        if out:
+            path = Path(out)
+            if (path / "run.json").exists():
+                raise UserError(
+                    f"{path} already holds a run; choose another --out, or continue it with "
+                    f"`ptl resume {path}`"
+                )
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = runs_root() / f"{stamp}-{name or kind}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = runs_root() / f"{stamp}-{name or kind}-{suffix}"
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        from ptl_cli import __version__, recipes
+
+        atomic.write_text(path / "recipe.toml", recipes.dumps(recipe))
+        now = time.time()
+        run.write_info(
+            {
+                "id": path.name,
+                "kind": kind,
+                "name": name,
+                "status": "running",
+                "created": now,
+                "updated": now,
+                "ptl_version": __version__,
+                "metrics": {},
+                "error": "",
+            }
+        )
+        return run
+
+    @classmethod
+    def open(cls, ref: str | os.PathLike[str]) -> Run:
+        """A run by path or by id under the runs root; a clear error if it is not a run."""
+        candidates = [Path(ref), runs_root() / str(ref)]
+        for path in candidates:
+            if (path / "run.json").is_file():
+                return cls(path)
+        for path in candidates:
+            if path.is_dir():
+                raise UserError(f"{path} is not a ptl run (no run.json); runs are listed by `ptl runs list`")
+        raise UserError(f"run {str(ref)!r} not found (looked in {candidates[0]} and {candidates[1]})")
+
+    @staticmethod
+    def list(root: Path | None = None) -> list[Run]:
+        root = root or runs_root()
+        if not root.is_dir():
+            return []
+        runs = [Run(p.parent) for p in root.glob("*/run.json")]
+        return sorted(runs, key=lambda r: r.info().get("created", 0))
+
+    # -- state -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.path}/run.json cannot be read: {exc}") from None
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        atomic.write_json(self.path / "run.json", info)
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        info = self.info()
+        info.update(fields)
+        info["updated"] = time.time()
+        self.write_info(info)
+        return info
+
+    def set_status(self, status: str, **fields: Any) -> None:
+        assert status in STATUSES, status
+        self.update(status=status, **fields)
+
+    @property
+    def kind(self) -> str:
+        return self.info()["kind"]
+
+    def recipe_data(self) -> dict[str, Any]:
+        from ptl_cli import recipes
+
+        return recipes.read_toml(self.path / "recipe.toml")
+
+    # -- metrics -----------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one metrics record (a line of JSON)."""
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+        return rows
+
+    def truncate_metrics(self, keep: Any) -> None:
+        """Keep only records for which ``keep(record)`` is true (used on resume)."""
+        rows = [r for r in self.metrics() if keep(r)]
+        atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"

@@ -1,0 +1,76 @@
+"""Parameter and recipe schemas: strict pydantic models with one-line error messages."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ptl_cli.errors import UserError, did_you_mean
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Params(BaseModel):
+    """Base class for component parameter schemas: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+def describe_validation_error(model: type[BaseModel], exc: ValidationError, where: str) -> str:
+    """Turn a pydantic error into 'where: key `a.b`: what is wrong (how to fix)'."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _submodel(model, err["loc"][:-1])
+            known = list(parent.model_fields) if parent else []
+            hint = did_you_mean(str(err["loc"][-1]), known)
+            parts.append(f"unknown key `{loc}` ({hint})")
+        elif err["type"] == "missing":
+            parts.append(f"missing key `{loc}`")
+        else:
+            got = err.get("input")
+            got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+            parts.append(f"key `{loc}`: {err['msg']}{got_text}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"{where}: " + "; ".join(parts) + more
+
+
+def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for key in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or key not in fields:
+            return None
+        current = fields[key].annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def validate_model(model: type[M], values: dict[str, Any], where: str) -> M:
+    """Validate ``values`` against ``model`` or raise a one-line :class:`UserError`."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(model, exc, where)) from None
+
+
+def schema_fields(model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    """Describe a schema's fields for ``ptl list``: name, type, default, description."""
+    if model is None:
+        return []
+    rows = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "name": name,
+                "type": type_name,
+                "default": default,
+                "required": info.is_required(),
+                "description": info.description or "",
+            }
+        )
+    return rows
