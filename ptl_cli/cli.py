@@ -208,7 +208,7 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or file."
 @runs_app.command("list")
 def runs_list(
     root: Annotated[
-        Optional[str], typer.Option(help="Runs directory (default $PTL_RUNS_DIR or ./runs).")
+        str | None, typer.Option(help="Runs directory (default $PTL_RUNS_DIR or ./runs).")
     ] = None,  # noqa: UP045
     as_json: options.Json = False,
 ) -> None:

@@ -11,7 +11,7 @@ import fnmatch
 import importlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ptl_cli.errors import UserError, did_you_mean
@@ -55,6 +55,11 @@ class ComponentSpec:
     def is_pattern(self) -> bool:
         return self.name.endswith(":*")
 
+    @property
+    def pattern(self) -> str | None:
+        """For a spec resolved through a ``prefix:*`` pattern: that pattern."""
+        return self.meta.get("pattern")
+
     def load_factory(self) -> Callable[..., Any]:
         """Import the factory if it was registered as a ``module:attr`` string."""
         if callable(self.factory):
@@ -87,8 +92,8 @@ class ComponentSpec:
     def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
         """Validate ``params`` and call the factory with them (plus positional/keyword args)."""
         checked = self.validate_params(params, where)
-        if self.is_pattern:
-            kw["name"] = kw.get("name", self.name)
+        if self.pattern:
+            kw["name"] = self.name
         return self.load_factory()(*args, **kw, **checked)
 
 
@@ -213,7 +218,7 @@ class Registry:
             return self._qualified[name]
         for spec in self._specs.values():
             if spec.is_pattern and fnmatch.fnmatchcase(name, spec.name) and name != spec.name:
-                return spec
+                return replace(spec, name=name, meta={**spec.meta, "pattern": spec.name})
         known = [s.name for s in self._specs.values()] + list(self._aliases)
         raise UserError(f"unknown {self.label} {name!r}; {did_you_mean(name, known)}")
 
