@@ -1,0 +1,128 @@
+"""Mean Teacher (Tarvainen & Valpola 2017): the student matches an EMA of itself.
+
+``L = CE(f(weak(x_l)), y_l) + w(t) * MSE(softmax(f(v1)), softmax(f_ema(v2)))``, where v1 and v2
+are two independent weak views of ``x_u`` and ``f_ema`` is the teacher, whose weights follow
+``teacher <- decay * teacher + (1 - decay) * student`` after every optimizer step. The weight
+ramps up as ``lambda_u * exp(-5 (1 - t)^2)``, t going from 0 to 1 over the first
+``rampup_fraction`` of training (the paper's sigmoid-shaped schedule; max 50 as in USB).
+
+The algorithm asks for the *unaugmented* unlabeled batch (view ``"none"``) and draws both weak
+views itself: the view names cannot ask for two independent weak draws, and flip + pad-crop
+commute with per-channel normalization, so drawing them after normalization is exact.
+
+The teacher is a deep copy of the student made on the first ``loss`` call (so it is built on
+the right device, after any wrapping), with its own parameters and buffers; it runs in the
+student's train/eval mode, under ``no_grad``. Its weights and buffers are the algorithm's
+state: a resumed run continues with exactly the same teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptl_ssl.common import check_logits, forward_split, unwrap, view
+from ptl_ssl.views import weak_view
+
+
+def sigmoid_rampup(step: int, rampup_steps: float) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = clip(step / rampup_steps, 0, 1)``; 1 without ramp-up."""
+    if rampup_steps <= 0:
+        return 1.0
+    t = min(max(step / rampup_steps, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+class MeanTeacher:
+    """Mean Teacher's loss and the EMA teacher it maintains."""
+
+    labeled_views = ("weak",)
+    unlabeled_views = ("none",)
+
+    def __init__(
+        self, num_classes: int, ema_decay: float = 0.999, lambda_u: float = 50.0, rampup_fraction: float = 0.4
+    ) -> None:
+        self.num_classes = num_classes
+        self.ema_decay = ema_decay
+        self.lambda_u = lambda_u
+        self.rampup_fraction = rampup_fraction
+        self.teacher: nn.Module | None = None
+        self._pending: dict[str, torch.Tensor] | None = None  # loaded before the teacher exists
+
+    def _teacher_for(self, model: nn.Module) -> nn.Module:
+        if self.teacher is None:
+            teacher = copy.deepcopy(unwrap(model))
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            if self._pending is not None:
+                teacher.load_state_dict(self._pending)
+                self._pending = None
+            self.teacher = teacher
+        return self.teacher
+
+    def loss(
+        self,
+        model: nn.Module,
+        labeled: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        unlabeled: dict[str, torch.Tensor],
+        step: int,
+        total_steps: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        teacher = self._teacher_for(model)  # before the student's forward touches its BN buffers
+        x = view(labeled, "weak", "MeanTeacher", "labeled")
+        u = view(unlabeled, "none", "MeanTeacher", "unlabeled")
+        u_student, u_teacher = weak_view(u), weak_view(u)
+
+        logits_x, logits_u = forward_split(model, x, u_student)
+        check_logits(logits_x, self.num_classes, "MeanTeacher")
+        teacher.train(model.training)
+        with torch.no_grad():
+            logits_teacher = teacher(u_teacher)
+
+        loss_x = F.cross_entropy(logits_x, targets)
+        loss_u = F.mse_loss(
+            torch.softmax(logits_u.float(), dim=1), torch.softmax(logits_teacher.float(), dim=1)
+        )
+        weight = self.lambda_u * sigmoid_rampup(step, self.rampup_fraction * total_steps)
+        loss = loss_x + weight * loss_u
+        logs = {
+            "loss_x": loss_x.detach(),
+            "loss_u": loss_u.detach(),
+            "weight_u": loss_u.new_full((), weight).detach(),
+        }
+        return loss, logs
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Move the teacher's parameters towards the student's (buffers stay the teacher's own)."""
+        if self.teacher is None:
+            return
+        teacher_params = list(self.teacher.parameters())
+        student_params = [p.detach() for p in unwrap(model).parameters()]
+        if len(teacher_params) != len(student_params):
+            raise RuntimeError("MeanTeacher: the model's parameters changed since the teacher was copied")
+        torch._foreach_lerp_(teacher_params, student_params, 1.0 - self.ema_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The teacher's weights and buffers (copies), or nothing before the first step."""
+        if self.teacher is not None:
+            return {"teacher": {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}}
+        if self._pending is not None:
+            return {"teacher": {k: v.clone() for k, v in self._pending.items()}}
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("teacher")
+        if saved is None:
+            return
+        if self.teacher is not None:
+            self.teacher.load_state_dict(saved)
+        else:
+            self._pending = {k: v.detach().clone() for k, v in saved.items()}

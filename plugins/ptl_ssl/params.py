@@ -1,0 +1,50 @@
+"""Parameter schemas of the SSL algorithms.
+
+Kept apart from the algorithms so that registering (``ptl list ssl``, ``ptl --help``) only needs
+pydantic: the modules holding the losses import torch and are loaded when a run builds one.
+Defaults follow the FixMatch, UDA and Mean Teacher papers and the USB benchmark.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ptl_cli.schema import Params
+
+
+class FixMatchParams(Params):
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a pseudo label needs to count"
+    )
+    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    temperature: float = Field(
+        1.0, gt=0.0, description="softmax temperature (> 0) of the prediction that gives the confidence"
+    )
+
+
+class UDAParams(Params):
+    temperature: float = Field(0.4, gt=0.0, description="sharpening temperature (> 0) of the soft targets")
+    threshold: float = Field(
+        0.8, ge=0.0, le=1.0, description="confidence mask in [0, 1] on the unsharpened max probability"
+    )
+    lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss (>= 0)")
+
+
+class MeanTeacherParams(Params):
+    ema_decay: float = Field(
+        0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the teacher's weights"
+    )
+    lambda_u: float = Field(50.0, ge=0.0, description="maximum weight of the consistency loss (>= 0)")
+    rampup_fraction: float = Field(
+        0.4, ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up"
+    )
+
+
+class PseudoLabelParams(Params):
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence in [0, 1] a pseudo label needs to count"
+    )
+    lambda_u: float = Field(1.0, ge=0.0, description="maximum weight of the unlabeled loss (>= 0)")
+    rampup_fraction: float = Field(
+        0.4, ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up"
+    )

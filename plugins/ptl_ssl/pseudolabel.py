@@ -1,0 +1,76 @@
+"""Pseudo-Label (Lee 2013): confident hard predictions become targets for the same view.
+
+``L = CE(f(weak(x_l)), y_l) + w(t) * mean_u[ 1(max p >= tau) * CE(argmax p, f(weak(x_u))) ]``
+with ``p = softmax(f(weak(x_u)))`` detached and ``w`` ramping up linearly from 0 to ``lambda_u``
+over the first ``rampup_fraction`` of training (USB's ``unsup_warmup``), so early, unreliable
+pseudo labels carry little weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptl_ssl.common import check_logits, forward_split, view
+
+
+def linear_rampup(step: int, rampup_steps: float) -> float:
+    """``clip(step / rampup_steps, 0, 1)``; 1 when there is no ramp-up."""
+    if rampup_steps <= 0:
+        return 1.0
+    return min(max(step / rampup_steps, 0.0), 1.0)
+
+
+class PseudoLabel:
+    """Pseudo-Label's loss; one forward pass over the labeled and unlabeled weak views."""
+
+    labeled_views = ("weak",)
+    unlabeled_views = ("weak",)
+
+    def __init__(
+        self, num_classes: int, threshold: float = 0.95, lambda_u: float = 1.0, rampup_fraction: float = 0.4
+    ) -> None:
+        self.num_classes = num_classes
+        self.threshold = threshold
+        self.lambda_u = lambda_u
+        self.rampup_fraction = rampup_fraction
+
+    def loss(
+        self,
+        model: nn.Module,
+        labeled: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        unlabeled: dict[str, torch.Tensor],
+        step: int,
+        total_steps: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = view(labeled, "weak", "PseudoLabel", "labeled")
+        u = view(unlabeled, "weak", "PseudoLabel", "unlabeled")
+        logits_x, logits_u = forward_split(model, x, u)
+        check_logits(logits_x, self.num_classes, "PseudoLabel")
+
+        loss_x = F.cross_entropy(logits_x, targets)
+        confidence, labels = torch.softmax(logits_u.detach().float(), dim=1).max(dim=1)
+        mask = (confidence >= self.threshold).float()
+        loss_u = (F.cross_entropy(logits_u, labels, reduction="none") * mask).mean()
+        weight = self.lambda_u * linear_rampup(step, self.rampup_fraction * total_steps)
+        loss = loss_x + weight * loss_u
+        logs = {
+            "loss_x": loss_x.detach(),
+            "loss_u": loss_u.detach(),
+            "mask_ratio": mask.mean(),
+            "weight_u": loss_u.new_full((), weight).detach(),
+        }
+        return loss, logs
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing to update: the ramp-up is a function of the step the loop passes in."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Stateless: accepts the empty dict :meth:`state_dict` gives."""
