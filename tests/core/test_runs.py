@@ -1,0 +1,97 @@
+"""Run directories and checkpoints: atomicity, fallback from corrupt files, lookups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptl_cli.engine.checkpoint import CheckpointStore
+from ptl_cli.engine.seeding import capture_rng, restore_rng
+from ptl_cli.errors import UserError
+from ptl_cli.runs import Run
+from ptl_cli.testing import run_ptl
+
+
+def test_create_open_and_status(tmp_path):
+    run = Run.create("demo", "x", {"kind": "demo", "seed": 1}, out=str(tmp_path / "r"))
+    assert Run.open(tmp_path / "r").info()["status"] == "running"
+    run.set_status("completed", metrics={"test_acc": 0.5})
+    assert run.info()["metrics"]["test_acc"] == 0.5
+    assert run.recipe_data() == {"kind": "demo", "seed": 1}
+    with pytest.raises(UserError, match="already holds a run"):
+        Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "r"))
+
+
+def test_open_rejects_non_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a ptl run"):
+        Run.open(tmp_path / "empty")
+    with pytest.raises(UserError, match="not found"):
+        Run.open(tmp_path / "missing")
+
+
+def test_resume_of_a_non_run_is_exit_2(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "keep.txt").write_text("mine")
+    out = run_ptl("resume", str(tmp_path / "plain"))
+    assert out.returncode == 2 and "not a ptl run" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "plain" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["keep.txt"]
+
+
+def test_checkpoint_falls_back_from_truncated_file(tmp_path):
+    messages = []
+    store = CheckpointStore(tmp_path, keep=2, warn=messages.append)
+    store.save({"step": 1, "w": torch.arange(5.0)}, 1)
+    store.save({"step": 2, "w": torch.arange(5.0) * 2}, 2)
+    newest = store.paths()[-1]
+    newest.write_bytes(newest.read_bytes()[:40])  # a power cut in the middle of a write
+    state = store.load()
+    assert state["step"] == 1 and torch.equal(state["w"], torch.arange(5.0))
+    assert (
+        "step-000000002.pt is unreadable" in messages[0]
+        and "falling back to step-000000001.pt" in messages[0]
+    )
+
+
+def test_checkpoint_keeps_newest(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in range(5):
+        store.save({"step": step}, step)
+    assert [p.name for p in store.paths()] == ["step-000000003.pt", "step-000000004.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
+    import random
+
+    torch.manual_seed(0)
+    random.seed(0)
+    store = CheckpointStore(tmp_path)
+    store.save({"rng": capture_rng()}, 0)
+    expected = (torch.rand(3), random.random())
+    restore_rng(store.load()["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_metrics_truncation_for_resume(tmp_path):
+    run = Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "r"))
+    for step in range(5):
+        run.log({"step": step, "loss": float(step)})
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"step": 5, "lo')  # a line cut short by a crash
+    run.truncate_metrics(lambda r: r["step"] <= 2)
+    assert [r["step"] for r in run.metrics()] == [0, 1, 2]
+
+
+def test_runs_list_and_show_json(tmp_path):
+    import json
+
+    run = Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "runs" / "r1"))
+    run.set_status("interrupted")
+    out = run_ptl("runs", "list", "--json", "--root", str(tmp_path / "runs"))
+    (row,) = json.loads(out.stdout)
+    assert row["status"] == "interrupted" and row["kind"] == "demo"
+    out = run_ptl("runs", "show", str(run.path), "--json")
+    shown = json.loads(out.stdout)
+    assert shown["status"] == "interrupted" and shown["recipe"] == {"kind": "demo"}
