@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ptl_cli import hookimpl
-from ptl_datasets.params import FolderParams, NoParams, ResizedParams
 
 # name -> (torchvision class, one-line description)
 FIXED_SIZE = {
@@ -26,6 +25,9 @@ PHOTOS = {
 
 @hookimpl
 def ptl_register_datasets(register) -> None:
+    # Schemas import pydantic: only pay for it when components are listed or built.
+    from ptl_datasets.params import FolderParams, NoParams, ResizedParams
+
     register(
         "fashion-pack",
         "ptl_datasets.fashion:load_pack",

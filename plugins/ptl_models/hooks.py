@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ptl_cli import hookimpl
-from ptl_models.params import ConvParams, ResNetParams, TorchvisionParams, WideResNetParams
 
 
 @hookimpl
 def ptl_register_models(register) -> None:
+    # Schemas import pydantic: only pay for it when components are listed or built.
+    from ptl_models.params import ConvParams, ResNetParams, TorchvisionParams, WideResNetParams
+
     for depth in (2, 4, 6, 8):
         register(
             f"conv{depth}",
