@@ -1,18 +1,29 @@
 """The shapes of components that plugins provide.
 
 These are :class:`typing.Protocol` classes: a plugin does not inherit from them, it only has to
-provide the attributes and methods listed. ``ptl_cli.testing`` checks a component against them.
-Images are float tensors in ``[0, 1]`` of shape ``(B, C, H, W)`` unless said otherwise.
+provide the attributes and methods listed. Images are float tensors in ``[0, 1]`` of shape
+``(B, C, H, W)`` unless said otherwise.
+
+Two levels of checking exist. When a workflow builds a component (``spec.build(...)``),
+:func:`ensure_satisfies` checks that every member is *present* (cheap: no call is made) and
+names the plugin and the missing member otherwise. ``ptl_cli.testing.check_<kind>`` goes
+further in a plugin's own test suite: output shapes, ``state_dict`` round-trips through a
+``weights_only`` checkpoint, resume and determinism.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ptl_cli.errors import UserError
 
 if TYPE_CHECKING:  # torch is heavy; contracts must be importable without it
     import torch
     from torch import nn
+
+    from ptl_cli.data.base import DatasetInfo
 
 
 @runtime_checkable
@@ -119,3 +130,116 @@ class Workflow(Protocol):
 
     def results_table(self, run: Any) -> tuple[list[str], list[list[Any]]]:
         """Header and rows of the results table for a finished run."""
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A network: in practice any ``torch.nn.Module`` mapping ``(B, C, H, W)`` normalized images to
+    ``(B, num_classes)`` logits. Listed as a protocol so that a factory returning something else
+    (a tuple, a config) is caught when it is built, not deep inside a training loop."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+@runtime_checkable
+class ImageDataset(Protocol):
+    """A labeled image dataset (see :class:`ptl_cli.data.base.ImageDataset`, the usual base class).
+
+    Items are ``(uint8 tensor (C, H, W), int label)``; ``targets`` holds every label up front
+    (int64, one per item) so that per-class splits need no pass over the images; ``info`` is a
+    :class:`ptl_cli.data.base.DatasetInfo` (name, num_classes, channels, image_size, class_names,
+    mean, std) that workflows use to size models and normalize batches.
+    """
+
+    info: DatasetInfo
+    targets: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
+
+
+#: The protocol a factory of each component kind must return (kinds as in ``registry.KINDS``).
+PROTOCOLS: dict[str, type] = {
+    "models": Model,
+    "datasets": ImageDataset,
+    "pruners": Pruner,
+    "ssl": SSLAlgorithm,
+    "generators": Generator,
+    "classifiers": SourceClassifier,
+    "workflows": Workflow,
+}
+
+# Dunder members a protocol may require; other private names are typing's own machinery.
+_DUNDERS = ("__call__", "__len__", "__getitem__")
+
+
+def protocol_members(protocol: type) -> dict[str, bool]:
+    """The members ``protocol`` requires: name -> whether it must be callable (a method)."""
+    members: dict[str, bool] = {}
+    for base in reversed(protocol.__mro__):
+        if base in (object, Protocol) or not getattr(base, "_is_protocol", False):
+            continue
+        for name in getattr(base, "__annotations__", {}):
+            if not name.startswith("_"):
+                members[name] = False
+        for name, value in vars(base).items():
+            if name.startswith("_") and name not in _DUNDERS:
+                continue
+            members[name] = inspect.isfunction(value)
+    return members
+
+
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """What ``obj`` lacks to satisfy ``protocol``: missing names, and ``name (not callable)``.
+
+    Members are looked up without running properties or ``__getattr__`` where possible, so the
+    check costs nothing and cannot fail because a property raises.
+    """
+    problems = []
+    for name, must_call in protocol_members(protocol).items():
+        owner = type(obj) if name in _DUNDERS else obj
+        try:
+            value = inspect.getattr_static(owner, name)
+        except AttributeError:
+            if name in _DUNDERS or not hasattr(obj, name):  # dynamic attributes (nn.Module, __getattr__)
+                problems.append(name)
+                continue
+            value = getattr(obj, name)
+        if must_call and not _callable_member(value):
+            problems.append(f"{name} (not callable)")
+    return problems
+
+
+def _callable_member(value: Any) -> bool:
+    return callable(value) or isinstance(value, (staticmethod, classmethod, property))
+
+
+def ensure_satisfies(kind: str, obj: Any, what: str) -> Any:
+    """Return ``obj`` if it has every member of ``kind``'s protocol, else raise a one-line
+    :class:`UserError` that names ``what`` (the component and its plugin) and what is missing."""
+    protocol = PROTOCOLS.get(kind)
+    if protocol is None:
+        return obj
+    problems = missing_members(obj, protocol)
+    if problems:
+        got = type(obj).__qualname__
+        from ptl_cli.registry import KINDS
+
+        hook = KINDS[kind][0]
+        raise UserError(
+            f"{what} does not satisfy the {protocol.__name__} contract: its factory returned a "
+            f"{got} without {', '.join(problems)}; see ptl_cli.contracts.{protocol.__name__} and "
+            f"docs/plugins/reference.md#{hook} (check it with ptl_cli.testing)"
+        )
+    return obj

@@ -90,11 +90,17 @@ class ComponentSpec:
         return validate_model(self.params, values, where or self.name).model_dump()
 
     def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
-        """Validate ``params`` and call the factory with them (plus positional/keyword args)."""
+        """Validate ``params``, call the factory with them (plus positional/keyword args), and
+        check that the result has the members its kind's protocol requires (naming the plugin)."""
+        from ptl_cli.contracts import ensure_satisfies
+
         checked = self.validate_params(params, where)
         if self.pattern:
             kw["name"] = self.name
-        return self.load_factory()(*args, **kw, **checked)
+        component = self.load_factory()(*args, **kw, **checked)
+        return ensure_satisfies(
+            self.kind, component, f"{KINDS[self.kind][1]} {self.name!r} from plugin {self.plugin!r}"
+        )
 
 
 class Register:
