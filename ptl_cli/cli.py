@@ -56,12 +56,19 @@ def _root(
 
 
 # -- plugins & components ---------------------------------------------------------------------
-@app.command("plugins")
+plugins_app = typer.Typer(help="Installed plugins; `ptl plugins new` starts a new one.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
 def plugins_command(
+    ctx: typer.Context,
     as_json: options.Json = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and modules.")] = False,
 ) -> None:
     """Installed plugins: name, version, hooks, status and error."""
+    if ctx.invoked_subcommand is not None:
+        return
     manager = plugins.manager()
     rows = list(manager.plugins.values())
     if as_json:
@@ -89,6 +96,30 @@ def plugins_command(
             console.print(f"[red]{p.name}[/]: {p.error}")
             if verbose and p.detail:
                 console.print(p.detail, markup=False)
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: Annotated[str, typer.Argument(help="Plugin name, e.g. 'magnitude' (package ptl-magnitude).")],
+    kind: Annotated[str, typer.Option("--kind", help="pruner | ssl | generator | model | dataset")],
+    directory: Annotated[str, typer.Option("--dir", help="Where to create the package folder.")] = ".",
+) -> None:
+    """Create an installable plugin package: entry point, a working component, and its tests."""
+    from ptl_cli.scaffold import KINDS as SCAFFOLD_KINDS
+    from ptl_cli.scaffold import PluginNames, scaffold
+
+    path = scaffold(name, kind, directory)
+    names = PluginNames.from_name(name)
+    console = _console()
+    console.print(f"created {path} ({SCAFFOLD_KINDS[kind].label} [bold]{names.component}[/])")
+    registry = plugins.manager().registry(SCAFFOLD_KINDS[kind].registry)
+    if names.component in registry.names():
+        owner = registry.get(names.component).plugin
+        console.print(
+            f"[yellow]note:[/] plugin {owner!r} already registers {registry.label} {names.component!r}; "
+            f"once installed, yours takes the name and theirs stays reachable as '{owner}/{names.component}'"
+        )
+    console.print(f"next: cd {path} && pip install -e . && pytest")
 
 
 _KIND_ALIASES = {"ssl-algorithms": "ssl", "source-classifiers": "classifiers"}
