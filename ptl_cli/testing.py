@@ -1,21 +1,50 @@
-"""Helpers for testing ptl and ptl plugins: run the real CLI, install throwaway plugin packages.
+"""Helpers for testing ptl and ptl plugins: run the real CLI, install plugin packages, and check a
+component against its contract in a few lines.
 
 Plugin authors use these in their own test suites (see docs/plugins/testing.md)::
 
-    from ptl_cli.testing import run_ptl
-    result = run_ptl("list", "pruners", "--json")
-    assert result.returncode == 0
+    from ptl_cli.testing import check_pruner, run_ptl
+
+    def test_my_pruner_keeps_the_contract():
+        check_pruner("my-pruner", {"sparsity": 0.5})   # shapes, state_dict, resume, determinism
+
+    def test_listed():
+        assert run_ptl("list", "pruners", "--json").returncode == 0
+
+Every ``check_<kind>`` takes the registered *name* (the plugin must then be installed: this also
+proves the entry point works), a :class:`ptl_cli.registry.ComponentSpec`, or the factory itself
+(a class or function, for a test that runs before installing). It builds the component on real
+data from the bundled Fashion-MNIST pack with a tiny real network, raises :class:`ContractError`
+(an ``AssertionError``, so pytest shows it as a failed assertion) naming the component and the
+broken rule, and returns the built component for further checks of your own. Each check takes
+well under a second on a CPU.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from ptl_cli.contracts import PROTOCOLS, missing_members
+from ptl_cli.registry import KINDS, ComponentSpec
+
+#: View names an SSL algorithm may ask for (what the transfer workflow can supply).
+VIEW_NAMES = ("none", "weak", "strong")
 
 
+class ContractError(AssertionError):
+    """A component broke its kind's contract; the message names the component and the rule."""
+
+
+# -- running ptl and installing plugins --------------------------------------------------------------
 def run_ptl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600):
     """Run ``python -m ptl_cli ARGS`` in a subprocess, as a user would run ``ptl``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -45,3 +74,661 @@ def install_plugin(
     (info / "entry_points.txt").write_text(f"[ptl]\n{entry or dist} = {module}\n")
     (info / "RECORD").write_text("")
     return site
+
+
+def pip_install(*projects: Path, target: Path, timeout: int = 600) -> Path:
+    """``pip install --no-deps --no-build-isolation --target TARGET PROJECT...`` and return TARGET.
+
+    Installing into a directory of its own (put it on ``PYTHONPATH``) tests a plugin exactly as
+    pip would install it, offline, while leaving the current environment untouched: nothing to
+    uninstall afterwards, and nothing other processes sharing the environment could see.
+    """
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    command += ["--no-index", "--disable-pip-version-check", "--target", str(target)]
+    done = subprocess.run(
+        command + [str(p) for p in projects], capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install of {', '.join(map(str, projects))} failed:\n{done.stderr[-3000:]}")
+    return target
+
+
+def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
+    """Assert that the installed plugin (entry-point name) loaded and implements ``hooks``.
+
+    Returns its :class:`ptl_cli.plugins.PluginInfo`. Uses the in-process plugin manager, so call
+    :func:`ptl_cli.plugins.reset` first if the test installed something after ptl was loaded.
+    """
+    from ptl_cli import plugins
+
+    info = plugins.manager().plugins.get(name)
+    if info is None:
+        found = ", ".join(sorted(plugins.manager().plugins)) or "none"
+        raise ContractError(f"plugin {name!r} is not installed (entry point group 'ptl'); found: {found}")
+    if info.status != "ok":
+        raise ContractError(f"plugin {name!r} did not load: {info.status}: {info.error}")
+    missing = sorted(set(hooks) - set(info.hooks))
+    if missing:
+        raise ContractError(f"plugin {name!r} implements {info.hooks}, not {missing}")
+    return info
+
+
+# -- resolving what to check ---------------------------------------------------------------------------
+def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[Callable[..., Any], str]:
+    """A function building the component from positional args, and a phrase naming it."""
+    from ptl_cli import plugins
+
+    label = KINDS[kind][1]
+    if isinstance(component, str):
+        component = plugins.get(kind, component)
+    if isinstance(component, ComponentSpec):
+        spec = component
+        what = f"{label} {spec.name!r} from plugin {spec.plugin!r}"
+        checked = spec.validate_params(params, what)
+        factory = spec.load_factory()
+        extra = {"name": spec.name} if spec.pattern else {}
+        return (lambda *args: _conforming(kind, factory(*args, **extra, **checked), what)), what
+    if callable(component):
+        what = f"{label} {getattr(component, '__qualname__', repr(component))}"
+        values = dict(params or {})
+        return (lambda *args: _conforming(kind, component(*args, **values), what)), what
+    raise TypeError(f"expected a registered {label} name, a ComponentSpec or a factory, got {component!r}")
+
+
+def _conforming(kind: str, obj: Any, what: str) -> Any:
+    problems = missing_members(obj, PROTOCOLS[kind])
+    if problems:
+        name = PROTOCOLS[kind].__name__
+        raise ContractError(
+            f"{what}: its factory returned a {type(obj).__qualname__} without {', '.join(problems)} "
+            f"(required by ptl_cli.contracts.{name})"
+        )
+    return obj
+
+
+def _require(condition: Any, what: str, message: str) -> None:
+    if not condition:
+        raise ContractError(f"{what}: {message}")
+
+
+# -- real data and a tiny real network -------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _pack_images() -> tuple[Any, Any]:
+    """64 real Fashion-MNIST training images (uint8 1×28×28, 10 classes) from the bundled pack."""
+    import torch
+
+    from ptl_cli import plugins
+
+    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
+    index = torch.arange(64) * (len(dataset) // 64)
+    return dataset.images[index].clone(), dataset.targets[index].clone()
+
+
+def sample_batch(size: int, step: int = 0, seed: int = 0, num_classes: int = 10):
+    """Real images as floats in [0, 1] ``(size, 1, 28, 28)`` with labels ``< num_classes``.
+
+    The batch depends only on ``(seed, step)``, like a resumable sampler's, so an interrupted and
+    an uninterrupted run see the same data.
+    """
+    import torch
+
+    from ptl_cli.engine.seeding import generator_for
+
+    images, labels = _pack_images()
+    pick = torch.randperm(images.shape[0], generator=generator_for(seed, step))[:size]
+    return images[pick].float() / 255.0, labels[pick] % num_classes
+
+
+def tiny_net(num_classes: int = 10, in_channels: int = 1) -> Any:
+    """Conv → ReLU → Conv → ReLU → pool → Linear: both layer kinds a pruner must handle, in ~1k weights."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 4, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )
+
+
+def _roundtrip(state: Any, what: str, which: str) -> Any:
+    """``state`` after ``torch.save`` and ``torch.load(weights_only=True)``, as checkpoints load."""
+    import torch
+
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the state cannot be checkpointed
+        raise ContractError(
+            f"{what}: {which} cannot be checkpointed (torch.load(weights_only=True) needs tensors and "
+            f"plain Python data): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def assert_same_state(a: Any, b: Any, what: str, path: str = "state") -> None:
+    """Exact equality of nested dicts/lists of tensors and plain values (bit-for-bit for tensors)."""
+    import torch
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        _require(
+            a.keys() == b.keys(), what, f"{path} keys differ: {sorted(map(str, a))} vs {sorted(map(str, b))}"
+        )
+        for key in a:
+            assert_same_state(a[key], b[key], what, f"{path}[{key!r}]")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        _require(len(a) == len(b), what, f"{path} lengths differ: {len(a)} vs {len(b)}")
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, what, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        same = a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+        _require(same, what, f"{path} differs ({_describe_difference(a, b)})")
+    else:
+        same = a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        _require(same, what, f"{path} differs: {a!r} vs {b!r}")
+
+
+def _describe_difference(a: Any, b: Any) -> str:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"{a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}"
+    diff = (a.double() - b.double()).abs().max().item() if a.is_floating_point() else "n/a"
+    return f"max abs difference {diff}"
+
+
+def _logits(out: Any, batch: int, num_classes: int, what: str, where: str) -> Any:
+    import torch
+
+    _require(isinstance(out, torch.Tensor), what, f"{where} returned {type(out).__name__}, not a tensor")
+    _require(
+        tuple(out.shape) == (batch, num_classes),
+        what,
+        f"{where} gave shape {tuple(out.shape)}; expected (batch, num_classes) = {(batch, num_classes)}",
+    )
+    _require(bool(torch.isfinite(out).all()), what, f"{where} gave non-finite values")
+    return out
+
+
+# -- models --------------------------------------------------------------------------------------------
+def check_model(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    num_classes: int = 3,
+    in_channels: int = 1,
+    image_size: int = 28,
+    width: float = 1.0,
+) -> Any:
+    """Check a model: logits of shape ``(B, num_classes)`` in train and eval mode, gradients reach
+    its parameters, the same seed builds the same weights, and its ``state_dict`` survives a
+    ``weights_only`` checkpoint into a fresh build with identical outputs."""
+    import torch
+
+    build, what = _builder("models", component, params)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build(num_classes, in_channels, image_size, width)
+
+    model = fresh()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    _require(
+        isinstance(model, torch.nn.Module),
+        what,
+        f"the factory returned {type(model).__name__}, not nn.Module",
+    )
+    x = torch.rand(2, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    model.train()
+    loss = _logits(model(x), 2, num_classes, what, "forward in train mode").logsumexp(1).mean()
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    _require(trainable, what, "has no parameters with requires_grad=True")
+    _require(
+        any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trainable),
+        what,
+        "no gradient reaches its parameters",
+    )
+    model.eval()
+    with torch.no_grad():
+        out = _logits(model(x), 2, num_classes, what, "forward in eval mode")
+        _logits(model(x[:1]), 1, num_classes, what, "forward of a single image in eval mode")
+    twin = fresh()
+    assert_same_state(initial, twin.state_dict(), what, "weights built twice from one seed")
+    torch.manual_seed(1)
+    restored = build(num_classes, in_channels, image_size, width)
+    restored.load_state_dict(_roundtrip(model.state_dict(), what, "state_dict()"))
+    restored.eval()
+    with torch.no_grad():
+        _require(
+            torch.equal(restored(x), out), what, "a model loaded from its state_dict gives other outputs"
+        )
+    return model
+
+
+# -- datasets ------------------------------------------------------------------------------------------
+def check_dataset(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    root: str | None = None,
+    split: str = "train",
+    download: bool = False,
+    items: int = 3,
+) -> Any:
+    """Check a dataset: ``info`` is complete and consistent, ``targets`` are int64 labels in range,
+    items are ``(uint8 (C, H, W), int)`` matching ``info`` and ``targets``, and building twice
+    gives the same data (splits must not depend on global random state)."""
+    import torch
+
+    build, what = _builder("datasets", component, params)
+    dataset = build(root, split, download)
+    info = dataset.info
+    for field in ("name", "num_classes", "channels", "image_size", "class_names", "mean", "std"):
+        _require(hasattr(info, field), what, f"info has no {field!r} (use ptl_cli.data.base.DatasetInfo)")
+    _require(info.num_classes >= 1, what, f"info.num_classes is {info.num_classes}")
+    _require(
+        len(info.class_names) == info.num_classes,
+        what,
+        f"{len(info.class_names)} class_names for {info.num_classes} classes",
+    )
+    _require(
+        len(info.mean) == len(info.std) == info.channels,
+        what,
+        f"mean/std have {len(info.mean)}/{len(info.std)} entries for {info.channels} channels",
+    )
+    _require(all(s > 0 for s in info.std), what, f"info.std must be positive, got {info.std}")
+    targets = dataset.targets
+    _require(
+        isinstance(targets, torch.Tensor) and targets.dtype == torch.int64 and targets.ndim == 1,
+        what,
+        f"targets must be a 1-D int64 tensor, got {getattr(targets, 'dtype', type(targets))}",
+    )
+    _require(
+        len(dataset) == targets.numel() > 0, what, f"len() is {len(dataset)} for {targets.numel()} targets"
+    )
+    _require(
+        int(targets.min()) >= 0 and int(targets.max()) < info.num_classes,
+        what,
+        f"targets span [{int(targets.min())}, {int(targets.max())}] for {info.num_classes} classes",
+    )
+    n = len(dataset)
+    indices = sorted({0, n // 2, n - 1, *range(min(items, n))})
+    for i in indices:
+        image, label = dataset[i]
+        shape = (info.channels, info.image_size, info.image_size)
+        _require(
+            isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and tuple(image.shape) == shape,
+            what,
+            f"item {i} image is {getattr(image, 'dtype', type(image))} "
+            f"{tuple(getattr(image, 'shape', ()))}; expected uint8 {shape}",
+        )
+        _require(
+            int(label) == int(targets[i]), what, f"item {i} has label {label} but targets[{i}] = {targets[i]}"
+        )
+    again = build(root, split, download)
+    _require(torch.equal(again.targets, targets), what, "building it twice gives different targets")
+    _require(
+        torch.equal(again[indices[-1]][0], dataset[indices[-1]][0]),
+        what,
+        "building it twice gives other images",
+    )
+    return dataset
+
+
+# -- pruners -------------------------------------------------------------------------------------------
+def check_pruner(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    model: Callable[[], Any] | None = None,
+    steps: int = 4,
+    resume_at: int = 2,
+    seed: int = 0,
+) -> Any:
+    """Check a pruner on a tiny real conv net (or ``model()``, a fresh network per call):
+    ``prepare`` keeps output shapes, gradients reach ``trainable_parameters``, ``sparsity`` is a
+    fraction, ``export_dense`` loads into the unwrapped network and gives the same outputs, its
+    ``state_dict`` survives a ``weights_only`` checkpoint, and ``steps`` training steps
+    interrupted at ``resume_at`` and resumed from a checkpoint equal an uninterrupted run."""
+    import torch
+
+    from ptl_cli.engine.seeding import capture_rng, restore_rng
+
+    build, what = _builder("pruners", component, params)
+    make_model = model or tiny_net
+
+    def fresh() -> tuple[Any, Any, Any]:
+        torch.manual_seed(seed)
+        pruner = build()
+        net = make_model()
+        prepared = pruner.prepare(net, seed)
+        _require(isinstance(prepared, torch.nn.Module), what, f"prepare() returned {type(prepared).__name__}")
+        params_ = list(pruner.trainable_parameters(prepared))
+        _require(params_, what, "trainable_parameters() is empty: the optimizer would have nothing to update")
+        _require(
+            all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in params_),
+            what,
+            "trainable_parameters() must yield nn.Parameter objects with requires_grad=True",
+        )
+        owned = {id(p) for p in prepared.parameters()}
+        _require(
+            all(id(p) in owned for p in params_),
+            what,
+            "trainable_parameters() yields tensors that are not parameters of the prepared model "
+            "(they would be missing from its state_dict and lost on resume)",
+        )
+        optimizer = torch.optim.SGD(params_, lr=0.1, momentum=0.9)
+        return pruner, prepared, optimizer
+
+    def train(pruner: Any, net: Any, optimizer: Any, start: int, stop: int) -> None:
+        net.train()
+        for step in range(start, stop):
+            x, y = sample_batch(8, step, seed)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step == 0:
+                _require(
+                    any(p.grad is not None for p in pruner.trainable_parameters(net)),
+                    what,
+                    "no gradient reaches trainable_parameters()",
+                )
+            optimizer.step()
+            pruner.after_step(net, step)
+            _check_sparsity(pruner.sparsity(net), what)
+
+    pruner, net, optimizer = fresh()
+    x, _ = sample_batch(4, 0, seed)
+    net.eval()
+    with torch.no_grad():
+        _logits(net(x), 4, 10, what, "the prepared model's forward")
+    train(pruner, net, optimizer, 0, steps)
+
+    twin_pruner, twin, twin_opt = fresh()
+    train(twin_pruner, twin, twin_opt, 0, resume_at)
+    checkpoint = _roundtrip(
+        {
+            "model": twin.state_dict(),
+            "optimizer": twin_opt.state_dict(),
+            "pruner": twin_pruner.state_dict(),
+            "rng": capture_rng(),
+        },
+        what,
+        "state_dict()",
+    )
+    resumed_pruner, resumed, resumed_opt = fresh()
+    torch.manual_seed(seed + 12345)  # a resumed process starts from other global RNG state
+    restore_rng(checkpoint["rng"])
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_opt.load_state_dict(checkpoint["optimizer"])
+    resumed_pruner.load_state_dict(checkpoint["pruner"])
+    train(resumed_pruner, resumed, resumed_opt, resume_at, steps)
+    assert_same_state(net.state_dict(), resumed.state_dict(), what, f"model after resume at step {resume_at}")
+    assert_same_state(pruner.state_dict(), resumed_pruner.state_dict(), what, "pruner state after resume")
+
+    dense = pruner.export_dense(net)
+    _require(isinstance(dense, dict), what, f"export_dense() returned {type(dense).__name__}, not a dict")
+    plain = make_model()
+    try:
+        plain.load_state_dict(_roundtrip(dense, what, "export_dense()"))
+    except RuntimeError as exc:
+        raise ContractError(
+            f"{what}: export_dense() does not load into the unwrapped model: {str(exc).splitlines()[0]}"
+        ) from None
+    net.eval()
+    plain.eval()
+    with torch.no_grad():
+        _require(
+            torch.allclose(plain(x), net(x), atol=1e-5, rtol=1e-4),
+            what,
+            "the unwrapped model loaded from export_dense() gives other outputs than the pruned model",
+        )
+    return pruner
+
+
+def _check_sparsity(value: Any, what: str) -> None:
+    _require(
+        isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0,
+        what,
+        f"sparsity() must return a Python float in [0, 1], got {value!r}",
+    )
+
+
+# -- SSL algorithms --------------------------------------------------------------------------------------
+def make_views(images01: Any, names: Iterable[str], generator: Any = None) -> dict[str, Any]:
+    """The views an SSL algorithm asks for, as the transfer workflow builds them (normalized).
+
+    Uses the built-in ``ptl_ssl`` views (weak flip + pad-crop; strong = weak + RandAugment +
+    Cutout) when that plugin is importable, else weak views for both.
+    """
+    from ptl_cli.data.augment import weak
+    from ptl_cli.data.base import normalize
+
+    names = tuple(names)
+    try:
+        from ptl_ssl.views import make_views as builtin_views
+
+        return builtin_views(images01, names, (0.2860,), (0.3530,), generator=generator)
+    except ImportError:  # pragma: no cover - ptl_ssl ships with ptl
+        return {
+            n: normalize(
+                images01 if n == "none" else weak(images01, generator=generator), (0.2860,), (0.3530,)
+            )
+            for n in names
+        }
+
+
+def check_ssl(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    num_classes: int = 5,
+    model: Callable[[int], Any] | None = None,
+    steps: int = 4,
+    resume_at: int = 2,
+    seed: int = 0,
+) -> Any:
+    """Check an SSL algorithm on real images and a tiny real conv net (or ``model(num_classes)``):
+    it names known views, ``loss`` gives a finite scalar with gradients plus scalar logs,
+    ``after_step`` runs, its ``state_dict`` survives a ``weights_only`` checkpoint, two runs
+    from one seed agree, and a run resumed at ``resume_at`` equals an uninterrupted one."""
+    import torch
+
+    from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
+
+    build, what = _builder("ssl", component, params)
+    make_model = model or (lambda k: tiny_net(k))
+    algo = build(num_classes)
+    for attr in ("labeled_views", "unlabeled_views"):
+        views = getattr(algo, attr)
+        _require(
+            isinstance(views, tuple) and all(v in VIEW_NAMES for v in views),
+            what,
+            f"{attr} must be a tuple of view names from {VIEW_NAMES}, got {views!r}",
+        )
+
+    def fresh() -> tuple[Any, Any, Any]:
+        torch.manual_seed(seed)
+        algo = build(num_classes)
+        net = make_model(num_classes)
+        return algo, net, torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9)
+
+    def train(algo: Any, net: Any, optimizer: Any, start: int, stop: int) -> list[float]:
+        losses = []
+        net.train()
+        for step in range(start, stop):
+            gen = generator_for(seed, step)
+            x, y = sample_batch(4, step, seed, num_classes)
+            u, _ = sample_batch(12, step, seed + 1, num_classes)
+            labeled = make_views(x, algo.labeled_views, gen)
+            unlabeled = make_views(u, algo.unlabeled_views, gen)
+            out = algo.loss(net, labeled, y, unlabeled, step, steps)
+            _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
+            loss, logs = out
+            _require(
+                isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad,
+                what,
+                "loss() must return a 0-dim tensor that requires grad as its first item",
+            )
+            _require(bool(torch.isfinite(loss)), what, f"loss() is not finite at step {step}: {loss.item()}")
+            _require(isinstance(logs, dict), what, f"loss() logs must be a dict, got {type(logs).__name__}")
+            for key, value in logs.items():
+                scalar = isinstance(value, (int, float)) or (
+                    isinstance(value, torch.Tensor) and value.numel() == 1
+                )
+                _require(
+                    isinstance(key, str) and scalar, what, f"log {key!r} is not a named scalar: {value!r}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _require(any(p.grad is not None for p in net.parameters()), what, "no gradient reaches the model")
+            optimizer.step()
+            algo.after_step(net, step)
+            losses.append(loss.item())
+        return losses
+
+    algo, net, optimizer = fresh()
+    losses = train(algo, net, optimizer, 0, steps)
+    twin_algo, twin, twin_opt = fresh()
+    twin_losses = train(twin_algo, twin, twin_opt, 0, resume_at)
+    _require(twin_losses == losses[:resume_at], what, "two runs from the same seed give different losses")
+    checkpoint = _roundtrip(
+        {
+            "model": twin.state_dict(),
+            "optimizer": twin_opt.state_dict(),
+            "ssl": twin_algo.state_dict(),
+            "rng": capture_rng(),
+        },
+        what,
+        "state_dict()",
+    )
+    resumed_algo, resumed, resumed_opt = fresh()
+    torch.manual_seed(seed + 12345)  # a resumed process starts from other global RNG state
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_opt.load_state_dict(checkpoint["optimizer"])
+    resumed_algo.load_state_dict(checkpoint["ssl"])
+    restore_rng(checkpoint["rng"])
+    resumed_losses = train(resumed_algo, resumed, resumed_opt, resume_at, steps)
+    _require(
+        resumed_losses == losses[resume_at:],
+        what,
+        f"a run resumed at step {resume_at} gives losses {resumed_losses}, an uninterrupted one "
+        f"{losses[resume_at:]} (is all state in state_dict()?)",
+    )
+    assert_same_state(net.state_dict(), resumed.state_dict(), what, f"model after resume at step {resume_at}")
+    assert_same_state(algo.state_dict(), resumed_algo.state_dict(), what, "SSL state after resume")
+    return algo
+
+
+# -- generators and source classifiers ------------------------------------------------------------------
+def check_generator(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    device: str = "cpu",
+    batch: int = 3,
+    seed: int = 0,
+) -> Any:
+    """Check a conditional generator: its metadata, ``sample`` gives ``(B, channels, size, size)``
+    floats in [0, 1] for class indices and for probability rows, one-hot rows equal the indices
+    they encode, and the same ``z``/``generator`` gives the same images."""
+    import torch
+
+    build, what = _builder("generators", component, params)
+    gen = build(torch.device(device))
+    k = gen.num_classes
+    _require(isinstance(k, int) and k >= 1, what, f"num_classes must be a positive int, got {k!r}")
+    for attr in ("image_size", "channels"):
+        value = getattr(gen, attr)
+        _require(isinstance(value, int) and value >= 1, what, f"{attr} must be a positive int, got {value!r}")
+    _require(len(gen.class_names) == k, what, f"{len(gen.class_names)} class_names for {k} classes")
+    _require(isinstance(gen.id, str) and gen.id, what, f"id must be a non-empty string, got {gen.id!r}")
+    shape = (batch, gen.channels, gen.image_size, gen.image_size)
+    y = torch.arange(batch, device=device) % k
+
+    def sample(cond: Any, z: Any = None, s: int = seed) -> Any:
+        with torch.no_grad():
+            out = gen.sample(cond, z=z, generator=torch.Generator(device=device).manual_seed(s))
+        _require(
+            isinstance(out, torch.Tensor) and out.is_floating_point(), what, "sample() must give float images"
+        )
+        _require(tuple(out.shape) == shape, what, f"sample() gave {tuple(out.shape)}; expected {shape}")
+        _require(
+            bool(torch.isfinite(out).all()) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0,
+            what,
+            f"sample() must give images in [0, 1], got [{float(out.min()):.3g}, {float(out.max()):.3g}]",
+        )
+        return out
+
+    first = sample(y)
+    _require(torch.equal(first, sample(y)), what, "the same generator seed gives different images")
+    _require(
+        not torch.equal(first, sample(y, s=seed + 1)), what, "different generator seeds give the same images"
+    )
+    one_hot = torch.nn.functional.one_hot(y, k).float()
+    _require(
+        torch.allclose(sample(one_hot), first, atol=1e-4),
+        what,
+        "one-hot probability rows must give the same images as the class indices they encode",
+    )
+    soft = torch.full((batch, k), 1.0 / k, device=device)
+    sample(soft)
+    return gen
+
+
+def check_classifier(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    device: str = "cpu",
+    channels: int = 3,
+    sizes: tuple[int, ...] = (28, 40),
+) -> Any:
+    """Check a source classifier: metadata, and ``(B, num_classes)`` logits for images in [0, 1] of
+    several sizes (it resizes and normalizes inside ``forward``)."""
+    import torch
+
+    build, what = _builder("classifiers", component, params)
+    clf = build(torch.device(device))
+    k = clf.num_classes
+    _require(isinstance(k, int) and k >= 1, what, f"num_classes must be a positive int, got {k!r}")
+    _require(len(clf.class_names) == k, what, f"{len(clf.class_names)} class_names for {k} classes")
+    _require(isinstance(clf.id, str) and clf.id, what, f"id must be a non-empty string, got {clf.id!r}")
+    for size in sizes:
+        x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(size)).to(device)
+        with torch.no_grad():
+            _logits(clf(x), 2, k, what, f"calling it on {size}×{size} images")
+    return clf
+
+
+#: ``check_<kind>`` for each component kind, as named in :data:`ptl_cli.registry.KINDS`.
+CHECKS: dict[str, Callable[..., Any]] = {
+    "models": check_model,
+    "datasets": check_dataset,
+    "pruners": check_pruner,
+    "ssl": check_ssl,
+    "generators": check_generator,
+    "classifiers": check_classifier,
+}
+
+__all__ = [
+    "CHECKS",
+    "ContractError",
+    "assert_same_state",
+    "check_classifier",
+    "check_dataset",
+    "check_generator",
+    "check_model",
+    "check_plugin_loads",
+    "check_pruner",
+    "check_ssl",
+    "install_plugin",
+    "make_views",
+    "pip_install",
+    "run_ptl",
+    "sample_batch",
+    "tiny_net",
+]
