@@ -1,0 +1,68 @@
+"""Registers source generators, source classifiers, the ``train-source`` workflow and commands.
+
+Entry point ``generators = "ptl_generators.hooks"``. Only pydantic schemas are imported here;
+torch, diffusers and the models load when a component is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ptl_cli import hookimpl
+from ptl_generators import params
+
+
+@hookimpl
+def ptl_register_generators(register: Any) -> None:
+    register(
+        "biggan",
+        "ptl_generators.biggan_generator:build",
+        description="BigGAN(-deep): bundled Fashion-MNIST 0-4 model, biggan-deep-128/256/512, or a local dir",
+        params=params.BigGANParams,
+    )
+    register(
+        "diffusers",
+        "ptl_generators.diffusion:build",
+        description="class-conditional diffusers UNet2DModel (bundled DDPM) or DiT, DDIM sampling with CFG",
+        params=params.DiffusersParams,
+        aliases=("ddpm",),
+    )
+
+
+@hookimpl
+def ptl_register_classifiers(register: Any) -> None:
+    register(
+        "bundled",
+        "ptl_generators.classifiers:bundled",
+        description="the bundled Fashion-MNIST classes 0-4 classifier (Conv-4, 28×28 grey)",
+        params=params.BundledClassifierParams,
+    )
+    register(
+        "torchvision:*",
+        "ptl_generators.classifiers:torchvision_classifier",
+        description="an ImageNet classifier from torchvision, e.g. torchvision:resnet50 (cached download)",
+        params=params.TorchvisionClassifierParams,
+    )
+    register(
+        "checkpoint",
+        "ptl_generators.classifiers:checkpoint",
+        description="a local classifier file (ptl .safetensors, or a state dict + arch/size/normalization)",
+        params=params.CheckpointClassifierParams,
+    )
+
+
+@hookimpl
+def ptl_register_workflows(register: Any) -> None:
+    register(
+        "train-source",
+        "ptl_generators.train:TrainSourceWorkflow",
+        description="train a source generator (BigGAN-style or DDPM) or classifier on data you own",
+        params=params.TrainSourceRecipe,
+    )
+
+
+@hookimpl
+def ptl_register_commands(app: Any) -> None:
+    from ptl_generators import commands
+
+    commands.add(app)

@@ -1,0 +1,144 @@
+"""Parameter and recipe schemas of the source-model plugin (pydantic only: cheap to import)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ptl_cli.recipes import RecipeBase
+from ptl_cli.schema import Params
+
+WEIGHTS_HELP = (
+    "'bundled' (Fashion-MNIST classes 0-4 model), a ptl .safetensors file, a local directory, "
+    "or a Hugging Face hub id (cached; offline without a cache is an error)"
+)
+
+
+class BigGANParams(Params):
+    weights: str = Field("bundled", description=WEIGHTS_HELP + "; biggan-deep-128|256|512 are short ids")
+    truncation: float = Field(1.0, gt=0.0, le=1.0, description="ψ: latents are ψ·truncated-normal on [-2, 2]")
+
+
+class DiffusersParams(Params):
+    weights: str = Field("bundled", description=WEIGHTS_HELP + ", e.g. facebook/DiT-XL-2-256")
+    steps: int = Field(25, ge=1, le=1000, description="DDIM sampling steps")
+    guidance_scale: float = Field(
+        2.0, ge=0.0, description="classifier-free guidance (1 = off; needs a null class in the model)"
+    )
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic given z)")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights/compute dtype")
+
+
+class BundledClassifierParams(Params):
+    pass
+
+
+class TorchvisionClassifierParams(Params):
+    weights: str = Field("DEFAULT", description="torchvision weights name (cached download when online)")
+
+
+class CheckpointClassifierParams(Params):
+    path: str = Field(description="a ptl classifier .safetensors file, or a .pt/.pth state dict")
+    arch: str | None = Field(None, description="model plugin name (read from a ptl file when omitted)")
+    num_classes: int | None = Field(None, ge=1, description="K_s (read from a ptl file when omitted)")
+    image_size: int | None = Field(None, ge=1, description="input side the network expects")
+    channels: int | None = Field(None, ge=1, description="input channels the network expects (1 or 3)")
+    width: float | None = Field(None, gt=0, description="model width factor")
+    mean: list[float] | None = Field(None, description="normalization mean per channel")
+    std: list[float] | None = Field(None, description="normalization std per channel")
+    class_names: list[str] | None = None
+    arch_params: dict[str, Any] = Field(default_factory=dict, description="parameters of the model plugin")
+
+
+# -- the train-source workflow ---------------------------------------------------------------------
+class SourceData(Params):
+    dataset: str = Field("fashion-mnist", description="dataset plugin name")
+    classes: list[int] | None = Field(
+        None, description="keep these classes (relabelled 0..K-1); all if omitted"
+    )
+    data_dir: str | None = None
+    download: bool = False
+    dataset_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainLoop(Params):
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1)
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+
+
+class BigGANTrain(Params):
+    """Architecture (BigGAN config keys) and GAN training settings (hinge loss, TTUR, EMA)."""
+
+    z_dim: int = 32
+    class_embed_dim: int = 32
+    channel_width: int = 16
+    layers: list[tuple[bool, int, int]] = Field(
+        default_factory=lambda: [(True, 8, 4), (True, 4, 2)],
+        description="(upsample, in, out) channel multipliers per block",
+    )
+    attention_layer_position: int = Field(
+        1, description="block index before which self-attention sits; -1 = none"
+    )
+    bottom_width: int = 7
+    d_channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    d_downsample: list[bool] = Field(default_factory=lambda: [True, True, False])
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(4e-4, gt=0)
+    betas: tuple[float, float] = (0.0, 0.999)
+    d_steps: int = Field(1, ge=1, description="discriminator steps per generator step")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_start: int = Field(200, ge=0, description="step from which the EMA generator averages")
+    standing_batches: int = Field(4, ge=1, description="batches per truncation row for standing statistics")
+    truncation: float = Field(1.0, gt=0, le=1, description="ψ used for the final quality measurement")
+
+
+class DDPMTrain(Params):
+    """A class-conditional diffusers UNet2DModel with a null class for classifier-free guidance."""
+
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64])
+    down_block_types: list[str] = Field(default_factory=lambda: ["DownBlock2D", "AttnDownBlock2D"])
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    patch: int = Field(2, ge=1, description="pixel-unshuffle factor: the UNet sees H/p × W/p × C·p² (speed)")
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout to the null class (for CFG)")
+    lr: float = Field(1e-3, gt=0)
+    warmup: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    sample_steps: int = Field(25, ge=1, description="DDIM steps for the final quality measurement")
+    guidance_scale: float = Field(2.0, ge=0)
+
+
+class ClassifierTrain(Params):
+    arch: str = Field("conv4", description="model plugin")
+    width: float = 0.5
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = Field(True, description="random flip + pad-crop")
+
+
+class EvalSettings(Params):
+    classifier: str = Field(
+        "bundled", description="source classifier that scores generated samples; 'none' skips"
+    )
+    classifier_params: dict[str, Any] = Field(default_factory=dict)
+    samples_per_class: int = Field(100, ge=1)
+
+
+class TrainSourceRecipe(RecipeBase):
+    kind: Literal["train-source"] = "train-source"
+    model: Literal["biggan", "ddpm", "classifier"] = Field(description="what to train")
+    data: SourceData = SourceData()
+    train: TrainLoop = TrainLoop()
+    biggan: BigGANTrain = BigGANTrain()
+    ddpm: DDPMTrain = DDPMTrain()
+    classifier: ClassifierTrain = ClassifierTrain()
+    eval: EvalSettings = EvalSettings()
