@@ -52,7 +52,7 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's RGB -> L conversion
 def _uniform(shape: tuple[int, ...], images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """U[0, 1) on the generator's device (the images' device without one), moved to the images."""
     device = generator.device if generator is not None else images.device
-    return torch.rand(shape, generator=generator, device=device).to(images.device)
+    return torch.rand(shape, generator=generator, device=device).to(images.device, non_blocking=True)
 
 
 def _check(images: torch.Tensor) -> None:
@@ -64,11 +64,15 @@ def _check(images: torch.Tensor) -> None:
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    """Luminance ``(B, 1, H, W)``; a 1-channel image is its own luminance."""
+    """Luminance ``(B, 1, H, W)``; a 1-channel image is its own luminance.
+
+    Weighted with Python scalars: a weight tensor built from a list would be a host-to-device
+    copy, and a blocking one, on every call.
+    """
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * weights).sum(1, keepdim=True)
+    r, g, b = _LUMA
+    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
@@ -172,13 +176,22 @@ def rand_augment(
     unknown = [n for n in names if n not in OPS]
     if unknown or not names:
         raise ValueError(f"unknown RandAugment ops {unknown or '(none given)'}; choose from {', '.join(OPS)}")
-    ids = torch.tensor([OPS.index(n) for n in names], device=images.device)
     x = images.float()
     for _ in range(n_ops):
         draw = _uniform((2, x.shape[0]), x, generator)
         choice = (draw[0] * len(names)).long().clamp_(max=len(names) - 1)
-        x = _apply_round(x, ids[choice], draw[1])
+        x = _apply_round(x, _op_ids(choice, names), draw[1])
     return x.to(images.dtype)
+
+
+def _op_ids(choice: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Map positions in ``names`` to ids in :data:`OPS` on the device, without copying a table."""
+    if names == OPS:
+        return choice
+    ids = torch.zeros_like(choice)
+    for position, name in enumerate(names):
+        ids = torch.where(choice == position, OPS.index(name), ids)
+    return ids
 
 
 def cutout(
