@@ -1,0 +1,153 @@
+"""The target network and what the stages do to it: head swaps, the KD auxiliary head, EMA.
+
+Any model plugin works as the target architecture: its classifier head is taken to be the last
+``nn.Linear`` it contains (true of the built-in models and of torchvision's classifiers).
+PP trains the body with a ``K_s``-way head and then swaps in a fresh ``K_t``-way head; KD adds
+an auxiliary ``K_s``-way head fed by the same features as the ``K_t`` head.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptl_cli import plugins
+from ptl_cli.errors import UserError
+
+
+def build(recipe: Any, num_classes: int, channels: int, image_size: int) -> nn.Module:
+    m = recipe.model
+    spec = plugins.get("models", m.arch)
+    return spec.build(num_classes, channels, image_size, m.width, params=m.params, where=f"[model] {m.arch}")
+
+
+def head_name(model: nn.Module) -> str:
+    """The dotted name of the classifier head (the last ``nn.Linear``)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise UserError(f"{type(model).__name__} has no nn.Linear head; transfer needs one to swap")
+    return last
+
+
+def get_head(model: nn.Module) -> nn.Linear:
+    return model.get_submodule(head_name(model))
+
+
+def swap_head(model: nn.Module, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:
+    """Replace the head by a fresh ``num_classes``-way Linear (initialized from ``generator``)."""
+    name = head_name(model)
+    old = model.get_submodule(name)
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    init_linear(new, generator)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new.to(old.weight.device))
+    return model
+
+
+def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """PyTorch's default Linear init, drawn from ``generator`` (uniform ±1/sqrt(fan_in))."""
+    bound = 1.0 / layer.in_features**0.5
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        if layer.bias is not None:
+            layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+class AuxHead(nn.Module):
+    """Adds a second head on the features that enter the classifier head.
+
+    ``forward`` returns the target logits (so the wrapper trains like the bare model); the
+    auxiliary logits of the same call are in ``self.aux_logits``.
+    """
+
+    def __init__(self, net: nn.Module, num_aux: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.net = net
+        head = get_head(net)
+        self.aux = nn.Linear(head.in_features, num_aux).to(head.weight.device)
+        init_linear(self.aux, generator)
+        self.aux_logits: torch.Tensor | None = None
+        head.register_forward_pre_hook(self._features)
+
+    def _features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.aux_logits = self.aux(inputs[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers are copied), for evaluation.
+
+    The decay warms up as ``min(decay, (1 + t) / (10 + t))`` so that short runs (the CPU
+    quickstart has a few hundred steps) are not dominated by the random initialization.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+        for ema_buf, buf in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_buf.copy_(buf)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+
+def sgd(model: nn.Module, opt: Any) -> torch.optim.SGD:
+    """SGD (Nesterov) with weight decay on weights only: BatchNorm parameters and biases are exempt."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": opt.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(
+        groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0
+    )
+
+
+def cosine(optimizer: torch.optim.Optimizer, total: int, cycles: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """``lr · cos(π · cycles · t / total)``: FixMatch's ``cos(7πt/16T)`` with ``cycles = 7/16``."""
+    import math
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: max(0.0, math.cos(math.pi * cycles * t / max(1, total)))
+    )
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Any, mean: Any, std: Any, device: Any, precision: Any) -> float:
+    """Top-1 accuracy (a fraction) of ``model`` in eval mode over ``(uint8 images, labels)`` batches."""
+    from ptl_cli.data.base import normalize, to_float
+
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels in batches:
+        x = normalize(to_float(images.to(device)), mean, std)
+        with precision.autocast():
+            pred = model(x).argmax(dim=1)
+        correct += int((pred.cpu() == labels).sum())
+        total += int(labels.numel())
+    model.train(was_training)
+    return correct / max(1, total)

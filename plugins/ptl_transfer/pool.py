@@ -1,0 +1,181 @@
+"""The pseudo-sample pool: generated images stored once on disk, reused across runs.
+
+PP and PCS share this one mechanism. A pool is a directory under ``<cache>/pools`` named by a
+digest of everything that determines its content (generator id, classifier id, seed, image
+format, ...), holding
+
+    manifest.json          the key, the shard size and the item count (written atomically)
+    shard-00000.pt ...     {"images": uint8 (n, C, H, W), "labels": int64 (n,), optional
+                            "soft": float32 (n, K_s) and "index": int64 (n,)}, each atomic
+
+A shard's content is a pure function of ``(key, shard index)`` -- its noise comes from
+``generator_for(seed, ..., shard)`` -- so generation that was interrupted resumes at the first
+missing shard and ends with exactly the pool an uninterrupted generation makes, and shards could
+be split among data-parallel ranks. Shards load memory-mapped, so pools larger than RAM work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptl_cli import atomic
+from ptl_cli.data.augment import match_channels, resize
+from ptl_cli.errors import RunFailure
+
+#: Pools up to this size are concatenated in memory (fastest gathers); larger ones stay mmapped.
+IN_MEMORY_BYTES = 2 << 30
+
+ShardMaker = Callable[[int], dict[str, torch.Tensor]]
+
+
+def digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A content digest of a tensor (the PCS pool is keyed by the target images it came from)."""
+    data = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
+    h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return h.hexdigest()
+
+
+def to_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Generator output in [0, 1] -> the target's format: resized, channel-matched uint8 on CPU."""
+    images = match_channels(resize(images.float(), size), channels)
+    return images.clamp(0, 1).mul(255).round_().to(torch.uint8).cpu()
+
+
+@dataclass
+class PoolData:
+    """An opened pool: ``gather(indices)`` returns a batch as a dict of CPU tensors."""
+
+    shards: list[dict[str, torch.Tensor]]
+    count: int
+
+    def __post_init__(self) -> None:
+        sizes = torch.tensor([int(s["labels"].shape[0]) for s in self.shards])
+        self._ends = torch.cumsum(sizes, 0)
+        if int(self._ends[-1]) < self.count:
+            raise RunFailure(f"pool holds {int(self._ends[-1])} items, fewer than the {self.count} asked for")
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.shards[0])
+
+    def gather(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Items ``indices`` (in that order) from whichever shards hold them."""
+        if len(self.shards) == 1:
+            return {k: v[indices] for k, v in self.shards[0].items()}
+        which = torch.bucketize(indices, self._ends, right=True)
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), self._ends[:-1]])
+        out = {k: None for k in self.fields}
+        order = torch.empty_like(indices)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.fields}
+        done = 0
+        for shard in torch.unique(which).tolist():
+            sel = torch.nonzero(which == shard).flatten()
+            local = indices[sel] - starts[shard]
+            for k in self.fields:
+                parts[k].append(self.shards[shard][k][local])
+            order[sel] = torch.arange(done, done + sel.numel())
+            done += sel.numel()
+        for k in self.fields:
+            out[k] = torch.cat(parts[k])[order]
+        return out
+
+    def all(self) -> dict[str, torch.Tensor]:
+        """The whole pool (in memory): for tests and small pools."""
+        return self.gather(torch.arange(self.count))
+
+
+class Pool:
+    """One pool directory: its key, which shards exist, building and opening it."""
+
+    def __init__(self, root: Path, kind: str, key: dict[str, Any], count: int, num_shards: int) -> None:
+        self.key = {"kind": kind, **key}
+        self.count = count
+        self.num_shards = num_shards
+        label = str(key.get("generator", "gen")).split("@")[0]
+        label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:40]
+        self.path = Path(root) / f"{kind}-{label}-{digest(self.key)[:16]}"
+
+    def shard_path(self, index: int) -> Path:
+        return self.path / f"shard-{index:05d}.pt"
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.num_shards) if not self.shard_path(i).is_file()]
+
+    def _write_manifest(self) -> None:
+        """Record what the pool is; refuse a directory whose manifest describes another pool."""
+        manifest = self.path / "manifest.json"
+        saved: dict[str, Any] = {}
+        if manifest.is_file():
+            try:
+                saved = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                saved = {}  # a manifest is rewritten whole, so this is a foreign file: replace it
+            if saved.get("digest", digest(self.key)) != digest(self.key):
+                raise RunFailure(
+                    f"pool {self.path} holds a different pool (its manifest key differs); delete that "
+                    "directory and run again"
+                )
+        record = {
+            "key": self.key,
+            "digest": digest(self.key),
+            "count": max(self.count, int(saved.get("count", 0))),
+            "shards": max(self.num_shards, int(saved.get("shards", 0))),
+        }
+        if record != saved:
+            atomic.write_json(manifest, record)
+
+    def build(
+        self,
+        make_shard: ShardMaker,
+        should_stop: Callable[[], bool] = lambda: False,
+        advance: Callable[..., None] = lambda n=1, **kw: None,
+    ) -> bool:
+        """Write every missing shard; False when ``should_stop`` asked to stop first."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+        for index in self.missing():
+            if should_stop():
+                return False
+            shard = make_shard(index)
+            atomic.torch_save({k: v.contiguous() for k, v in shard.items()}, self.shard_path(index))
+            advance(1)
+        return True
+
+    def open(self, make_shard: ShardMaker | None = None) -> PoolData:
+        """Load every shard memory-mapped; a shard that cannot be read is regenerated (or an error)."""
+        shards = []
+        for index in range(self.num_shards):
+            shards.append(self._load(index, make_shard))
+        total = sum(s["images"].numel() for s in shards)
+        if len(shards) > 1 and total <= IN_MEMORY_BYTES:
+            shards = [{k: torch.cat([s[k] for s in shards]) for k in shards[0]}]
+        return PoolData(shards, self.count)
+
+    def _load(self, index: int, make_shard: ShardMaker | None) -> dict[str, torch.Tensor]:
+        path = self.shard_path(index)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable shard is regenerated or reported
+            if make_shard is None:
+                raise RunFailure(
+                    f"pool shard {path} cannot be read ({type(exc).__name__}); delete it and run again "
+                    "(it will be regenerated)"
+                ) from None
+            path.unlink(missing_ok=True)
+            atomic.torch_save(make_shard(index), path)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

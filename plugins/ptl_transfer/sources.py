@@ -1,0 +1,47 @@
+"""The source models (``G_s`` and ``C_s``), built from the recipe only when a phase needs them.
+
+A resumed run whose pools are already on disk and whose KD stage is done never loads them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from ptl_cli import plugins
+from ptl_cli.errors import UserError
+
+
+class Sources:
+    def __init__(self, recipe: Any, device: Any) -> None:
+        self.recipe = recipe
+        self.device = device
+
+    @cached_property
+    def generator(self) -> Any:
+        g = self.recipe.source.generator
+        spec = plugins.get("generators", g.name)
+        generator = spec.build(self.device, params=g.params, where=f"[source.generator] {g.name}")
+        self._check_classes(generator, "generator")
+        return generator
+
+    @cached_property
+    def classifier(self) -> Any:
+        c = self.recipe.source.classifier
+        spec = plugins.get("classifiers", c.name)
+        classifier = spec.build(self.device, params=c.params, where=f"[source.classifier] {c.name}")
+        classifier.eval()
+        self._check_classes(classifier, "classifier")
+        return classifier
+
+    def _check_classes(self, component: Any, what: str) -> None:
+        """G_s and C_s must share the source label space, or PCS conditions on the wrong classes."""
+        other = self.__dict__.get("classifier" if what == "generator" else "generator")
+        if other is None or other.num_classes == component.num_classes:
+            return
+        gen, cls = (component, other) if what == "generator" else (other, component)
+        s = self.recipe.source
+        raise UserError(
+            f"[source]: generator {s.generator.name!r} has {gen.num_classes} classes but classifier "
+            f"{s.classifier.name!r} has {cls.num_classes}; G_s and C_s must share the source classes"
+        )

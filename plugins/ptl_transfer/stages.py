@@ -1,0 +1,85 @@
+"""Which phases a transfer run executes, in what order, and where each one's steps are counted.
+
+The user picks *stages* (``scratch, kd, pp, pssl, pp+pssl``: the rows of the results table);
+a run executes *phases*: the stages plus what they need (the PP pool and pre-training before
+``pp`` and ``pp+pssl``, the PCS pool before ``pssl`` and ``pp+pssl``). Each phase has a fixed
+salt, so a stage draws the same random numbers whether it runs alone or after the others, and
+a global step offset, so checkpoint files of successive phases sort in execution order.
+Pure Python: ``--dry-run`` uses it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Every phase in execution order, with its fixed salt (never renumber: it seeds the phase).
+PHASES: dict[str, int] = {
+    "scratch": 1,
+    "kd": 2,
+    "pp-pool": 3,
+    "pp-pretrain": 4,
+    "pp": 5,
+    "pcs-pool": 6,
+    "pssl": 7,
+    "pp+pssl": 8,
+}
+
+#: Phases that train a target network and report a test accuracy.
+TARGET_STAGES = ("scratch", "kd", "pp", "pssl", "pp+pssl")
+
+DESCRIPTIONS = {
+    "scratch": "supervised on the labeled target images only",
+    "kd": "knowledge distillation from the source classifier (auxiliary K_s head)",
+    "pp": "pseudo pre-training, then supervised fine-tuning",
+    "pssl": "P-SSL: SSL with PCS pseudo samples as unlabeled data",
+    "pp+pssl": "pseudo pre-training, then P-SSL (the full method)",
+    "pp-pool": "generate the PP pool",
+    "pp-pretrain": "train on generated source-labeled samples (K_s-way head)",
+    "pcs-pool": "generate the PCS pool",
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    salt: int
+    steps: int
+    offset: int  # global step at which the phase starts (checkpoint file numbering)
+
+    @property
+    def metric(self) -> str:
+        """``pp+pssl`` -> ``pp_pssl_test_acc`` (the run's final-metrics key)."""
+        return self.name.replace("+", "_").replace("-", "_") + "_test_acc"
+
+
+def metric_key(stage: str) -> str:
+    return stage.replace("+", "_").replace("-", "_") + "_test_acc"
+
+
+def phases(recipe: Any) -> list[Phase]:
+    """The phases ``recipe`` runs, in order, with their step counts and offsets."""
+    wanted = set(recipe.stages)
+    needed = set(wanted)
+    if wanted & {"pp", "pp+pssl"}:
+        needed.add("pp-pretrain")
+        if recipe.pp.mode == "pool":
+            needed.add("pp-pool")
+    if wanted & {"pssl", "pp+pssl"}:
+        needed.add("pcs-pool")
+    steps = {name: (recipe.train.steps if name in TARGET_STAGES else 0) for name in PHASES}
+    steps["pp-pretrain"] = recipe.pp.train.steps
+    out, offset = [], 0
+    for name, salt in PHASES.items():
+        if name in needed:
+            out.append(Phase(name, salt, steps[name], offset))
+            offset += steps[name]
+    return out
+
+
+def final_stage(stages: list[str]) -> str:
+    """The stage whose accuracy is the run's ``test_acc``: the most complete method run."""
+    for name in ("pp+pssl", "pssl", "pp", "kd", "scratch"):
+        if name in stages:
+            return name
+    raise ValueError("no stage")
