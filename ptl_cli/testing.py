@@ -437,7 +437,7 @@ def check_pruner(
                     "no gradient reaches trainable_parameters()",
                 )
             optimizer.step()
-            pruner.after_step(net, step)
+            pruner.after_step(net, step + 1)  # as `ptl prune` does: optimizer steps done so far
             _check_sparsity(pruner.sparsity(net), what)
 
     pruner, net, optimizer = fresh()
