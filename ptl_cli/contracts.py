@@ -69,7 +69,11 @@ class SSLAlgorithm(Protocol):
     """A semi-supervised loss over a labeled and an unlabeled batch.
 
     ``labeled_views``/``unlabeled_views`` name the augmentations the algorithm needs for each
-    batch (``"weak"``, ``"strong"``, ``"none"``); the training loop supplies them as a dict.
+    batch (``"weak"``, ``"strong"``, ``"none"``); the training loop supplies them as a dict of
+    normalized batches. An empty ``unlabeled_views`` means "no unlabeled data" (supervised).
+    ``state_dict`` goes into checkpoints loaded with ``weights_only=True``: tensors and plain
+    Python data only, and everything that changes during training (EMA teachers, adaptive
+    thresholds), or a resumed run will differ from an uninterrupted one.
     """
 
     labeled_views: tuple[str, ...]
@@ -84,10 +88,15 @@ class SSLAlgorithm(Protocol):
         step: int,
         total_steps: int,
     ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
-        """The total loss and named scalars to log (tensors are fine: no host sync needed)."""
+        """The total loss and named scalars to log (tensors are fine: no host sync needed).
+
+        ``step`` is the 0-based index of this optimizer step and ``total_steps`` the stage's
+        length (for ramp-ups); ``model`` may be wrapped (DDP, ``torch.compile``).
+        """
 
     def after_step(self, model: nn.Module, step: int) -> None:
-        """Called after each optimizer step (MeanTeacher updates its teacher here)."""
+        """Called after each optimizer step with the same ``step`` as :meth:`loss`
+        (MeanTeacher updates its teacher here)."""
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -96,19 +105,30 @@ class SSLAlgorithm(Protocol):
 
 @runtime_checkable
 class Pruner(Protocol):
-    """Turns a network into one whose weights are selected (and possibly re-drawn)."""
+    """Turns a network into one whose weights are selected (and possibly re-drawn).
+
+    Whatever the pruner adds to the model (scores, masks) should be parameters or buffers of
+    the model, so that the model's own state dict checkpoints it; ``state_dict`` holds the rest
+    (tensors and plain data only: checkpoints load with ``weights_only=True``).
+    """
 
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
-        """Wrap the prunable layers in place and return the model."""
+        """Wrap the prunable layers in place and return the model.
+
+        Draw any randomness from ``seed`` (e.g. ``ptl_cli.engine.seeding.generator_for``), not
+        from the global RNG: every data-parallel rank, a resumed run and an export rebuild the
+        same network from it.
+        """
 
     def trainable_parameters(self, model: nn.Module) -> Iterable[torch.nn.Parameter]:
         """What the optimizer updates: scores for edge-popup, weights for dense SGD."""
 
     def after_step(self, model: nn.Module, step: int) -> None:
-        """Called after each optimizer step (IteRand re-draws pruned weights here)."""
+        """Called after each optimizer step, ``step`` = optimizer steps done so far (1 after the
+        first). IteRand re-draws pruned weights here; seed such draws from ``(seed, step)``."""
 
     def sparsity(self, model: nn.Module) -> float:
-        """Fraction of prunable weights that are currently pruned."""
+        """Fraction of prunable weights that are currently pruned (a Python float in [0, 1])."""
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """A plain state dict with masks applied (loads into an unwrapped model)."""

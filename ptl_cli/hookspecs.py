@@ -7,9 +7,17 @@ component kind. Call it once per component::
     def ptl_register_pruners(register):
         register("my-pruner", "my_pkg.pruner:MyPruner", description="...", params=MyParams)
 
+``register(name, factory, description="", params=None, aliases=(), **meta)``: ``name`` is lower
+case (``[a-z0-9][a-z0-9_.-]*``, optionally ending in ``:*`` to serve a whole prefix), ``factory``
+a callable or a ``"module:attr"`` string, ``params`` a pydantic model (subclass
+:class:`ptl_cli.schema.Params`) that validates the component's parameters before the factory
+is called with them as keyword arguments.
+
 Hooks must stay cheap: they run whenever ptl lists or looks up components, so import heavy
 modules (torch, diffusers) inside factories, not at module level. The component protocols each
-kind's factory must return are in :mod:`ptl_cli.contracts`.
+kind's factory must return are in :mod:`ptl_cli.contracts`; a built component that lacks a
+member is rejected with a message naming the plugin. The guide, with one section per hook, is
+``docs/plugins/reference.md``; ``ptl_cli.testing`` checks a component in a plugin's own tests.
 """
 
 from __future__ import annotations
@@ -23,41 +31,47 @@ hookspec = pluggy.HookspecMarker("ptl")
 
 @hookspec
 def ptl_register_models(register: Any) -> None:
-    """Register network architectures.
+    """Register network architectures (used by ``ptl prune --model`` and ``ptl transfer --arch``).
 
-    Factory: ``factory(num_classes, in_channels, image_size, width=1.0, **params) -> nn.Module``.
+    Factory: ``factory(num_classes, in_channels, image_size, width=1.0, **params) -> nn.Module``
+    (:class:`ptl_cli.contracts.Model`): logits ``(B, num_classes)`` for normalized images.
     """
 
 
 @hookspec
 def ptl_register_datasets(register: Any) -> None:
-    """Register image datasets.
+    """Register image datasets (``--dataset``, ``--target``).
 
-    Factory: ``factory(root, split, download, **params) -> contracts.ImageDataset``.
+    Factory: ``factory(root, split, download, **params) -> contracts.ImageDataset``: uint8
+    ``(C, H, W)`` items, int64 ``targets`` up front and a ``DatasetInfo``; ``split`` is
+    ``"train"`` or ``"test"``; download only when ``download`` is true.
     """
 
 
 @hookspec
 def ptl_register_pruners(register: Any) -> None:
-    """Register pruning methods (edge-popup, IteRand, dense SGD, ...).
+    """Register pruning methods (edge-popup, IteRand, dense SGD, ...) for ``ptl prune --method``.
 
-    Factory: ``factory(**params) -> contracts.Pruner``.
+    Factory: ``factory(**params) -> contracts.Pruner``. Recipes put the parameters flat in
+    ``[pruner]`` next to ``method``; ``--sparsity`` sets ``sparsity``.
     """
 
 
 @hookspec
 def ptl_register_ssl_algorithms(register: Any) -> None:
-    """Register semi-supervised learning algorithms (FixMatch, UDA, ...).
+    """Register semi-supervised learning algorithms (FixMatch, UDA, ...) for ``ptl transfer --ssl``.
 
-    Factory: ``factory(num_classes, **params) -> contracts.SSLAlgorithm``.
+    Factory: ``factory(num_classes, **params) -> contracts.SSLAlgorithm``; recipes set the
+    parameters in ``[ssl] params``.
     """
 
 
 @hookspec
 def ptl_register_generators(register: Any) -> None:
-    """Register conditional source generators (BigGAN, diffusers, ...).
+    """Register conditional source generators (BigGAN, diffusers, ...) for ``ptl transfer --generator``.
 
-    Factory: ``factory(device, **params) -> contracts.Generator``.
+    Factory: ``factory(device, **params) -> contracts.Generator``; load weights here (from a
+    local path, or a cache when online), never in the hook.
     """
 
 
@@ -65,7 +79,8 @@ def ptl_register_generators(register: Any) -> None:
 def ptl_register_classifiers(register: Any) -> None:
     """Register source classifiers (the network trained on the unavailable source data).
 
-    Factory: ``factory(device, **params) -> contracts.SourceClassifier``.
+    Factory: ``factory(device, **params) -> contracts.SourceClassifier``: an ``nn.Module`` that
+    resizes and normalizes images in [0, 1] itself and gives ``K_s`` logits.
     """
 
 
@@ -73,7 +88,8 @@ def ptl_register_classifiers(register: Any) -> None:
 def ptl_register_workflows(register: Any) -> None:
     """Register run kinds (``prune``, ``transfer``, ...): what ``ptl resume``/``ptl export`` call.
 
-    Factory: ``factory() -> contracts.Workflow``; ``params`` is the workflow's recipe schema.
+    Factory: ``factory() -> contracts.Workflow``; ``params`` is the workflow's recipe schema (a
+    subclass of :class:`ptl_cli.recipes.RecipeBase`), and the name is the recipes' ``kind``.
     """
 
 
@@ -81,5 +97,6 @@ def ptl_register_workflows(register: Any) -> None:
 def ptl_register_commands(app: Any) -> None:
     """Add commands to the ``ptl`` Typer app (``app.command()(fn)`` or ``app.add_typer(...)``).
 
-    Keep the command module light: import torch inside the command function.
+    Keep the command module light: import torch inside the command function. A run command
+    takes the :mod:`ptl_cli.options` types and calls :func:`ptl_cli.launch.launch`.
     """
