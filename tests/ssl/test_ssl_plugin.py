@@ -123,3 +123,12 @@ def test_loss_and_views_never_sync_with_the_host(name, tiny_cnn, fashion):
 def test_wrong_head_width_is_an_explicit_error(tiny_cnn, fashion):
     with pytest.raises(ValueError, match="built for 7 classes"):
         _step(_build("fixmatch", num_classes=7), tiny_cnn(5, 1), fashion)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_passes_ptl_contract_check(name):
+    """ptl's own SSL contract check: deterministic, checkpointable, and resumable bit for bit."""
+    from ptl_cli.testing import check_ssl
+
+    params = {"ema_decay": 0.5} if name == "meanteacher" else None  # a teacher that visibly moves
+    check_ssl(name, params)
