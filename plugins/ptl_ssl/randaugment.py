@@ -8,7 +8,8 @@ Why every op is computed for the whole batch and picked per image with ``torch.w
 images by op needs their indices on the host (a device sync per op), while the ops are cheap
 next to a forward pass. The affine ops (rotate, shear, translate) share one ``grid_sample`` and
 the four blend ops (brightness, color, contrast, sharpness) one interpolation, so a round costs
-about ten elementwise passes, one 3×3 convolution, one histogram and one resampling.
+about ten elementwise passes, one 3×3 box filter, one histogram and one resampling. Like the
+reference PIL ops, affine ops resample with nearest neighbour and fill uncovered pixels with 0.
 
 Images are float ``(B, C, H, W)`` in ``[0, 1]`` with 1 or 3 channels. Randomness comes from
 torch's RNG on the images' device, or from ``generator``: seeded, the output is reproducible.
