@@ -7,6 +7,7 @@ which keeps loaders cheap and makes augmentation randomness part of the checkpoi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,8 @@ class TensorImageDataset(ImageDataset):
         images, targets = self.images[keep], self.targets[keep]
         names = self.info.class_names
         if relabel:
-            mapping = torch.full((max(max(classes), int(targets.max(initial=0))) + 1,), -1, dtype=torch.long)
+            top = int(self.targets.max()) if self.targets.numel() else 0
+            mapping = torch.full((max(max(classes), top) + 1,), -1, dtype=torch.long)
             mapping[torch.as_tensor(list(classes))] = torch.arange(len(classes))
             targets = mapping[targets]
             names = tuple(self.info.class_names[c] for c in classes)
@@ -112,6 +114,13 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.as_tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    m, s = _stats(tuple(mean), tuple(std), images.device, images.dtype)
     return (images - m) / s
+
+
+@functools.lru_cache(maxsize=64)
+def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype):
+    """Mean/std as device tensors, made once: a host-to-device copy per batch would sync on GPU."""
+    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)
+    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(device)
+    return m, s
