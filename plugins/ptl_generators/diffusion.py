@@ -261,12 +261,16 @@ def load_directory(directory: Path) -> dict[str, Any]:
         }
     if (directory / "unet").is_dir():
         model, files = load_model(directory / "unet", ("UNet2DModel",))
-        return {
+        parts = {
             "model": model,
             "arch": "unet",
             "files": files,
             "scheduler": _scheduler_config(directory / "scheduler"),
         }
+        sidecar = directory / "ptl.json"  # from `ptl export --format dir`: what diffusers has no field for
+        if sidecar.is_file():
+            parts.update(json.loads(sidecar.read_text()))
+        return parts
     model, files = load_model(directory, ("UNet2DModel",))
     return {"model": model, "arch": "unet", "files": files, "scheduler": _scheduler_config(directory)}
 

@@ -1,0 +1,173 @@
+"""BigGAN-deep: the published layout, training/eval behaviour, truncation, conditioning, strict loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptl_cli.errors import UserError
+from ptl_generators.biggan import BigGAN, BigGANConfig, SNLinear, standing_statistics, truncated_noise
+from ptl_generators.biggan_generator import build
+
+
+@pytest.mark.parametrize(
+    ("resolution", "blocks", "params_m", "attn"),
+    [(128, 10, 50.4, 256), (256, 12, 55.9, 512), (512, 14, 56.2, 512)],
+)
+def test_published_configs_have_the_published_layout(resolution, blocks, params_m, attn):
+    with torch.device("meta"):
+        net = BigGAN(BigGANConfig.deep(resolution))
+    state = net.state_dict()
+    assert net.config.image_size == resolution
+    # the parameter counts TF Hub gives for BigGAN-deep 128/256/512
+    assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(params_m, abs=0.05)
+    # names and shapes of the converted TF Hub checkpoints (pytorch-pretrained-biggan layout)
+    assert state["embeddings.weight"].shape == (128, 1000)
+    assert state["generator.gen_z.weight_orig"].shape == (4 * 4 * 16 * 128, 256)
+    assert "generator.gen_z.weight_u" in state and "generator.gen_z.weight_v" in state
+    assert state["generator.layers.8.snconv1x1_theta.weight_orig"].shape == (attn // 8, attn, 1, 1)
+    assert state["generator.layers.8.gamma"].shape == (1,)
+    assert state["generator.layers.0.bn_0.running_means"].shape == (51, 2048)
+    assert state["generator.layers.0.bn_0.scale.weight_orig"].shape == (2048, 256)
+    assert state["generator.conv_to_rgb.weight_orig"].shape == (128, 128, 3, 3)
+    assert {"generator.bn.weight", "generator.bn.bias", "generator.bn.running_vars"} <= set(state)
+    assert sum(1 for k in state if k.endswith("conv_3.bias")) == blocks
+
+
+def test_tiny_config_forward_backward_reaches_every_parameter(biggan_config):
+    net = BigGAN(biggan_config(num_classes=3)).train()
+    z = torch.randn(4, 8)
+    y = F.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
+    out = net(z, y)
+    assert out.shape == (4, 1, 16, 16)
+    assert float(out.detach().abs().max()) <= 1.0
+    with torch.no_grad():
+        net.generator.layers[2].gamma.fill_(0.5)  # attention starts switched off (gamma = 0)
+    net(z, y).square().mean().backward()
+    no_grad = [
+        n
+        for n, p in net.named_parameters()
+        if p.grad is None or (not n.endswith("gamma") and float(p.grad.abs().sum()) == 0)
+    ]
+    assert no_grad == []
+
+
+def test_spectral_norm_trains_power_iteration_and_freezes_it_in_eval():
+    torch.manual_seed(0)
+    layer = SNLinear(6, 5)
+    for _ in range(30):
+        layer(torch.randn(2, 6))  # training mode: one power iteration per call
+    sigma = torch.linalg.matrix_norm(layer.sn_weight().detach(), ord=2)
+    assert float(sigma) == pytest.approx(1.0, abs=1e-3)
+    layer.eval()
+    u = layer.weight_u.clone()
+    layer(torch.randn(2, 6))
+    assert torch.equal(u, layer.weight_u)
+
+
+def test_truncated_noise_is_bounded_and_reproducible():
+    z = truncated_noise(2000, 8, 0.5, torch.Generator().manual_seed(1))
+    assert float(z.abs().max()) <= 1.0  # ψ · 2
+    assert torch.equal(z, truncated_noise(2000, 8, 0.5, torch.Generator().manual_seed(1)))
+    assert float(z.std()) == pytest.approx(0.5 * 0.8796, rel=0.05)  # std of N(0,1) cut at ±2
+
+
+def test_truncation_selects_and_interpolates_standing_statistics(biggan_config):
+    net = BigGAN(biggan_config())
+    standing_statistics(net, batches=1, batch_size=16, generator=torch.Generator().manual_seed(0))
+    bn = net.generator.layers[0].bn_0
+    assert not torch.equal(bn.running_means[1], bn.running_means[10])  # filled per truncation row
+    mean, var = bn._stats(0.15)  # halfway between rows 1 (0.1) and 2 (0.2)
+    assert torch.allclose(mean, (bn.running_means[1] + bn.running_means[2]) / 2)
+    assert torch.allclose(var, (bn.running_vars[1] + bn.running_vars[2]) / 2)
+    z = torch.randn(2, 8)
+    y = F.one_hot(torch.tensor([0, 1]), 3).float()
+    assert not torch.allclose(net(z, y, 0.4), net(z, y, 1.0))
+    with pytest.raises(ValueError, match="truncation"):
+        net(z, y, 0.0)
+
+
+def _save_published_layout(net: BigGAN, directory, weights_name: str = "pytorch_model.bin") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(net.config.to_dict()))
+    torch.save(net.state_dict(), directory / weights_name)
+
+
+def _ready(config) -> BigGAN:
+    torch.manual_seed(0)
+    net = BigGAN(config)
+    standing_statistics(net, batches=1, batch_size=8, generator=torch.Generator().manual_seed(0))
+    return net
+
+
+def test_directory_weights_load_strictly_and_reproduce_the_network(tmp_path, biggan_config):
+    net = _ready(biggan_config())
+    _save_published_layout(net, tmp_path / "g")
+    gen = build("cpu", weights=str(tmp_path / "g"), truncation=0.5)
+    assert (gen.num_classes, gen.image_size, gen.channels, gen.latent_dim) == (3, 16, 1, 8)
+    z = gen.noise(3, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2])
+    expected = net.eval()(z, F.one_hot(y, 3).float(), 0.5).add(1).div(2)
+    assert torch.allclose(gen.sample(y, z=z), expected, atol=1e-6)
+    assert gen.id.startswith("biggan-") and gen.id.endswith("-t0.5")
+
+
+def test_class_index_equals_one_hot_probabilities(tmp_path, biggan_config):
+    _save_published_layout(_ready(biggan_config()), tmp_path / "g")
+    gen = build("cpu", weights=str(tmp_path / "g"))
+    y = torch.tensor([2, 0, 1, 1])
+    z = gen.noise(4, torch.Generator().manual_seed(3))
+    assert torch.equal(gen.sample(y, z=z), gen.sample(F.one_hot(y, 3).float(), z=z))
+
+
+def test_soft_conditioning_is_the_mixed_class_embedding(tmp_path, biggan_config):
+    net = _ready(biggan_config())
+    _save_published_layout(net, tmp_path / "g")
+    gen = build("cpu", weights=str(tmp_path / "g"))
+    p = torch.tensor([[0.7, 0.0, 0.3]])
+    z = gen.noise(1, torch.Generator().manual_seed(0))
+    mixed_embedding = 0.7 * net.embeddings.weight[:, 0] + 0.3 * net.embeddings.weight[:, 2]
+    expected = net.generator(torch.cat([z, mixed_embedding[None]], 1), 1.0).add(1).div(2)
+    assert torch.allclose(gen.sample(p, z=z), expected, atol=1e-6)
+    with pytest.raises(UserError, match="3 columns"):
+        gen.sample(torch.ones(1, 4) / 4)
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected", "shape"])
+def test_checkpoint_with_wrong_keys_is_an_error(tmp_path, biggan_config, damage):
+    net = _ready(biggan_config())
+    state = net.state_dict()
+    if damage == "missing":
+        del state["generator.layers.1.conv_2.weight_orig"]
+    elif damage == "unexpected":
+        state["generator.layers.1.extra.weight"] = torch.zeros(1)
+    else:
+        state["embeddings.weight"] = torch.zeros(8, 4)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(json.dumps(net.config.to_dict()))
+    torch.save(state, tmp_path / "g" / "pytorch_model.bin")
+    words = {"missing": "missing keys", "unexpected": "unexpected keys", "shape": "shape mismatch"}[damage]
+    with pytest.raises(UserError, match=words):
+        build("cpu", weights=str(tmp_path / "g"))
+
+
+def test_safetensors_directory_and_bad_inputs(tmp_path, biggan_config):
+    from safetensors.torch import save_file
+
+    net = _ready(biggan_config())
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "config.json").write_text(json.dumps(net.config.to_dict()))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "g" / "model.safetensors")
+    )
+    assert build("cpu", weights=str(tmp_path / "g")).num_classes == 3
+    with pytest.raises(UserError, match="not a BigGAN directory"):
+        build("cpu", weights=str(tmp_path))
+    with pytest.raises(UserError, match="not a hub id"):
+        build("cpu", weights="./no/such/dir")
+    (tmp_path / "g" / "config.json").write_text(json.dumps({**net.config.to_dict(), "bogus": 1}))
+    with pytest.raises(UserError, match="bogus"):
+        build("cpu", weights=str(tmp_path / "g"))

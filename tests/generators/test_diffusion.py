@@ -1,0 +1,162 @@
+"""The diffusers generator on tiny, randomly initialized real diffusers models (UNet and DiT)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptl_cli.errors import UserError
+from ptl_cli.testing import check_generator
+from ptl_generators.diffusion import MixableEmbedding, build, make_mixable
+
+
+def _tiny_unet(classes: int = 3):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        num_class_embeds=classes + 1,  # + the null class
+        attention_head_dim=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def unet_dir(tmp_path_factory):
+    """A diffusers pipeline directory: unet/ + scheduler/ + ptl.json (null class 3)."""
+    from diffusers import DDIMScheduler
+
+    root = tmp_path_factory.mktemp("unet-pipeline")
+    _tiny_unet().save_pretrained(root / "unet")
+    DDIMScheduler(num_train_timesteps=100, clip_sample=True).save_pretrained(root / "scheduler")
+    (root / "ptl.json").write_text(json.dumps({"null_class": 3, "class_names": ["a", "b", "c"]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dit_dir(tmp_path_factory):
+    """A DiT pipeline directory (transformer/ + vae/ + scheduler/) with a 3-class label table."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("dit-pipeline")
+    DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,  # eps and learned variance, like DiT-XL/2
+        num_layers=2,
+        sample_size=4,
+        patch_size=2,
+        num_embeds_ada_norm=3,
+        norm_num_groups=2,
+    ).save_pretrained(root / "transformer")
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=8,
+    ).save_pretrained(root / "vae")
+    DDIMScheduler(num_train_timesteps=100).save_pretrained(root / "scheduler")
+    return root
+
+
+def test_mixable_embedding_looks_up_indices_and_mixes_rows():
+    table = torch.nn.Embedding(4, 5)
+    mixable = make_mixable(table)
+    assert isinstance(mixable, MixableEmbedding) and mixable.weight is table.weight
+    idx = torch.tensor([0, 3, 1])
+    assert torch.equal(mixable(idx), table(idx))
+    assert torch.allclose(mixable(F.one_hot(idx, 4).float()), table(idx))
+    p = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
+    assert torch.allclose(mixable(p), 0.25 * table.weight[0] + 0.75 * table.weight[1])
+    with pytest.raises(ValueError, match="4 columns"):
+        mixable(torch.ones(1, 3))
+
+
+def test_unet_generator_keeps_the_contract(unet_dir):
+    gen = check_generator(build, {"weights": str(unet_dir), "steps": 3, "guidance_scale": 2.0})
+    assert (gen.num_classes, gen.channels, gen.image_size, gen.latent_dim) == (3, 1, 8, 64)
+    assert gen.class_names == ("a", "b", "c")
+    # the swap is per instance and keeps the state-dict keys of the saved model
+    assert "class_embedding.weight" in gen.model.state_dict()
+    assert isinstance(gen.model.class_embedding, MixableEmbedding)
+
+
+def test_unet_soft_conditioning_feeds_the_mixed_embedding(unet_dir):
+    gen = build("cpu", weights=str(unet_dir), steps=2, guidance_scale=1.0)
+    table = gen.model.class_embedding.weight
+    x = torch.randn(1, 1, 8, 8)
+    t = torch.tensor(50)
+    p = torch.tensor([[0.6, 0.4, 0.0, 0.0]])
+    soft = gen.model(x, t, class_labels=p).sample
+    mixed = (0.6 * table[0] + 0.4 * table[1])[None]
+    # the same forward with the class embedding added by hand: the "identity" embedding path
+    gen.model.class_embedding = torch.nn.Identity()
+    by_hand = gen.model(x, t, class_labels=mixed).sample
+    assert torch.allclose(soft, by_hand, atol=1e-6)
+
+
+def test_initial_noise_z_makes_sampling_deterministic(unet_dir):
+    gen = build("cpu", weights=str(unet_dir), steps=3)
+    z = gen.noise(2, torch.Generator().manual_seed(5))
+    assert z.shape == (2, 1, 8, 8)
+    y = torch.tensor([0, 2])
+    assert torch.equal(gen.sample(y, z=z), gen.sample(y, z=z))
+    with pytest.raises(UserError, match="z must have shape"):
+        gen.sample(y, z=torch.randn(2, 64))
+
+
+def test_dit_generator_keeps_the_contract_with_vae_decoding(dit_dir):
+    gen = check_generator(build, {"weights": str(dit_dir), "steps": 2, "guidance_scale": 1.5}, batch=2)
+    assert (gen.num_classes, gen.channels, gen.image_size, gen.latent_shape) == (3, 3, 8, (4, 4, 4))
+    assert gen.null_class == 3 and gen.table_size == 4
+    tables = [m for m in gen.model.modules() if isinstance(m, MixableEmbedding)]
+    assert len(tables) == 2  # one label table per transformer block, all swapped
+
+
+def test_missing_or_unexpected_keys_in_a_diffusers_directory_are_errors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    unet = _tiny_unet()
+    unet.save_pretrained(tmp_path / "m")
+    file = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(file))
+    save_file({k: v for k, v in state.items() if k != "conv_out.weight"}, str(file))
+    with pytest.raises(UserError, match="missing keys: conv_out.weight"):
+        build("cpu", weights=str(tmp_path / "m"))
+    save_file({**state, "extra.weight": torch.zeros(1)}, str(file))
+    with pytest.raises(UserError, match="unexpected keys: extra.weight"):
+        build("cpu", weights=str(tmp_path / "m"))
+
+
+def test_unconditional_unet_is_refused(tmp_path):
+    from diffusers import UNet2DModel
+
+    UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).save_pretrained(tmp_path / "u")
+    with pytest.raises(UserError, match="no class embedding"):
+        build("cpu", weights=str(tmp_path / "u"))
