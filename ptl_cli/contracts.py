@@ -228,11 +228,15 @@ def missing_members(obj: Any, protocol: type) -> list[str]:
     """
     problems = []
     for name, must_call in protocol_members(protocol).items():
-        owner = type(obj) if name in _DUNDERS else obj
+        if name in _DUNDERS:  # Python looks these up on the class (never on its metaclass)
+            owner = next((k for k in type(obj).__mro__ if name in vars(k)), None)
+            if owner is None or vars(owner)[name] is None:
+                problems.append(name)
+            continue
         try:
-            value = inspect.getattr_static(owner, name)
+            value = inspect.getattr_static(obj, name)
         except AttributeError:
-            if name in _DUNDERS or not hasattr(obj, name):  # dynamic attributes (nn.Module, __getattr__)
+            if not hasattr(obj, name):  # dynamic attributes (nn.Module, __getattr__) count too
                 problems.append(name)
                 continue
             value = getattr(obj, name)

@@ -699,8 +699,16 @@ def check_classifier(
     _require(isinstance(clf.id, str) and clf.id, what, f"id must be a non-empty string, got {clf.id!r}")
     for size in sizes:
         x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(size)).to(device)
-        with torch.no_grad():
-            _logits(clf(x), 2, k, what, f"calling it on {size}×{size} images")
+        where = f"calling it on {size}×{size} images"
+        try:
+            with torch.no_grad():
+                out = clf(x)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the contract's breach
+            raise ContractError(
+                f"{what}: {where} raised {type(exc).__name__}: {str(exc).splitlines()[0]} "
+                "(a source classifier resizes and normalizes inside forward)"
+            ) from exc
+        _logits(out, 2, k, what, where)
     return clf
 
 
