@@ -1,0 +1,124 @@
+"""edge-popup (Ramanujan et al. 2020): train scores that select a subnetwork of frozen random weights.
+
+Every Conv/Linear layer (first and last included, unless configured otherwise) gets a
+:class:`~ptl_prune.supermask.Supermask`. Its weights are re-drawn from ``weight_init`` with a
+generator seeded by ``(seed, layer)``: the network is then a function of the seed alone, which
+is what a ticket stores. Biases of these layers are zero and frozen (a random bias is not part
+of the selected subnetwork), BatchNorm is non-affine unless ``bn_affine``, and only the scores
+(plus BatchNorm's scale/shift with ``bn_affine``) are trained. Everything else stays frozen.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptl_prune import inits, supermask
+
+
+class EdgePopup:
+    """A pruner (see :class:`ptl_cli.contracts.Pruner`) that learns scores, never weights."""
+
+    method = "edge-popup"
+
+    def __init__(
+        self,
+        sparsity: float = 0.5,
+        score_abs: bool = False,
+        weight_init: str = "kaiming_uniform",
+        score_init: str = "kaiming_uniform",
+        prune_first_layer: bool = True,
+        prune_last_layer: bool = True,
+        bn_affine: bool = False,
+        layer_sparsity: dict[str, float] | None = None,
+    ) -> None:
+        self.rate = sparsity
+        self.score_abs = score_abs
+        self.weight_init = weight_init
+        self.score_init = score_init
+        self.prune_first_layer = prune_first_layer
+        self.prune_last_layer = prune_last_layer
+        self.bn_affine = bn_affine
+        self.layer_sparsity = dict(layer_sparsity or {})
+        self.seed = 0
+
+    # -- the Pruner contract -------------------------------------------------------------------
+    def prepare(self, model: nn.Module, seed: int) -> nn.Module:
+        """Re-draw every Conv/Linear weight from ``(seed, layer)``, wrap the pruned ones, freeze."""
+        self.seed = int(seed)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        layers = supermask.prunable_layers(model)
+        for index, (name, module) in enumerate(layers):
+            weight = inits.initial_weight(self.weight_init, module.weight.shape, self.seed, index)
+            with torch.no_grad():
+                module.weight.copy_(weight)
+                if module.bias is not None:
+                    module.bias.zero_()
+            rate = self.layer_rate(name, index, len(layers))
+            if rate > 0:
+                scores = inits.initial_scores(self.score_init, module.weight.shape, self.seed, index)
+                scores = scores.to(module.weight.device)
+                supermask.attach(module, scores, rate, self.score_abs)
+        if self.bn_affine:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                    module.weight.requires_grad_(True)
+                    module.bias.requires_grad_(True)
+        else:
+            supermask.make_batchnorm_nonaffine(model)
+        return model
+
+    def layer_rate(self, name: str, index: int, count: int) -> float:
+        """The sparsity of one layer: the global rate, first/last exceptions, then name overrides."""
+        rate = self.rate
+        if (index == 0 and not self.prune_first_layer) or (index == count - 1 and not self.prune_last_layer):
+            rate = 0.0
+        for pattern, value in self.layer_sparsity.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return value
+        return rate
+
+    def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """The scores, and BatchNorm's scale/shift with ``bn_affine`` (all that requires grad)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing: edge-popup never touches weights."""
+
+    def sparsity(self, model: nn.Module) -> float:
+        kept, total = self.counts(model)
+        return 1.0 - kept / total if total else 0.0
+
+    def counts(self, model: nn.Module) -> tuple[int, int]:
+        """(kept, total) Conv/Linear weights, from the current masks (dense layers count as kept)."""
+        total = kept = 0
+        with torch.no_grad():
+            for _, module in supermask.prunable_layers(model):
+                mask = supermask.supermask_of(module)
+                n = supermask.original(module).numel()
+                total += n
+                kept += n if mask is None else int(mask.kept().sum())
+        return kept, total
+
+    def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return supermask.dense_state_dict(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state.get("seed", self.seed))
+
+    # -- tickets ---------------------------------------------------------------------------------
+    def ticket_config(self) -> dict[str, Any]:
+        """What a ticket needs besides masks to rebuild the weights: the seed and distribution."""
+        return {"method": self.method, "seed": self.seed, "weight_init": self.weight_init, "events": []}
+
+    def weight_sources(self, module: nn.Module) -> torch.Tensor | None:
+        """Per-weight index of the draw each weight holds (0 = initial); None: all initial."""
+        return None

@@ -1,0 +1,74 @@
+"""Parameter schemas of the pruners (pydantic only, so registering them costs no torch import).
+
+Defaults are the papers' (DESIGN.md §1.3–1.4): ranking by the signed score, Kaiming-uniform
+weights and scores, non-affine BatchNorm, every Conv/Linear layer pruned at the same rate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ptl_cli.schema import Params
+
+WeightInit = Literal["kaiming_uniform", "signed_constant", "kaiming_normal"]
+ScoreInit = Literal["kaiming_uniform", "kaiming_normal"]
+
+
+class SGDParams(Params):
+    """The weight-optimized baseline: ordinary dense training from the same weight distribution."""
+
+    weight_init: WeightInit = Field(
+        "kaiming_uniform", description="distribution of the initial weights (fan-in, ReLU gain)"
+    )
+    bn_affine: bool = Field(True, description="keep BatchNorm's learned scale and shift")
+
+
+class EdgePopupParams(Params):
+    """edge-popup (Ramanujan et al. 2020): weights stay at their random values, scores choose them."""
+
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction p of each layer's weights pruned")
+    score_abs: bool = Field(False, description="rank |S| (hidden-networks) instead of the signed score S")
+    weight_init: WeightInit = Field(
+        "kaiming_uniform", description="distribution of the random weights (fan-in, ReLU gain)"
+    )
+    score_init: ScoreInit = Field("kaiming_uniform", description="distribution of the initial scores")
+    prune_first_layer: bool = Field(
+        True, description="prune the first Conv/Linear layer (else keep it dense)"
+    )
+    prune_last_layer: bool = Field(True, description="prune the last Conv/Linear layer (else keep it dense)")
+    bn_affine: bool = Field(
+        False, description="keep BatchNorm's scale/shift and train them with the scores (papers: false)"
+    )
+    layer_sparsity: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-layer overrides: module-name glob -> p (first match wins; p = 0 keeps it dense)",
+    )
+
+    @field_validator("layer_sparsity")
+    @classmethod
+    def _rates_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for pattern, rate in value.items():
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"layer_sparsity[{pattern!r}] = {rate} must be in [0, 1)")
+        return value
+
+
+class IteRandParams(EdgePopupParams):
+    """IteRand (Chijiwa et al. 2021): edge-popup plus periodic re-draws of pruned weights."""
+
+    rerand_freq: int = Field(300, ge=1, description="K_per: re-draw every this many iterations")
+    rerand_freq_unit: Literal["iterations", "epochs"] = Field(
+        "iterations",
+        description="'iterations': every rerand_freq steps; 'epochs': rerand_freq times per epoch",
+    )
+    rerand_lambda: float = Field(
+        0.1, ge=0.0, le=1.0, description="r: probability that an eligible pruned weight is re-drawn"
+    )
+    rerand_rate: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="only the lowest p·rate fraction of scores is eligible (1 = all pruned)",
+    )

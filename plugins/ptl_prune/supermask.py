@@ -1,0 +1,242 @@
+"""The supermask: a frozen random weight ``W``, a learned score ``S``, and the forward uses ``W ⊙ m(S)``.
+
+``m(S)`` keeps the top ``1 - p`` fraction of one layer's scores. It is attached to ordinary
+``nn.Conv1d/2d/3d`` and ``nn.Linear`` modules with :mod:`torch.nn.utils.parametrize`, so any model
+works: the module's ``weight`` becomes ``W ⊙ m(S)``, computed once per access (once per forward).
+
+Cost, per layer and step, beyond the dense layer's own work: one O(n) selection (a k-th value, no
+sort), one multiply forward (``W ⊙ m``) and one backward (``dL/dS = dL/d(W⊙m) ⊙ W``). No gradient
+is computed for ``W`` when it is frozen, nothing is copied to the host on accelerators, and the
+mask is saved for backward as one byte per weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+#: The layer types a supermask can wrap: any module whose ``weight`` is used as-is by ``forward``.
+PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+# Below this many entries a plain kthvalue is as fast as anything cleverer.
+_SMALL = 1 << 16
+_SAMPLE = 4096
+_sample_cache: dict[int, torch.Tensor] = {}
+
+
+def num_pruned(n: int, sparsity: float) -> int:
+    """``round(p·n)``, rounding halves up (so it does not depend on banker's rounding)."""
+    return min(n, max(0, math.floor(sparsity * n + 0.5)))
+
+
+# -- selection ---------------------------------------------------------------------------------
+def kept_mask(key: torch.Tensor, pruned: int) -> torch.Tensor:
+    """Boolean mask (True = kept) that prunes exactly ``pruned`` entries of ``key``: the smallest.
+
+    Ties are broken by position: among equal keys the earlier (flat index) ones are pruned
+    first, so the result is deterministic and has exactly ``key.numel() - pruned`` kept entries.
+    """
+    flat = key.detach().reshape(-1)
+    n = flat.numel()
+    if pruned <= 0:
+        return torch.ones_like(key, dtype=torch.bool)
+    if pruned >= n:
+        return torch.zeros_like(key, dtype=torch.bool)
+    threshold = kth_smallest(flat, pruned)
+    kept = flat > threshold
+    if flat.device.type == "cpu":
+        # A scalar read is free on the CPU, and ties are rare: only fix them when present.
+        if int(kept.sum()) != n - pruned:
+            kept = _break_ties(flat, kept, threshold, n - pruned)
+    else:  # no host sync on accelerators: always apply the (cheap) tie fix
+        kept = _break_ties(flat, kept, threshold, n - pruned)
+    return kept.view(key.shape)
+
+
+def _break_ties(flat: torch.Tensor, kept: torch.Tensor, threshold: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Add the last-positioned entries equal to ``threshold`` until ``n_keep`` are kept."""
+    tied = flat == threshold
+    need = n_keep - kept.sum()
+    rank = tied.cumsum(0)
+    return kept | (tied & (rank > rank[-1] - need))
+
+
+def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest entry (1-based) of a 1-D tensor, as a 0-dim tensor, in O(n).
+
+    Accelerators use ``kthvalue`` (a radix select there). On the CPU ``kthvalue`` runs a
+    quickselect over a full copy; instead a fixed random sample of 4096 entries brackets the
+    answer with a ~6% band (one compare pass, one gather), and only the band is selected in.
+    The bracket holds with overwhelming probability; when it does not, the exact full select
+    runs, so the result is always exact.
+    """
+    n = flat.numel()
+    if flat.device.type != "cpu" or n <= _SMALL:
+        return flat.kthvalue(k).values
+    sample = flat[_sample_index(n)].sort().values
+    m = sample.numel()
+    q = (k - 0.5) / n
+    spread = 4.0 * math.sqrt(m * q * (1.0 - q)) + 2.0
+    lo_rank, hi_rank = math.floor(q * m - spread), math.ceil(q * m + spread)
+    lo = sample[lo_rank] if lo_rank >= 0 else None
+    hi = sample[hi_rank] if hi_rank < m else None
+    below = 0 if lo is None else int((flat < lo).sum())
+    if below < k:
+        if lo is None:
+            inside = flat <= hi
+        elif hi is None:
+            inside = flat >= lo
+        else:
+            inside = (flat >= lo).logical_and_(flat <= hi)
+        band = torch.masked_select(flat, inside)
+        if k - below <= band.numel():
+            return band.kthvalue(k - below).values
+    return flat.kthvalue(k).values
+
+
+def _sample_index(n: int) -> torch.Tensor:
+    """Fixed (seeded) sample positions for tensors of ``n`` entries, cached per size."""
+    index = _sample_cache.get(n)
+    if index is None:
+        gen = torch.Generator().manual_seed(n)
+        index = _sample_cache[n] = torch.randint(n, (_SAMPLE,), generator=gen)
+    return index
+
+
+# -- the straight-through product --------------------------------------------------------------
+class _MaskedWeight(torch.autograd.Function):
+    """``W ⊙ m`` forward; backward gives ``dL/dS = g ⊙ W`` (straight through m) and ``dL/dW = g ⊙ m``.
+
+    With ``score_abs`` the ranking key is ``|S|`` and the gradient reaches ``S`` through the
+    absolute value (``g ⊙ W ⊙ sign(S)``), exactly as autograd does in hidden-networks.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, scores, kept, score_abs):  # type: ignore[override]
+        ctx.score_abs = score_abs
+        ctx.save_for_backward(weight, kept, scores if score_abs else None)
+        return weight * kept
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weight, kept, scores = ctx.saved_tensors
+        grad_weight = grad * kept if ctx.needs_input_grad[0] else None
+        grad_scores = None
+        if ctx.needs_input_grad[1]:
+            grad_scores = grad * weight
+            if ctx.score_abs:
+                grad_scores = torch.where(scores < 0, -grad_scores, grad_scores)
+        return grad_weight, grad_scores, None, None
+
+
+class Supermask(nn.Module):
+    """The parametrization: holds the scores ``S`` and maps the original ``W`` to ``W ⊙ m(S)``."""
+
+    def __init__(self, scores: torch.Tensor, sparsity: float, score_abs: bool = False) -> None:
+        super().__init__()
+        self.scores = nn.Parameter(scores)
+        self.sparsity = float(sparsity)
+        self.pruned = num_pruned(scores.numel(), sparsity)
+        self.score_abs = bool(score_abs)
+
+    def kept(self, rate: float = 1.0) -> torch.Tensor:
+        """Current mask (True = kept); ``rate`` < 1 prunes only the lowest ``p·rate`` fraction."""
+        key = self.scores.detach()
+        if self.score_abs:
+            key = key.abs()
+        pruned = self.pruned if rate == 1.0 else num_pruned(key.numel(), self.sparsity * rate)
+        return kept_mask(key, pruned)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return _MaskedWeight.apply(weight, self.scores, self.kept(), self.score_abs)
+
+    def extra_repr(self) -> str:
+        return f"sparsity={self.sparsity}, pruned={self.pruned}, score_abs={self.score_abs}"
+
+
+def masked_weight(weight: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor, score_abs: bool = False):
+    """``W ⊙ m`` with the straight-through gradient (the function a :class:`Supermask` applies)."""
+    return _MaskedWeight.apply(weight, scores, kept, score_abs)
+
+
+# -- wrapping models ---------------------------------------------------------------------------
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv/Linear module in registration order: their index is their identity in tickets."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def attach(module: nn.Module, scores: torch.Tensor, sparsity: float, score_abs: bool) -> Supermask:
+    """Wrap ``module.weight`` with a supermask; the original weight is frozen."""
+    mask = Supermask(scores, sparsity, score_abs)
+    parametrize.register_parametrization(module, "weight", mask, unsafe=True)
+    original(module).requires_grad_(False)
+    return mask
+
+
+def supermask_of(module: nn.Module) -> Supermask | None:
+    """The supermask on ``module.weight``, if any."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, Supermask):
+            return p
+    return None
+
+
+def original(module: nn.Module) -> torch.Tensor:
+    """The stored (unmasked) weight: the parametrization's original, or the plain weight."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def masked_layers(model: nn.Module) -> Iterator[tuple[int, str, nn.Module, Supermask]]:
+    """(layer index, name, module, supermask) of every wrapped layer."""
+    for index, (name, module) in enumerate(prunable_layers(model)):
+        mask = supermask_of(module)
+        if mask is not None:
+            yield index, name, module, mask
+
+
+def make_batchnorm_nonaffine(model: nn.Module) -> None:
+    """Drop BatchNorm's scale and shift (``affine=False``), as both papers do for supermasks."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            module.affine = False
+            module.register_parameter("weight", None)
+            module.register_parameter("bias", None)
+
+
+def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A plain state dict of the masked network that loads into the unwrapped architecture.
+
+    Masked weights are ``where(m, W, 0)`` (exact zeros, never -0.0, so tickets rebuild them bit
+    for bit); non-affine BatchNorm layers get scale 1 and shift 0, the identity they compute.
+    """
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    prefixes = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if supermask_of(module) is not None:
+            prefixes[prefix + "parametrizations.weight."] = prefix
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.affine:
+            channels = module.num_features
+            ref = module.running_mean if module.running_mean is not None else torch.empty(0)
+            out[prefix + "weight"] = torch.ones(channels, dtype=torch.float32, device=ref.device)
+            out[prefix + "bias"] = torch.zeros(channels, dtype=torch.float32, device=ref.device)
+    for key, value in state.items():
+        if not any(key.startswith(p) for p in prefixes):
+            out[key] = value.detach().clone()
+    with torch.no_grad():
+        for _, name, module, mask in masked_layers(model):
+            prefix = f"{name}." if name else ""
+            w = original(module)
+            out[prefix + "weight"] = torch.where(
+                mask.kept(), w, torch.zeros((), dtype=w.dtype, device=w.device)
+            )
+    return out
