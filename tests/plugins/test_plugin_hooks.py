@@ -66,7 +66,6 @@ class SubsetParams(Params):
 
 def pack_subset(root=None, split="train", download=False, classes=(0, 1, 2)):
     from ptl_cli import plugins
-from ptl_cli.runs import Run
 
     pack = plugins.get("datasets", "fashion-pack").build(root, split, download)
     return pack.select_classes(list(classes))
@@ -235,7 +234,6 @@ class ClassMeans:
     def __init__(self, device, spread=0.2):
         import torch
         from ptl_cli import plugins
-from ptl_cli.runs import Run
 
         pack = plugins.get("datasets", "fashion-pack").build(None, "train", False)
         images = pack.images.float() / 255
@@ -286,7 +284,6 @@ def nearest_mean(device):
     import torch.nn.functional as F
     from torch import nn
     from ptl_cli import plugins
-from ptl_cli.runs import Run
 
     class NearestMean(nn.Module):
         # logits = -squared distance to each class's mean image (resized to 28x28, grey)
