@@ -89,8 +89,11 @@ class DiffusionGenerator:
         channels: int | None = None,
         image_size: int | None = None,
     ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.vae = vae.to(device=device, dtype=dtype).eval() if vae is not None else None
+        # cast only when asked: diffusers warns about any dtype-changing .to() call
+        self.model = (model.to(device) if dtype == torch.float32 else model.to(device, dtype)).eval()
+        self.vae = None
+        if vae is not None:
+            self.vae = (vae.to(device) if dtype == torch.float32 else vae.to(device, dtype)).eval()
         self.arch = arch
         self.scheduler_config = dict(scheduler_config)
         self.num_classes = num_classes

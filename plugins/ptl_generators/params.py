@@ -93,6 +93,7 @@ class BigGANTrain(Params):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_start: int = Field(200, ge=0, description="step from which the EMA generator averages")
     standing_batches: int = Field(4, ge=1, description="batches per truncation row for standing statistics")
+    standing_batch_size: int = Field(128, ge=2, description="batch size of the standing-statistics passes")
     truncation: float = Field(1.0, gt=0, le=1, description="ψ used for the final quality measurement")
 
 

@@ -119,7 +119,12 @@ class BigGANTrainer:
     def finalize(self, seed: int) -> None:
         """Standing statistics for every truncation row, from a seeded generator."""
         gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        standing_statistics(self.g_ema, batches=self.cfg.standing_batches, batch_size=128, generator=gen)
+        standing_statistics(
+            self.g_ema,
+            batches=self.cfg.standing_batches,
+            batch_size=self.cfg.standing_batch_size,
+            generator=gen,
+        )
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = {

@@ -153,6 +153,7 @@ def save_single(path: Path, state: Mapping[str, Any], meta: Mapping[str, Any]) -
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=text)
+    os.chmod(tmp, 0o644)  # model files are meant to be shared, like package data
     os.replace(tmp, path)
 
 

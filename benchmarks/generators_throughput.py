@@ -1,0 +1,106 @@
+"""Generator sampling through the plugin vs a bare forward pass of the same network (ratios).
+
+    python benchmarks/generators_throughput.py [--batch 64] [--repeats 5] [--threads 1]
+    python benchmarks/generators_throughput.py --ddim-sweep 5,10,25,50 --per-class 100
+
+Ratio = plugin time / bare time for the same batch, in one process (≈ 1.0 means the plugin adds
+nothing: noise drawing, conditioning, the DDIM loop and the [0, 1] conversion are negligible).
+BigGAN bare: ``net(z, one_hot, ψ)``. DDPM bare: ``steps`` UNet forwards on the CFG-doubled batch
+(what the sampling loop must run anyway). ``--ddim-sweep`` measures the bundled DDPM's agreement
+with the bundled classifier at several DDIM step counts (the model card's trade-off table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ptl_cli import plugins
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def biggan_ratio(batch: int, repeats: int) -> tuple[float, float]:
+    gen = plugins.get("generators", "biggan").build("cpu")
+    y = torch.arange(batch) % gen.num_classes
+    z = gen.noise(batch, torch.Generator().manual_seed(0))
+    one_hot = F.one_hot(y, gen.num_classes).float()
+    plugin = timed(lambda: gen.sample(y, generator=torch.Generator().manual_seed(0)), repeats)
+    bare = timed(lambda: gen.net(z, one_hot, gen.truncation), repeats)
+    return plugin, bare
+
+
+@torch.no_grad()
+def ddpm_ratio(batch: int, repeats: int, steps: int) -> tuple[float, float]:
+    gen = plugins.get("generators", "diffusers").build("cpu", params={"steps": steps})
+    y = torch.arange(batch) % gen.num_classes
+    unet = gen.model
+    c, h, w = unet.config.in_channels, unet.config.sample_size, unet.config.sample_size
+    x = torch.randn(2 * batch, c, h, w)
+    labels = torch.cat([y, torch.full_like(y, gen.null_class)])
+    timesteps = torch.linspace(999, 0, steps).long()
+
+    def bare() -> None:
+        for t in timesteps:
+            unet(x, t, class_labels=labels)
+
+    plugin = timed(lambda: gen.sample(y, generator=torch.Generator().manual_seed(0)), repeats)
+    return plugin, timed(bare, repeats)
+
+
+def ddim_sweep(steps_list: list[int], per_class: int) -> None:
+    from ptl_generators.quality import agreement
+
+    classifier = plugins.get("classifiers", "bundled").build("cpu")
+    print("| DDIM steps | agreement (mean) | per class | seconds |")
+    print("|---|---|---|---|")
+    for steps in steps_list:
+        gen = plugins.get("generators", "diffusers").build("cpu", params={"steps": steps})
+        start = time.perf_counter()
+        mean, rates = agreement(gen, classifier, per_class, seed=0)
+        took = time.perf_counter() - start
+        print(f"| {steps} | {mean:.3f} | {' / '.join(f'{r:.2f}' for r in rates)} | {took:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ddpm-steps", type=int, default=10)
+    parser.add_argument("--ddim-sweep", default="", help="comma-separated DDIM step counts")
+    parser.add_argument("--per-class", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.ddim_sweep:
+        ddim_sweep([int(s) for s in args.ddim_sweep.split(",")], args.per_class)
+        return
+    for name, (plugin, bare) in (
+        ("biggan (bundled)", biggan_ratio(args.batch, args.repeats)),
+        (
+            f"diffusers (bundled, {args.ddpm_steps} DDIM steps, CFG)",
+            ddpm_ratio(args.batch, args.repeats, args.ddpm_steps),
+        ),
+    ):
+        rate = args.batch / plugin
+        print(
+            f"{name}: plugin {plugin * 1e3:.1f} ms, bare {bare * 1e3:.1f} ms, "
+            f"ratio {plugin / bare:.3f}, {rate:.0f} img/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The bundled quickstart source models: real quality on real Fashion-MNIST images.
+
+Sample counts are small for speed; the model cards report the same measurements at larger counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptl_cli import plugins
+from ptl_cli.testing import check_classifier, check_generator
+from ptl_generators.quality import accuracy, agreement, mean_probs
+
+FAST_DDIM = {"steps": 10}  # the bundled DDPM's measured step/quality trade-off is in its model card
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return plugins.get("classifiers", "bundled").build("cpu")
+
+
+@pytest.fixture(scope="module")
+def biggan():
+    return plugins.get("generators", "biggan").build("cpu")
+
+
+@pytest.fixture(scope="module")
+def ddpm():
+    return plugins.get("generators", "diffusers").build("cpu", params=FAST_DDIM)
+
+
+def test_bundled_classifier_keeps_the_contract_and_is_accurate_on_the_pack(classifier):
+    check_classifier("bundled", channels=1, sizes=(28, 32))
+    check_classifier("bundled", channels=3, sizes=(64,))
+    pack = plugins.get("datasets", "fashion-pack").build(None, "test", False)
+    keep = pack.targets < 5  # classes 0-4 keep their indices
+    acc = accuracy(classifier, pack.images[keep], pack.targets[keep])
+    assert acc >= 0.9, f"bundled classifier accuracy {acc:.3f} on the pack's test images of classes 0-4"
+
+
+@pytest.mark.parametrize("name", ["biggan", "diffusers"])
+def test_bundled_generators_keep_the_contract(name):
+    gen = check_generator(name, FAST_DDIM if name == "diffusers" else None)
+    assert (gen.num_classes, gen.channels, gen.image_size) == (5, 1, 28)
+    assert gen.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+
+
+@pytest.mark.parametrize(("name", "per_class"), [("biggan", 40), ("ddpm", 20)])
+def test_conditional_samples_are_classified_as_their_class(request, classifier, name, per_class):
+    gen = request.getfixturevalue(name)
+    mean, rates = agreement(gen, classifier, per_class, seed=1)
+    assert mean >= 0.8, f"{name}: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
+
+
+@pytest.mark.parametrize("name", ["biggan", "ddpm"])
+def test_soft_conditioning_moves_the_classifier_toward_both_classes(request, classifier, name):
+    gen = request.getfixturevalue(name)
+    a, b, n = 1, 4, 30  # Trouser and Coat
+    pure_a = mean_probs(gen, classifier, [1.0 if i == a else 0.0 for i in range(5)], n, seed=2)
+    pure_b = mean_probs(gen, classifier, [1.0 if i == b else 0.0 for i in range(5)], n, seed=2)
+    mix = mean_probs(gen, classifier, [0.5 if i in (a, b) else 0.0 for i in range(5)], n, seed=2)
+    assert mix[b] > pure_a[b] + 0.1, (pure_a, mix)  # toward b, seen from pure a
+    assert mix[a] > pure_b[a] + 0.1, (pure_b, mix)  # toward a, seen from pure b
+    assert mix[a] + mix[b] > 0.6, mix  # and mostly the two mixed classes
+
+
+def test_ids_name_the_weights_and_sampling_settings(biggan, ddpm):
+    assert biggan.id.startswith("biggan-") and biggan.id.endswith("-t1")
+    assert ddpm.id.startswith("diffusers-") and "-s10-" in ddpm.id
+    other = plugins.get("generators", "biggan").build("cpu", params={"truncation": 0.5})
+    assert other.id != biggan.id and other.id.split("-t")[0] == biggan.id.split("-t")[0]
+
+
+def test_sampling_is_reproducible_with_a_generator(biggan):
+    y = torch.tensor([0, 1, 2, 3, 4])
+    a = biggan.sample(y, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, biggan.sample(y, generator=torch.Generator().manual_seed(7)))
