@@ -1,13 +1,12 @@
 """Generator sampling through the plugin vs a bare forward pass of the same network (ratios).
 
     python benchmarks/generators_throughput.py [--batch 64] [--repeats 5] [--threads 1]
-    python benchmarks/generators_throughput.py --ddim-sweep 5,10,25,50 --per-class 100
 
 Ratio = plugin time / bare time for the same batch, in one process (≈ 1.0 means the plugin adds
 nothing: noise drawing, conditioning, the DDIM loop and the [0, 1] conversion are negligible).
 BigGAN bare: ``net(z, one_hot, ψ)``. DDPM bare: ``steps`` UNet forwards on the CFG-doubled batch
-(what the sampling loop must run anyway). ``--ddim-sweep`` measures the bundled DDPM's agreement
-with the bundled classifier at several DDIM step counts (the model card's trade-off table).
+(what the sampling loop must run anyway). The DDIM step/quality trade-off is measured by
+``benchmarks/generators_quality.py diffusers --steps 5,10,25,50``.
 """
 
 from __future__ import annotations
@@ -61,33 +60,14 @@ def ddpm_ratio(batch: int, repeats: int, steps: int) -> tuple[float, float]:
     return plugin, timed(bare, repeats)
 
 
-def ddim_sweep(steps_list: list[int], per_class: int) -> None:
-    from ptl_generators.quality import agreement
-
-    classifier = plugins.get("classifiers", "bundled").build("cpu")
-    print("| DDIM steps | agreement (mean) | per class | seconds |")
-    print("|---|---|---|---|")
-    for steps in steps_list:
-        gen = plugins.get("generators", "diffusers").build("cpu", params={"steps": steps})
-        start = time.perf_counter()
-        mean, rates = agreement(gen, classifier, per_class, seed=0)
-        took = time.perf_counter() - start
-        print(f"| {steps} | {mean:.3f} | {' / '.join(f'{r:.2f}' for r in rates)} | {took:.0f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ddpm-steps", type=int, default=10)
-    parser.add_argument("--ddim-sweep", default="", help="comma-separated DDIM step counts")
-    parser.add_argument("--per-class", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.ddim_sweep:
-        ddim_sweep([int(s) for s in args.ddim_sweep.split(",")], args.per_class)
-        return
     for name, (plugin, bare) in (
         ("biggan (bundled)", biggan_ratio(args.batch, args.repeats)),
         (
