@@ -39,15 +39,23 @@ class CheckpointStore:
 
     def load(self, map_location: Any = "cpu") -> dict[str, Any] | None:
         """The newest readable checkpoint, or None when there is none."""
-        import torch
+        return self.load_newest(map_location)[0]
 
+    def load_newest(self, map_location: Any = "cpu") -> tuple[dict[str, Any] | None, Path | None]:
+        """``(state, path)`` of the newest readable checkpoint, or ``(None, None)``."""
         paths = self.paths()
         for index in range(len(paths) - 1, -1, -1):
             path = paths[index]
             try:
-                return torch.load(path, map_location=map_location, weights_only=True)
+                return self.load_file(path, map_location), path
             except Exception as exc:  # noqa: BLE001 - any unreadable file means: use an older one
                 older = paths[index - 1].name if index > 0 else None
                 what = f"falling back to {older}" if older else "no older checkpoint; starting over"
                 self.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}); {what}")
-        return None
+        return None, None
+
+    @staticmethod
+    def load_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+        import torch
+
+        return torch.load(path, map_location=map_location, weights_only=True)

@@ -14,9 +14,16 @@ from ptl_cli.engine.distributed import DistInfo
 def prepare_model(model: Any, compute: Any, device: Any, dist: DistInfo | None = None) -> tuple[Any, Any]:
     """Return ``(model, train_model)``.
 
-    ``model`` is the module on ``device`` (use it for state dicts, EMA, evaluation);
-    ``train_model`` is what the training step calls: the same module, or a DDP wrapper and/or
-    a compiled version of it. Gradients and parameters are shared between the two.
+    ``model`` is the module on ``device`` (use it for state dicts, EMA, evaluation and anything
+    that changes weights outside the optimizer, such as IteRand's re-draws); ``train_model`` is
+    what the training step calls: the same module, or a DDP wrapper and/or a compiled version
+    of it. Parameters and gradients are shared between the two.
+
+    Under DDP, gradients are averaged over ranks in the backward pass; floating-point buffers
+    (BatchNorm statistics) are broadcast from rank 0 before each forward; other buffers (masks'
+    bookkeeping, counters) are left alone: every rank maintains them identically. Models with
+    BatchNorm normalize with per-rank batch statistics (SyncBatchNorm needs CUDA), so they match
+    a single-process run only in distribution; BatchNorm-free models match it to float precision.
     """
     import torch
 
@@ -25,13 +32,26 @@ def prepare_model(model: Any, compute: Any, device: Any, dist: DistInfo | None =
         model = model.to(memory_format=torch.channels_last)
     train_model = model
     if dist is not None and dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [device.index] if device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
+        train_model = wrap_ddp(model, device)
     if compute.compile:
         train_model = torch.compile(train_model)
     return model, train_model
+
+
+def wrap_ddp(model: Any, device: Any) -> Any:
+    """``DistributedDataParallel(model)`` that broadcasts only floating-point buffers."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    skip = [name for name, buf in model.named_buffers() if not buf.is_floating_point()]
+    if skip:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, skip)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(
+        model,
+        device_ids=device_ids,
+        broadcast_buffers=True,
+        gradient_as_bucket_view=True,  # gradients live in the communication buckets: no extra copy
+    )
 
 
 def to_device(images: Any, device: Any, channels_last: bool = False) -> Any:

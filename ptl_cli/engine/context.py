@@ -31,15 +31,12 @@ class RunContext:
     started: float = field(default_factory=time.time)
 
     def should_stop(self) -> bool:
-        """True once SIGINT/SIGTERM arrived: save a checkpoint and raise ``Interrupted``."""
-        requested = self.guard.requested is not None
-        if self.dist.enabled:
-            import torch
+        """True once SIGINT/SIGTERM arrived: save a checkpoint and raise ``Interrupted``.
 
-            flag = torch.tensor([1.0 if requested else 0.0])
-            distributed.all_reduce_sum(self.dist, flag)
-            requested = bool(flag.item() > 0)
-        return requested
+        Under torchrun this is a collective (a CPU all-reduce): a signal on any rank stops every
+        rank at the same step. Call it on every rank, the same number of times.
+        """
+        return distributed.any_rank(self.dist, self.guard.requested is not None)
 
     def say(self, message: str) -> None:
         if not self.quiet and self.dist.is_main:
@@ -62,22 +59,57 @@ class RunContext:
         self.run.log(clean)
 
     def save_checkpoint(self, state: dict[str, Any], step: int) -> None:
+        """Rank 0 writes ``state`` atomically; every rank waits until it is on disk."""
         if self.dist.is_main:
             self.checkpoints.save(state, step)
         distributed.barrier(self.dist)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        return self.checkpoints.load() if self.resuming else None
+        """The newest good checkpoint when resuming, else None.
+
+        Under torchrun rank 0 picks the file (skipping unreadable ones) and every rank loads
+        that same file, so all ranks continue from the same step.
+        """
+        if not self.resuming:
+            return None
+        if not self.dist.enabled:
+            return self.checkpoints.load()
+        state, path = self.checkpoints.load_newest() if self.dist.is_main else (None, None)
+        chosen = distributed.broadcast_object(self.dist, str(path) if path is not None else None)
+        if self.dist.is_main or chosen is None:
+            return state
+        from pathlib import Path
+
+        return self.checkpoints.load_file(Path(chosen))
+
+    def global_mean(self, **values: Any) -> dict[str, float]:
+        """Scalars averaged over data-parallel ranks (as floats): what one process would log.
+
+        A collective under torchrun: call it on every rank, then ``ctx.log`` the result.
+        """
+        return distributed.mean_over_ranks(self.dist, values)
+
+    def verify_in_sync(self, module: Any, where: str) -> str:
+        """Fail clearly if data-parallel ranks hold different weights (a collective; returns a digest)."""
+        if not self.dist.enabled:
+            return ""
+        return distributed.verify_in_sync(self.dist, module, where)
 
     def check_finite(self, value: Any, where: str) -> None:
-        """Stop with a clear message when a loss is NaN/inf; the last checkpoint is kept."""
+        """Stop with a clear message when a loss is NaN/inf; the last checkpoint is kept.
+
+        Under torchrun every rank learns when any rank's loss is not finite (a collective), so
+        all of them stop together instead of waiting on the one that failed.
+        """
         import math
 
         number = float(value.item() if hasattr(value, "item") else value)
-        if not math.isfinite(number):
+        bad = distributed.any_rank(self.dist, not math.isfinite(number))
+        if bad:
             saved = self.checkpoints.paths()
             last = saved[-1].name if saved else "none yet"
+            shown = number if not math.isfinite(number) else "not finite on another rank"
             raise RunFailure(
-                f"loss became {number} at {where}; the last good checkpoint ({last}) is kept: "
+                f"loss became {shown} at {where}; the last good checkpoint ({last}) is kept: "
                 "lower the learning rate (--set train.lr=...) and `ptl resume` or start again"
             )
