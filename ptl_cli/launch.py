@@ -38,39 +38,64 @@ def resolve_recipe(kind: str, common: Common, default: str, overrides: dict[str,
 
 
 def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, Any]) -> None:
-    """Resolve the recipe and run it in a new run directory (or print the plan)."""
+    """Resolve the recipe and run it in a new run directory (or print the plan).
+
+    Under torchrun every rank resolves the same recipe; rank 0 creates the run directory and
+    the others learn its path from rank 0 (see :func:`create_on_main`).
+    """
     spec, resolved = resolve_recipe(kind, common, default_recipe, overrides)
     workflow = spec.load_factory()()
     if common.dry_run:
-        print_plan(workflow, resolved, common)
+        if distributed_info().is_main:
+            print_plan(workflow, resolved, common)
         return
-    from ptl_cli.engine import distributed
-
-    dist = distributed.from_env()
-    run = None
-    if dist.is_main:
-        run = Run.create(kind, resolved.model.name, resolved.data, common.out)
-    path = distributed_path(dist, run)
+    dist, _ = start_distributed(resolved.model.compute.device)
+    path = create_on_main(dist, lambda: Run.create(kind, resolved.model.name, resolved.data, common.out))
     execute(workflow, Run(path), resolved.model, common, resuming=False)
 
 
-def distributed_path(dist, run: Run | None) -> str:
-    """Rank 0 creates the run directory; the other ranks learn its path from rank 0."""
-    if not dist.enabled:
-        return str(run.path)
-    import torch.distributed as tdist
-
+def distributed_info():
     from ptl_cli.engine import distributed
 
-    if not tdist.is_initialized():
-        tdist.init_process_group(backend="gloo" if not _cuda() else "nccl")
-    return distributed.broadcast_object(dist, str(run.path) if run else None)
+    return distributed.from_env()
 
 
-def _cuda() -> bool:
-    import torch
+def start_distributed(device_spec: str):
+    """``(dist, device)``: this process's rank and device; joins the process group under torchrun.
 
-    return torch.cuda.is_available()
+    The group's backend follows the recipe's device (NCCL for CUDA, gloo otherwise), so a CPU
+    recipe runs with gloo even on a machine that has GPUs.
+    """
+    from ptl_cli.engine import distributed
+    from ptl_cli.engine.device import resolve_device
+
+    dist = distributed.from_env()
+    device = distributed.local_device(dist, resolve_device(device_spec))
+    distributed.init(dist, device)
+    return dist, device
+
+
+def create_on_main(dist, create) -> str:
+    """Rank 0 calls ``create()`` (a :class:`Run`); every rank gets its path.
+
+    A user error on rank 0 (``--out`` already holds a run) reaches every rank as the same
+    error, instead of leaving the other ranks waiting for a path that never comes.
+    """
+    from ptl_cli.engine import distributed
+
+    if not dist.enabled:
+        return str(create().path)
+    outcome: tuple[str, str] = ("", "")
+    if dist.is_main:
+        try:
+            outcome = ("ok", str(create().path))
+        except PtlError as exc:
+            outcome = ("error", str(exc))
+    outcome = distributed.broadcast_object(dist, outcome)
+    if outcome[0] == "error":
+        distributed.shutdown(dist)
+        raise UserError(outcome[1])
+    return outcome[1]
 
 
 def resume(ref: str, common: Common) -> None:
@@ -88,74 +113,73 @@ def resume(ref: str, common: Common) -> None:
 
 
 def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool) -> None:
-    """Run the workflow with the engine services, recording status and final metrics."""
+    """Run the workflow with the engine services, recording status and final metrics.
+
+    Under torchrun every rank runs the workflow; only rank 0 writes status, metrics, the
+    report and the summary, and the process group is left on every exit path.
+    """
     from ptl_cli.engine import distributed
     from ptl_cli.engine.checkpoint import CheckpointStore
     from ptl_cli.engine.context import RunContext
-    from ptl_cli.engine.device import Precision, resolve_device
+    from ptl_cli.engine.device import Precision
     from ptl_cli.engine.interrupt import Interrupted, InterruptGuard
     from ptl_cli.engine.progress import Progress
     from ptl_cli.engine.seeding import seed_everything
 
     out = console(stderr=common.json)
-    dist = distributed.from_env()
-    device = resolve_device(recipe.compute.device)
-    if dist.enabled and device.type == "cuda":
-        import torch
-
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    distributed.init(dist, device)
+    dist, device = start_distributed(recipe.compute.device)
     seed_everything(recipe.seed, recipe.compute.deterministic)
     if dist.is_main:
         run.set_status("running", error="")
-    with InterruptGuard() as guard:
-        ctx = RunContext(
-            run=run,
-            recipe=recipe,
-            device=device,
-            precision=Precision(recipe.compute.precision, device),
-            console=out,
-            progress=Progress(out, enabled=not common.quiet),
-            checkpoints=CheckpointStore(
-                run.checkpoint_dir, warn=lambda m: out.print(f"[yellow]warning:[/] {m}")
-            ),
-            guard=guard,
-            dist=dist,
-            resuming=resuming,
-            quiet=common.quiet,
-        )
-        verb = "resuming" if resuming else "run"
-        ctx.say(f"[bold]{verb}[/] {run.path} ({recipe.kind}, device {device})")
-        try:
-            metrics = workflow.run(ctx)
-        except Interrupted:
-            if dist.is_main:
-                run.set_status("interrupted")
-            out.print(f"interrupted; continue with: ptl resume {run.path}")
-            distributed.shutdown(dist)
-            raise SystemExit(130) from None
-        except KeyboardInterrupt:
-            if dist.is_main:
-                run.set_status("interrupted")
-            distributed.shutdown(dist)
-            raise
-        except PtlError as exc:
-            if dist.is_main:
-                run.set_status("failed", error=str(exc))
-            raise
-        except Exception as exc:
-            if dist.is_main:
-                run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-    if dist.is_main:
-        run.set_status("completed", metrics=metrics)
-        from ptl_cli.engine.report import write_report
+    try:
+        with InterruptGuard() as guard:
+            ctx = RunContext(
+                run=run,
+                recipe=recipe,
+                device=device,
+                precision=Precision(recipe.compute.precision, device),
+                console=out,
+                progress=Progress(out, enabled=not common.quiet and dist.is_main),
+                checkpoints=CheckpointStore(
+                    run.checkpoint_dir, warn=lambda m: out.print(f"[yellow]warning:[/] {m}")
+                ),
+                guard=guard,
+                dist=dist,
+                resuming=resuming,
+                quiet=common.quiet,
+            )
+            verb = "resuming" if resuming else "run"
+            ranks = f", {dist.world_size} processes" if dist.enabled else ""
+            ctx.say(f"[bold]{verb}[/] {run.path} ({recipe.kind}, device {device}{ranks})")
+            try:
+                metrics = workflow.run(ctx)
+            except Interrupted:
+                if dist.is_main:
+                    run.set_status("interrupted")
+                    out.print(f"interrupted; continue with: ptl resume {run.path}")
+                raise SystemExit(130) from None
+            except KeyboardInterrupt:
+                if dist.is_main:
+                    run.set_status("interrupted")
+                raise
+            except PtlError as exc:
+                if dist.is_main:
+                    run.set_status("failed", error=str(exc))
+                raise
+            except Exception as exc:
+                if dist.is_main:
+                    run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+        if dist.is_main:
+            run.set_status("completed", metrics=metrics)
+            from ptl_cli.engine.report import write_report
 
-        header, rows = workflow.results_table(run)
-        write_report(run, header, rows)
-        summarize(run, workflow, common)
-    distributed.shutdown(dist)
+            header, rows = workflow.results_table(run)
+            write_report(run, header, rows)
+            summarize(run, workflow, common)
+        distributed.barrier(dist)  # nobody leaves before rank 0 recorded the result
+    finally:
+        distributed.shutdown(dist)
 
 
 def print_plan(workflow: Any, resolved: recipes.ResolvedRecipe, common: Common) -> None:
