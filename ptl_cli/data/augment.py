@@ -3,19 +3,67 @@
 Each function draws its randomness from torch's RNG on the batch's device (or from
 ``generator``), so augmentation is reproducible and part of the checkpointed RNG state.
 Input and output are float images ``(B, C, H, W)``.
+
+Under data parallelism each rank holds the strided share ``global_batch[rank::world_size]``.
+Inside :func:`batch_shard`, :func:`uniform` draws the numbers for the whole global batch and
+keeps this rank's share: every rank consumes the RNG exactly as one process would, so N ranks
+augment each image exactly as a single process with the global batch does, and no two ranks
+reuse the same draws for different images.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
+_SHARD: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("ptl_batch_shard", default=(0, 1))
+
+
+@contextlib.contextmanager
+def batch_shard(rank: int, world_size: int) -> Iterator[None]:
+    """Within the block, per-sample draws are this rank's share of the global batch's draws.
+
+    Use it around the augmentation of a local batch that is ``global[rank::world_size]``;
+    outside it (and with ``world_size == 1``) draws are the plain local ones.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    token = _SHARD.set((rank, world_size))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def current_shard() -> tuple[int, int]:
+    """``(rank, world_size)`` of the enclosing :func:`batch_shard` (``(0, 1)`` outside one)."""
+    return _SHARD.get()
+
+
+def uniform(
+    shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """U[0, 1) of ``shape`` on ``like``'s device; the **last** dimension indexes the batch.
+
+    Drawn on the generator's device (the batch's device without one). Inside
+    :func:`batch_shard` the last dimension is drawn ``world_size`` times larger and this
+    rank's strided share is kept, so the RNG advances as for the global batch.
+    """
+    device = generator.device if generator is not None else like.device
+    rank, world = _SHARD.get()
+    if world == 1:
+        return torch.rand(shape, generator=generator, device=device).to(like.device)
+    full = torch.rand((*shape[:-1], shape[-1] * world), generator=generator, device=device)
+    return full[..., rank::world].contiguous().to(like.device)
+
 
 def _rand(shape: tuple[int, ...], images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else images.device
-    return torch.rand(shape, generator=generator, device=device).to(images.device)
+    return uniform(shape, images, generator)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
