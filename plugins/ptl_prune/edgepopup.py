@@ -118,7 +118,3 @@ class EdgePopup:
     def ticket_config(self) -> dict[str, Any]:
         """What a ticket needs besides masks to rebuild the weights: the seed and distribution."""
         return {"method": self.method, "seed": self.seed, "weight_init": self.weight_init, "events": []}
-
-    def weight_sources(self, module: nn.Module) -> torch.Tensor | None:
-        """Per-weight index of the draw each weight holds (0 = initial); None: all initial."""
-        return None

@@ -92,7 +92,3 @@ class IteRand(EdgePopup):
 
     def ticket_config(self) -> dict[str, Any]:
         return {**super().ticket_config(), "method": self.method, "events": list(self.events)}
-
-    def weight_sources(self, module: nn.Module) -> torch.Tensor | None:
-        mask = supermask.supermask_of(module)
-        return None if mask is None else mask.sources

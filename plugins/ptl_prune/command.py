@@ -1,0 +1,102 @@
+"""``ptl prune``: flags map onto recipe keys; without ``--recipe`` a bundled recipe is chosen.
+
+With no flags the method's quickstart runs (bundled Fashion-MNIST pack, CPU, minutes). Naming a
+``--dataset`` (and ``--model``) starts from the paper's recipe for it instead, so
+``ptl prune --method iterand --model conv6 --dataset cifar10`` is ``iterand-conv6-cifar10``; the
+other flags then override single keys. This module stays light: torch is imported by the run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ptl_cli import options
+
+Method = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option("--method", "-m", help="Pruner: iterand, edge-popup or sgd (see `ptl list pruners`)."),
+]
+
+
+def default_recipe(method: str, model: str | None, dataset: str | None) -> str:
+    """The most specific bundled recipe for the flags given: ``<method>-<model>-<dataset>``, then
+    ``<method>-<dataset>`` (the paper's settings there), then ``<method>-quickstart``, then the
+    shared ``prune-quickstart`` (a third-party pruner with its own defaults)."""
+    from ptl_cli import recipes
+
+    names = recipes.available()
+    candidates = [f"{method}-{model}-{dataset}"] if model and dataset else []
+    candidates += [f"{method}-{dataset}"] if dataset else []
+    candidates += [f"{method}-quickstart", "prune-quickstart"]
+    return next((c for c in candidates if c in names), "prune-quickstart")
+
+
+def _opt(help_text: str, *names: str) -> Any:
+    return typer.Option(*names, help=help_text)
+
+
+def prune(
+    method: Method = None,
+    model: Annotated[Optional[str], _opt("Model, e.g. conv6, resnet18, torchvision:resnet50.")] = None,  # noqa: UP045
+    dataset: Annotated[Optional[str], _opt("Dataset, e.g. fashion-pack, cifar10, imagenet.")] = None,  # noqa: UP045
+    data_dir: Annotated[Optional[str], _opt("Where the dataset is.")] = None,  # noqa: UP045
+    download: Annotated[bool, _opt("Download the dataset if missing.")] = False,
+    sparsity: Annotated[Optional[float], _opt("Fraction p of each layer's weights pruned.")] = None,  # noqa: UP045
+    epochs: Annotated[Optional[int], _opt("Training epochs.")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], _opt("Global batch size.")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], _opt("Learning rate.")] = None,  # noqa: UP045
+    width: Annotated[Optional[float], _opt("Width factor of the model.")] = None,  # noqa: UP045
+    rerand_freq: Annotated[Optional[int], _opt("IteRand: K_per, steps between re-draws.")] = None,  # noqa: UP045
+    rerand_lambda: Annotated[Optional[float], _opt("IteRand: r, re-draw probability.")] = None,  # noqa: UP045
+    weight_init: Annotated[
+        Optional[str],  # noqa: UP045
+        _opt("kaiming_uniform | signed_constant | kaiming_normal."),
+    ] = None,
+    score_abs: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--score-abs/--no-score-abs", help="Rank |S| instead of S."),
+    ] = None,
+    recipe: options.Recipe = None,
+    sets: options.Sets = None,
+    device: options.Device = None,
+    seed: options.Seed = None,
+    out: options.Out = None,
+    dry_run: options.DryRun = False,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Prune a randomly initialized network (edge-popup, IteRand) or train it densely (sgd)."""
+    from ptl_cli import plugins
+    from ptl_cli.launch import launch
+
+    method_name = plugins.get("pruners", method or "iterand").name
+    default = default_recipe(method_name, model, dataset)
+    overrides = {
+        "pruner.method": method,
+        "pruner.sparsity": sparsity,
+        "pruner.rerand_freq": rerand_freq,
+        "pruner.rerand_lambda": rerand_lambda,
+        "pruner.weight_init": weight_init,
+        "pruner.score_abs": score_abs,
+        "model.name": model,
+        "model.width": width,
+        "data.dataset": dataset,
+        "data.data_dir": data_dir,
+        "data.download": True if download else None,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+    }
+    common = options.Common(
+        recipe=recipe,
+        sets=sets,
+        device=device,
+        seed=seed,
+        out=out,
+        dry_run=dry_run,
+        json=as_json,
+        quiet=quiet,
+    )
+    launch("prune", common, default, overrides)

@@ -1,0 +1,88 @@
+"""The pruning workflow's data: a seeded train/validation split, batched device augmentation, eval.
+
+As in both papers, a share of the train split (10% by default) is held out for validation and
+the test split is only evaluated at the end. Images stay uint8 until they reach the device,
+where augmentation draws from torch's RNG (part of every checkpoint) so resumes are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+
+from ptl_cli import plugins
+from ptl_cli.data import augment
+from ptl_cli.data.base import DatasetInfo, normalize, to_float
+from ptl_cli.data.splits import holdout_split
+
+
+@dataclass
+class PruneData:
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    info: DatasetInfo
+
+
+def _subset(dataset: Any, indices: torch.Tensor) -> Dataset:
+    return dataset.subset(indices) if hasattr(dataset, "subset") else Subset(dataset, indices.tolist())
+
+
+def _limit(n: int, limit: int, seed: int) -> torch.Tensor:
+    """``limit`` seeded indices of ``n`` (sorted), or all of them."""
+    if not limit or limit >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.sort(torch.randperm(n, generator=gen)[:limit]).values
+
+
+def load(section: Any) -> PruneData:
+    """Build the dataset plugin's splits and hold out the validation share (seeded)."""
+    spec = plugins.get("datasets", section.dataset)
+    where = f"dataset {section.dataset}"
+    full = spec.build(section.data_dir, "train", section.download, params=section.params, where=where)
+    test = spec.build(section.data_dir, "test", section.download, params=section.params, where=where)
+    train_idx, val_idx = holdout_split(len(full), section.val_fraction, section.split_seed)
+    train_idx = train_idx[_limit(train_idx.numel(), section.train_limit, section.split_seed + 1)]
+    val = _subset(full, val_idx) if val_idx.numel() else None
+    test = _subset(test, _limit(len(test), section.test_limit, section.split_seed + 2))
+    return PruneData(_subset(full, train_idx), val, test, full.info)
+
+
+def train_views(images: torch.Tensor, section: Any, info: DatasetInfo) -> torch.Tensor:
+    """uint8 batch on the device -> augmented, normalized float batch (the papers' pipeline)."""
+    x = to_float(images)
+    size = x.shape[-1]
+    if section.crop == "random-resized":
+        if section.pad:
+            x = F.pad(x, (section.pad,) * 4)
+        x = augment.random_resized_crop(x, size=size, scale=tuple(section.crop_scale))
+    elif section.crop == "random":
+        x = augment.random_pad_crop(x, section.pad)
+    if section.flip:
+        x = augment.random_flip(x)
+    return normalize(x, info.mean, info.std)
+
+
+def eval_views(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    return normalize(to_float(images), info.mean, info.std)
+
+
+def eval_batches(
+    dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed-order batches; each data-parallel rank takes a strided share."""
+    from ptl_cli.data.base import collate
+
+    indices = list(range(rank, len(dataset), world_size))
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        if hasattr(dataset, "__getitems__"):
+            yield collate(dataset.__getitems__(chunk))
+        else:
+            yield collate([dataset[i] for i in chunk])

@@ -1,0 +1,53 @@
+"""Registers the pruners, the ``prune`` workflow and the ``ptl prune`` command.
+
+Only pydantic schemas and ``module:attr`` strings are touched here: listing pruners or printing
+``ptl --help`` never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ptl_cli import hookimpl
+from ptl_prune import params
+from ptl_prune.recipe import PruneRecipe
+
+
+@hookimpl
+def ptl_register_pruners(register: Any) -> None:
+    register(
+        "edge-popup",
+        "ptl_prune.edgepopup:EdgePopup",
+        description="edge-popup: learn scores that select a subnetwork of frozen random weights",
+        params=params.EdgePopupParams,
+        aliases=("edgepopup",),
+    )
+    register(
+        "iterand",
+        "ptl_prune.iterand:IteRand",
+        description="IteRand: edge-popup plus periodic random re-draws of the pruned weights",
+        params=params.IteRandParams,
+    )
+    register(
+        "sgd",
+        "ptl_prune.sgd:DenseSGD",
+        description="dense weight training (the baseline the pruning methods are compared with)",
+        params=params.SGDParams,
+    )
+
+
+@hookimpl
+def ptl_register_workflows(register: Any) -> None:
+    register(
+        "prune",
+        "ptl_prune.workflow:PruneWorkflow",
+        description="prune a randomly initialized network (edge-popup, IteRand) or train it densely",
+        params=PruneRecipe,
+    )
+
+
+@hookimpl
+def ptl_register_commands(app: Any) -> None:
+    from ptl_prune.command import prune
+
+    app.command("prune")(prune)

@@ -1,0 +1,131 @@
+"""The ``prune`` recipe schema: what a run prunes, on which data, with which schedule.
+
+Validated strictly when a recipe is resolved (before anything heavy is loaded), so a typo in a
+pruner, model or dataset parameter is reported by ``--dry-run`` with the file it came from.
+Pruner parameters sit flat in ``[pruner]`` next to ``method``; their schema is the pruner's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ptl_cli.errors import UserError
+from ptl_cli.recipes import RecipeBase
+from ptl_cli.schema import Params
+
+
+def _lookup(kind: str, name: str, params: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """Canonical component name and its validated parameters; errors become pydantic errors."""
+    from ptl_cli import plugins
+
+    try:
+        spec = plugins.get(kind, name)
+        return spec.name, spec.validate_params(params, where)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class ModelSection(Params):
+    name: str = Field("conv6", description="a model plugin name: conv6, resnet18, torchvision:resnet50, ...")
+    width: float = Field(1.0, gt=0.0, description="width factor (scales the channels)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the model's own parameters")
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSection:
+        self.name, self.params = _lookup("models", self.name, self.params, f"model {self.name}")
+        return self
+
+
+class DataSection(Params):
+    dataset: str = Field("cifar10", description="a dataset plugin name")
+    params: dict[str, Any] = Field(default_factory=dict, description="the dataset's own parameters")
+    data_dir: str | None = Field(None, description="where the dataset is (default: ptl's data directory)")
+    download: bool = Field(False, description="download the dataset if missing (needs internet)")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the train split held out")
+    split_seed: int = Field(0, description="seed of the train/validation split (fixed across run seeds)")
+    train_limit: int = Field(0, ge=0, description="use only this many training images (0 = all)")
+    test_limit: int = Field(0, ge=0, description="evaluate on only this many test images (0 = all)")
+    eval_batch_size: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> DataSection:
+        self.dataset, self.params = _lookup("datasets", self.dataset, self.params, f"dataset {self.dataset}")
+        return self
+
+
+class AugmentSection(Params):
+    """Training augmentation, batched on the device. Paper: pad 4, random-resized crop, flip."""
+
+    pad: int = Field(4, ge=0, description="zero padding before the crop")
+    crop: Literal["random-resized", "random", "none"] = Field(
+        "random-resized", description="random-resized: RandomResizedCrop back to size; random: pad-crop"
+    )
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="area range of random-resized crops")
+    flip: bool = Field(True, description="random horizontal flip")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1] <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(value)}")
+        return value
+
+
+class TrainSection(Params):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=2, description="global batch (split across data-parallel ranks)")
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(1e-4, ge=0.0, description="on what is trained (the scores, for edge-popup)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning rate per epoch")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the cosine")
+    tail_epochs: int = Field(0, ge=0, description="final epochs at tail_lr after the cosine (ImageNet)")
+    tail_lr: float = Field(1e-5, ge=0.0)
+    checkpoint_every: int = Field(500, ge=0, description="steps between checkpoints (0: epoch ends only)")
+    log_every: int = Field(50, ge=1, description="steps between training-metric records")
+    stop_after_steps: int = Field(
+        0, ge=0, description="stop as if interrupted after this many steps (0: never); for tests and CI"
+    )
+
+    @model_validator(mode="after")
+    def _phases(self) -> TrainSection:
+        if self.warmup_epochs + self.tail_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) + tail_epochs ({self.tail_epochs}) must be "
+                f"fewer than epochs ({self.epochs})"
+            )
+        return self
+
+
+class PruneRecipe(RecipeBase):
+    kind: str = "prune"
+    pruner: dict[str, Any] = Field(
+        default_factory=lambda: {"method": "iterand"},
+        description="`method` (a pruner name) and that pruner's parameters",
+    )
+    # default factories: sections validate (and look up plugins) when a recipe is built, not at import
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, value: dict[str, Any]) -> dict[str, Any]:
+        params = dict(value)
+        method = params.pop("method", "iterand")
+        if not isinstance(method, str):
+            raise ValueError(f"`method` must be a pruner name, got {method!r}")
+        name, checked = _lookup("pruners", method, params, f"pruner {method}")
+        return {"method": name, **checked}
+
+    @property
+    def method(self) -> str:
+        return self.pruner["method"]
+
+    @property
+    def pruner_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.pruner.items() if k != "method"}

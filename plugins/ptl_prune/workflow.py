@@ -1,0 +1,304 @@
+"""The ``prune`` workflow: one training loop for edge-popup, IteRand and dense SGD, top to bottom.
+
+data (held-out validation) -> model plugin -> ``pruner.prepare`` -> SGD with momentum on what the
+pruner trains -> per-epoch learning rate -> steps (augment, forward, backward, ``after_step``) ->
+validation each epoch -> test at the end. Checkpoints (every ``checkpoint_every`` steps, at epoch
+ends, and on SIGINT/SIGTERM) hold the model, optimizer, pruner state, position in the epoch and
+every RNG state, so ``ptl resume`` ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ptl_prune.recipe import PruneRecipe
+
+
+def weight_counts(pruner: Any, model: Any) -> tuple[int, int]:
+    """(kept, total) Conv/Linear weights: the pruner's own count when it has one (the built-ins
+    do), else derived from ``sparsity()``, the only count the core Pruner protocol promises."""
+    if hasattr(pruner, "counts"):
+        return pruner.counts(model)
+    from ptl_prune.supermask import original, prunable_layers
+
+    total = sum(original(m).numel() for _, m in prunable_layers(model))
+    return total - round(float(pruner.sparsity(model)) * total), total
+
+
+class PruneWorkflow:
+    """The ``prune`` run kind (:class:`ptl_cli.contracts.Workflow`)."""
+
+    # -- --dry-run ---------------------------------------------------------------------------
+    def plan(self, recipe: PruneRecipe) -> list[tuple[str, str]]:
+        """What the recipe will do, resolved without importing torch or loading data."""
+        t, a, d = recipe.train, recipe.augment, recipe.data
+        params = ", ".join(f"{k}={v}" for k, v in recipe.pruner_params.items())
+        crop = {"random-resized": f"random-resized crop {tuple(a.crop_scale)}", "random": "random crop"}
+        steps = [f"pad {a.pad}"] if a.pad and a.crop != "none" else []
+        steps += [crop[a.crop]] if a.crop in crop else []
+        steps += ["flip"] if a.flip else []
+        schedule = t.schedule
+        if t.warmup_epochs or t.tail_epochs:
+            schedule = f"{t.warmup_epochs} warm-up + {schedule} + {t.tail_epochs} at {t.tail_lr}"
+        limits = ([f"train ≤ {d.train_limit}"] if d.train_limit else []) + (
+            [f"test ≤ {d.test_limit}"] if d.test_limit else []
+        )
+        return [
+            ("method", f"{recipe.method} ({params})" if params else recipe.method),
+            ("model", f"{recipe.model.name} (width {recipe.model.width:g})"),
+            (
+                "data",
+                f"{d.dataset} ({d.val_fraction:.0%} of train held out for validation"
+                + (f"; {', '.join(limits)}" if limits else "")
+                + ")",
+            ),
+            ("augmentation", " + ".join(steps) or "none"),
+            ("epochs", str(t.epochs)),
+            ("batch size", str(t.batch_size)),
+            (
+                "optimizer",
+                f"SGD lr {t.lr:g}, momentum {t.momentum:g}{' (Nesterov)' if t.nesterov else ''}, "
+                f"weight decay {t.weight_decay:g}",
+            ),
+            ("lr schedule", f"{schedule} (per epoch)"),
+            (
+                "checkpoints",
+                f"every {t.checkpoint_every} steps and each epoch" if t.checkpoint_every else "each epoch",
+            ),
+            ("device", f"{recipe.compute.device} ({recipe.compute.precision})"),
+            ("seed", str(recipe.seed)),
+        ]
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, ctx: Any) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+        from torch.utils.data import DataLoader
+
+        from ptl_cli import atomic
+        from ptl_cli.data.base import collate
+        from ptl_cli.data.sampler import ResumableSampler
+        from ptl_cli.engine.interrupt import Interrupted
+        from ptl_cli.engine.seeding import capture_rng, restore_rng
+        from ptl_cli.errors import UserError
+        from ptl_prune import data as prune_data
+        from ptl_prune.build import arch_of, build_model, build_pruner
+        from ptl_prune.schedule import lr_at
+
+        r: PruneRecipe = ctx.recipe
+        device, dist, t = ctx.device, ctx.dist, r.train
+
+        # data and model
+        data = prune_data.load(r.data)
+        arch = arch_of(r.model, data.info)
+        pruner = build_pruner(r.pruner)
+        model = pruner.prepare(build_model(arch), r.seed).to(device)
+        if r.compute.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(
+            list(pruner.trainable_parameters(model)),
+            lr=t.lr,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            nesterov=t.nesterov,
+        )
+        train_model = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            train_model = DistributedDataParallel(model, device_ids=ids)
+        if r.compute.compile:
+            train_model = torch.compile(train_model)
+
+        # batches: a resumable permutation per epoch, this rank's share of the global batch
+        if t.batch_size % dist.world_size:
+            raise UserError(
+                f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes; "
+                "choose a multiple of the world size"
+            )
+        per_rank = t.batch_size // dist.world_size
+        sampler = ResumableSampler(len(data.train), r.seed, rank=dist.rank, world_size=dist.world_size)
+        share = len(sampler)
+        drop_last = share % per_rank == 1  # a batch of one breaks BatchNorm in training mode
+        steps_per_epoch = share // per_rank if drop_last else math.ceil(share / per_rank)
+        if steps_per_epoch == 0:
+            raise UserError(f"{share} training images make no batch of {per_rank}; lower train.batch_size")
+        loader = DataLoader(
+            data.train,
+            batch_size=per_rank,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=r.compute.workers,
+            pin_memory=device.type == "cuda",
+            drop_last=drop_last,
+            generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
+        )
+        if hasattr(pruner, "configure"):
+            pruner.configure(steps_per_epoch)
+
+        # resume
+        step = epoch = batch = 0
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, correct, n this epoch
+        elapsed, best_val, val_acc = 0.0, None, None
+        state = ctx.load_checkpoint()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            pruner.load_state_dict(state["pruner"])
+            ctx.precision.load_state_dict(state["precision"])
+            step, epoch, batch = state["step"], state["epoch"], state["batch"]
+            sums = state["sums"].to(device)
+            elapsed, best_val, val_acc = state["elapsed"], state["best_val"], state["val_acc"]
+            restore_rng(state["rng"])
+            ctx.say(f"continuing from step {step} (epoch {epoch + 1}, batch {batch})")
+        if ctx.resuming and dist.is_main:
+            ctx.run.truncate_metrics(lambda rec: rec.get("step", 0) <= step)
+
+        def save() -> None:
+            ctx.check_finite(sums[0], f"step {step}")  # never checkpoint a diverged model
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "pruner": pruner.state_dict(),
+                "precision": ctx.precision.state_dict(),
+                "rng": capture_rng(),
+                "step": step,
+                "epoch": epoch,
+                "batch": batch,
+                "sums": sums.cpu(),
+                "elapsed": elapsed + time.time() - started,
+                "best_val": best_val,
+                "val_acc": val_acc,
+            }
+            ctx.save_checkpoint(state, step)
+
+        def log_train() -> None:
+            loss, correct, seen = sums.tolist()
+            ctx.check_finite(loss, f"step {step}")
+            ctx.log(step=step, epoch=epoch + 1, stage="train", loss=loss / seen, acc=correct / seen, lr=lr)
+
+        started = time.time()
+        with ctx.progress.task("training", total=t.epochs * steps_per_epoch, completed=step) as advance:
+            while epoch < t.epochs:
+                lr = lr_at(epoch, t.epochs, t.lr, t.schedule, t.warmup_epochs, t.tail_epochs, t.tail_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                sampler.set_epoch(epoch, start=batch * per_rank)
+                train_model.train()
+                for images, targets in loader:
+                    images = images.to(device, non_blocking=True)
+                    targets = targets.to(device, non_blocking=True)
+                    x = prune_data.train_views(images, r.augment, data.info)
+                    if r.compute.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with ctx.precision.autocast():
+                        logits = train_model(x)
+                        loss = F.cross_entropy(logits, targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    ctx.precision.backward_and_step(loss, optimizer)
+                    step += 1
+                    batch += 1
+                    pruner.after_step(model, step)
+                    with torch.no_grad():
+                        n = targets.numel()
+                        sums += torch.stack(
+                            [
+                                loss.detach().double() * n,
+                                (logits.argmax(1) == targets).sum().double(),
+                                sums.new_tensor(n),
+                            ]
+                        )
+                    advance(1)
+                    if step % t.log_every == 0:
+                        log_train()
+                    stop = ctx.should_stop() or step == t.stop_after_steps
+                    if stop or (t.checkpoint_every and step % t.checkpoint_every == 0):
+                        save()
+                    if stop:
+                        raise Interrupted()
+                # end of an epoch: train metrics, validation, checkpoint
+                log_train()
+                epoch += 1
+                batch = 0
+                sums.zero_()
+                if data.val is not None:
+                    val_acc = self.evaluate(model, data.val, data.info, ctx, r.data.eval_batch_size)
+                    best_val = val_acc if best_val is None else max(best_val, val_acc)
+                    ctx.log(step=step, epoch=epoch, stage="val", val_acc=val_acc)
+                save()
+
+        test_acc = self.evaluate(model, data.test, data.info, ctx, r.data.eval_batch_size)
+        kept, total = weight_counts(pruner, model)
+        elapsed += time.time() - started
+        metrics = {
+            "test_acc": test_acc,
+            "val_acc": val_acc,
+            "best_val_acc": best_val,
+            "sparsity": float(pruner.sparsity(model)),
+            "params_kept": kept,
+            "params_total": total,
+            "time_s": round(elapsed, 2),
+            "steps": step,
+            "epochs": t.epochs,
+            "method": r.method,
+            "model": r.model.name,
+            "width": r.model.width,
+            "dataset": r.data.dataset,
+        }
+        ctx.log(step=step, epoch=epoch, stage="test", test_acc=test_acc, sparsity=metrics["sparsity"])
+        if dist.is_main:
+            final = {
+                "model": model.state_dict(),
+                "pruner": pruner.state_dict(),
+                "seed": r.seed,
+                "arch": arch,
+                "recipe": r.pruner,
+            }
+            atomic.torch_save(final, ctx.run.path / "final.pt")
+        return metrics
+
+    @staticmethod
+    def evaluate(model: Any, dataset: Any, info: Any, ctx: Any, batch_size: int) -> float:
+        """Top-1 accuracy as a fraction; masks are computed once for the whole pass."""
+        import torch
+        from torch.nn.utils import parametrize
+
+        from ptl_cli.engine import distributed
+        from ptl_prune.data import eval_batches, eval_views
+
+        model.eval()
+        counts = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+        with torch.no_grad(), parametrize.cached(), ctx.precision.autocast():
+            for images, targets in eval_batches(dataset, batch_size, ctx.dist.rank, ctx.dist.world_size):
+                images, targets = images.to(ctx.device), targets.to(ctx.device)
+                logits = model(eval_views(images, info))
+                counts[0] += (logits.argmax(1) == targets).sum()
+                counts[1] += targets.numel()
+        distributed.all_reduce_sum(ctx.dist, counts)
+        correct, seen = counts.tolist()
+        return correct / seen if seen else 0.0
+
+    # -- reports and exports ------------------------------------------------------------------
+    def results_table(self, run: Any) -> tuple[list[str], list[list[Any]]]:
+        """One row per quantity: a two-column table stays readable in any terminal width."""
+        m = run.info().get("metrics", {})
+        kept, total = m.get("params_kept"), m.get("params_total")
+        rows = [
+            ["method", m.get("method", "?")],
+            ["model", f"{m.get('model', '?')} (width {m.get('width', 1.0):g})"],
+            ["dataset", m.get("dataset", "?")],
+            ["test accuracy", m.get("test_acc")],
+            ["best val accuracy", m.get("best_val_acc") if m.get("best_val_acc") is not None else "-"],
+            ["sparsity", m.get("sparsity")],
+            ["params kept", f"{kept:,} of {total:,}" if kept is not None and total is not None else "-"],
+            ["time (s)", m.get("time_s")],
+        ]
+        return ["result", "value"], rows
+
+    def export(self, run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
+        from ptl_prune.export import export_run
+
+        return export_run(run, fmt, out, verify)
