@@ -5,9 +5,11 @@ ruff-clean. The current environment is never modified."""
 from __future__ import annotations
 
 import re
+import site
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -91,11 +93,7 @@ def test_every_kind_installs_with_pip_e_and_passes_its_own_tests(tmp_path):
         linted = subprocess.run(ruff, capture_output=True, text=True)
         assert linted.returncode == 0, linted.stdout + linted.stderr
 
-    # A throwaway environment that sees this one's packages (ptl, torch, pytest) but installs
-    # into its own site-packages; without its own pip, so the system's setuptools builds.
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = str(env_dir / "bin" / "python")
+    python = throwaway_env(tmp_path / "venv")
     editable = [arg for p in projects for arg in ("-e", str(p))]
     pip = subprocess.run(
         [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", *editable],
@@ -114,3 +112,22 @@ def test_every_kind_installs_with_pip_e_and_passes_its_own_tests(tmp_path):
     assert passed and int(passed.group(1)) >= 4 * len(projects)
     # and the environment this test runs in never saw them
     assert "scaffolded" not in run_ptl("plugins", "--json").stdout
+
+
+def throwaway_env(env_dir: Path) -> str:
+    """A virtual environment that installs into its own site-packages but sees this one's packages
+    (ptl, torch, pytest, pip, setuptools) — whether this one is a venv itself or not — and returns
+    its interpreter. A ``.pth`` line runs ``site.addsitedir`` so the parent's ``.pth`` files (ptl's
+    editable install) are processed too."""
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    child_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in parents]
+    (Path(child_site) / "parent-environment.pth").write_text("\n".join(lines) + "\n")
+    return str(python)
