@@ -1,0 +1,173 @@
+"""FixMatch's strong augmentation, batched on the device, against a per-image reference.
+
+The batched RandAugment + Cutout (``ptl_ssl.randaugment``) computes every op for the whole batch
+and picks one per image, on whatever device the batch is. What is checked here, on CPU:
+
+* per image, the batched op equals a per-image PIL formulation of the same op at the same
+  magnitude (the reference FixMatch code is written with PIL), over real images;
+* each image's output depends on that image only (no batch statistic leaks between images);
+* the per-sample randomness: ops chosen uniformly and independently per image, magnitudes
+  uniform, Cutout sizes and centres as documented; different images get different ops;
+* value ranges: outputs stay in [0, 1], finite, same dtype and shape.
+
+On a CUDA machine, ``test_cuda_matches_cpu`` also runs the same draws on the GPU and compares
+with the CPU output; without one (as in CI here) it is skipped: the device path is then only
+checked through the device-agnostic code, not on the device itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+from scipy import stats
+
+from ptl_cli import plugins
+
+ra = pytest.importorskip("ptl_ssl.randaugment")
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """256 real Fashion-MNIST images (1×28×28) in [0, 1]."""
+    pack = plugins.get("datasets", "fashion-pack").build(None, "train", False)
+    return pack.images[torch.arange(0, 256 * 17, 17)].float() / 255.0
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray((image[0] * 255).round().clamp(0, 255).byte().numpy(), mode="L")
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def _reference(name: str, image: Image.Image, m: float) -> Image.Image:
+    """One op on one image with PIL, magnitude ``m`` in [0, 1) mapped as ptl documents it.
+
+    Shears are about the image centre (ptl's convention; PIL's own shear is about the top-left
+    corner, which adds a translation of up to 15% of the side).
+    """
+    signed, factor = 2 * m - 1, 0.05 + 0.9 * m
+    w, h = image.size
+    nearest = {"resample": Image.NEAREST, "fillcolor": 0}
+
+    def affine(*coefficients: float) -> Image.Image:
+        return image.transform(image.size, Image.AFFINE, coefficients, **nearest)
+
+    ops = {
+        "identity": lambda: image,
+        "autocontrast": lambda: ImageOps.autocontrast(image),
+        "equalize": lambda: ImageOps.equalize(image),
+        "rotate": lambda: image.rotate(30 * signed, **nearest),
+        "solarize": lambda: ImageOps.solarize(image, threshold=round(255 * m)),
+        "color": lambda: ImageEnhance.Color(image).enhance(factor),
+        "posterize": lambda: ImageOps.posterize(image, 4 + min(3, int(4 * m))),
+        "contrast": lambda: ImageEnhance.Contrast(image).enhance(factor),
+        "brightness": lambda: ImageEnhance.Brightness(image).enhance(factor),
+        "sharpness": lambda: ImageEnhance.Sharpness(image).enhance(factor),
+        "shear_x": lambda: affine(1, 0.3 * signed, -0.3 * signed * h / 2, 0, 1, 0),
+        "shear_y": lambda: affine(1, 0, 0, 0.3 * signed, 1, -0.3 * signed * w / 2),
+        "translate_x": lambda: affine(1, 0, 0.3 * signed * w, 0, 1, 0),
+        "translate_y": lambda: affine(1, 0, 0, 0, 1, 0.3 * signed * h),
+    }
+    return ops[name]()
+
+
+@pytest.mark.parametrize("name", ra.OPS)
+def test_each_op_matches_the_per_image_reference(images, name):
+    x = images[:64]
+    out = ra.rand_augment(x, n_ops=1, ops=(name,), generator=torch.Generator().manual_seed(1))
+    # rand_augment draws (2, B) per round: row 0 picks the op, row 1 is the magnitude
+    magnitude = torch.rand((2, x.shape[0]), generator=torch.Generator().manual_seed(1))[1]
+    ref = torch.stack([_tensor(_reference(name, _pil(x[i]), float(magnitude[i]))) for i in range(len(x))])
+    diff = (out - ref).abs()
+    # PIL works on 8-bit levels, ptl on floats: allow rounding (and one level at blend ops' edges)
+    assert diff.mean() < 3e-3, f"{name}: mean |batched - PIL| = {diff.mean():.4f}"
+    assert (diff > 2.5 / 255).float().mean() < 2e-3, f"{name}: too many pixels differ by > 2 levels"
+
+
+def test_each_image_depends_only_on_itself(images):
+    """Swap every other image of the batch: with the same draws, the kept images' outputs stay."""
+    a = images[:64]
+    b = a.clone()
+    b[1::2] = images[64:128:2]
+    out_a = ra.strong(a, n_ops=2, generator=torch.Generator().manual_seed(3))
+    out_b = ra.strong(b, n_ops=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out_a[0::2], out_b[0::2])
+    assert not torch.equal(out_a[1::2], out_b[1::2])
+
+
+def test_ops_are_uniform_and_independent_per_image():
+    """The op draw of each image and round: uniform over the 14 ops (chi-square), rounds independent."""
+    n, gen = 14 * 400, torch.Generator().manual_seed(0)
+    draws = [torch.rand((2, n), generator=gen) for _ in range(2)]  # what rand_augment draws per round
+    choice = [(d[0] * len(ra.OPS)).long().clamp(max=len(ra.OPS) - 1) for d in draws]
+    counts = torch.bincount(choice[0], minlength=len(ra.OPS)).numpy()
+    assert stats.chisquare(counts).pvalue > 1e-3
+    table = np.zeros((len(ra.OPS), len(ra.OPS)))
+    np.add.at(table, (choice[0].numpy(), choice[1].numpy()), 1)
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    assert stats.kstest(draws[0][1].numpy(), "uniform").pvalue > 1e-3
+
+
+def test_identical_images_get_different_augmentations(images):
+    """512 copies of one image: ops and magnitudes differ per copy, so nearly all outputs differ."""
+    x = images[5:6].expand(512, -1, -1, -1).contiguous()
+    torch.manual_seed(0)
+    out = ra.strong(x, n_ops=2)
+    distinct = torch.unique(out.flatten(1), dim=0).shape[0]
+    assert distinct > 480
+
+
+def test_value_ranges_and_types(images):
+    torch.manual_seed(1)
+    for n_ops in (1, 3):
+        out = ra.strong(images[:128], n_ops=n_ops)
+        assert out.shape == (128, *images.shape[1:]) and out.dtype == images.dtype
+        assert torch.isfinite(out).all()
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    rgb = images[:32].expand(-1, 3, -1, -1).contiguous()
+    out = ra.strong(rgb)
+    assert out.shape == rgb.shape and out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_cutout_sizes_and_centres(images):
+    """Cutout fills one square of side U[0, 0.5)·28 with gray 0.5 at a uniform centre."""
+    blank = torch.zeros(4000, 1, 28, 28)
+    out = ra.cutout(blank, generator=torch.Generator().manual_seed(2))
+    filled = out == 0.5
+    rows = filled.any(dim=3).sum(dim=(1, 2))
+    cols = filled.any(dim=2).sum(dim=(1, 2))
+    area = filled.sum(dim=(1, 2, 3))
+    assert torch.equal(area, rows * cols)  # one axis-aligned rectangle per image
+    inside = ~(filled[..., 0, :].any(-1) | filled[..., -1, :].any(-1) | filled[..., 0].any(-1))
+    inside &= ~filled[..., -1].any(-1)
+    inside = inside.flatten()
+    assert inside.sum() > 1000  # most squares are not clipped; those are squares up to pixel rounding
+    assert (rows[inside] - cols[inside]).abs().max() <= 1
+    assert rows.max() <= 14 and 3 < rows.float().mean() < 7  # side U[0, 14): mean 7 before clipping
+    centre = torch.nonzero(filled.any(dim=3)[:, 0])[:, 1].float() + 0.5
+    assert abs(centre.mean().item() - 14.0) < 0.5  # centred on average
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu(images):
+    """Same draws (a CPU generator) on the GPU: the device path gives the CPU path's images.
+
+    Nearest-neighbour resampling can land on the other neighbour when a sample point is within
+    float error of a pixel edge, so a few pixels may differ; everything else agrees to float
+    precision. With the device RNG instead, the distributions of per-op outputs must agree.
+    """
+    x = images
+    cpu = ra.strong(x, n_ops=2, generator=torch.Generator().manual_seed(4))
+    gpu = ra.strong(x.cuda(), n_ops=2, generator=torch.Generator().manual_seed(4)).cpu()
+    close = (cpu - gpu).abs() < 1e-4
+    assert close.float().mean() > 0.999
+    torch.cuda.manual_seed(0)
+    device_rng = ra.strong(x.cuda().repeat(8, 1, 1, 1), n_ops=2).cpu()
+    torch.manual_seed(0)
+    host_rng = ra.strong(x.repeat(8, 1, 1, 1), n_ops=2)
+    ks = stats.ks_2samp(device_rng.mean(dim=(1, 2, 3)).numpy(), host_rng.mean(dim=(1, 2, 3)).numpy())
+    assert ks.pvalue > 1e-3
