@@ -1,0 +1,160 @@
+"""Run under torchrun (2 processes, gloo): checks of the engine's data-parallel plumbing.
+
+Each check asserts on every rank; the process exits non-zero at the first failure, and prints
+``ok <name> rank <r>`` for each passed check (the test counts those lines).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ptl_cli.engine import distributed
+from ptl_cli.engine.checkpoint import CheckpointStore
+from ptl_cli.engine.compute import prepare_model
+from ptl_cli.errors import RunFailure, UserError
+from ptl_cli.recipes import Compute
+
+
+def ok(name: str, info: distributed.DistInfo) -> None:
+    print(f"ok {name} rank {info.rank}", flush=True)
+
+
+class Net(nn.Module):
+    """A BatchNorm-free net with an int16 buffer (like IteRand's ``sources``) and a float one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+        self.register_buffer("sources", torch.zeros(4, dtype=torch.int16))
+        self.register_buffer("running", torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def main() -> None:
+    info = distributed.from_env()
+    assert info.world_size == 2, info
+    device = torch.device("cpu")
+    distributed.init(info, device)
+
+    # any_rank: a flag raised on one rank is seen by all
+    assert distributed.any_rank(info, info.rank == 1) is True
+    assert distributed.any_rank(info, False) is False
+    ok("any_rank", info)
+
+    # mean over ranks: numbers and tensors, one collective
+    means = distributed.mean_over_ranks(info, {"a": float(info.rank), "b": torch.tensor(2.0 * info.rank)})
+    assert means == {"a": 0.5, "b": 1.0}, means
+    ok("mean_over_ranks", info)
+
+    assert distributed.gather_objects(info, f"r{info.rank}") == ["r0", "r1"]
+    assert distributed.broadcast_object(info, info.rank) == 0
+    ok("objects", info)
+
+    # work split in rounds: every rank makes the same number of rounds, no item twice
+    rounds = distributed.work_rounds(list(range(5)), info)
+    assert rounds == ([0, 2, 4] if info.rank == 0 else [1, 3, None]), rounds
+    assert distributed.work_rounds([], info) == []
+    ok("work_rounds", info)
+
+    # DDP via prepare_model: int16 buffers are not broadcast (gloo cannot), gradients are averaged
+    torch.manual_seed(0)
+    model, train_model = prepare_model(Net(), Compute(), device, info)
+    reference = Net()
+    reference.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    nn.functional.cross_entropy(train_model(x[info.rank :: 2]), y[info.rank :: 2]).backward()
+    nn.functional.cross_entropy(reference(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    ok("ddp_gradients_equal_global_batch", info)
+
+    # verify_in_sync: silent on equal weights, a clear failure on every rank when they differ
+    digest = distributed.verify_in_sync(info, model, "test")
+    assert distributed.gather_objects(info, digest)[0] == digest
+    if info.rank == 1:
+        with torch.no_grad():
+            model.fc.bias[0] += 1e-7
+    try:
+        distributed.verify_in_sync(info, model, "step 3")
+    except RunFailure as exc:
+        assert "rank(s) [1]" in str(exc) and "step 3" in str(exc), exc
+    else:
+        raise AssertionError("diverged ranks were not detected")
+    ok("verify_in_sync", info)
+
+    # resume: rank 0 picks the newest *readable* checkpoint and every rank loads that file
+    root = Path(distributed.broadcast_object(info, tempfile.mkdtemp() if info.is_main else None))
+    store = CheckpointStore(root, keep=3, warn=lambda m: None)
+    if info.is_main:
+        store.save({"step": 4}, 4)
+        store.save({"step": 8}, 8)
+        (root / "step-000000012.pt").write_bytes(b"torn")
+    distributed.barrier(info)
+    from ptl_cli.engine.context import RunContext
+    from ptl_cli.engine.interrupt import InterruptGuard
+
+    ctx = RunContext(
+        run=None,
+        recipe=None,
+        device=device,
+        precision=None,
+        console=None,
+        progress=None,
+        checkpoints=store,
+        guard=InterruptGuard(),
+        dist=info,
+        resuming=True,
+    )
+    assert ctx.load_checkpoint() == {"step": 8}
+    ok("load_checkpoint", info)
+
+    # a stop request on one rank stops all; a NaN on one rank fails all
+    if info.rank == 1:
+        ctx.guard.requested = "SIGTERM"
+    assert ctx.should_stop() is True
+    ctx.guard.requested = None
+    assert ctx.should_stop() is False
+    try:
+        ctx.check_finite(float("nan") if info.rank == 0 else 1.0, "step 5")
+    except RunFailure as exc:
+        assert "step 5" in str(exc)
+    else:
+        raise AssertionError("a NaN on rank 0 must stop rank 1 too")
+    ok("collective_checks", info)
+
+    # global means: what one process with the global batch would log
+    assert ctx.global_mean(loss=torch.tensor([1.0, 3.0])[info.rank]) == {"loss": 2.0}
+    ok("global_mean", info)
+
+    # run creation errors on rank 0 reach every rank
+    from ptl_cli.launch import create_on_main
+
+    def create():
+        raise UserError("out already holds a run")
+
+    try:
+        create_on_main(info, create)
+    except UserError as exc:
+        assert "already holds" in str(exc)
+    else:
+        raise AssertionError("rank 0's error must reach every rank")
+    ok("create_on_main", info)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(1)
