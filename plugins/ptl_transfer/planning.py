@@ -40,9 +40,8 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     )
     dataset = _component("datasets", t.dataset, t.params, "[target]")
     classes = f", classes {t.classes}" if t.classes else ""
-    rows.append(
-        ("target", f"{dataset}{classes}; {t.labels_per_class} labels per class (split seed {t.split_seed})")
-    )
+    labels = f"{t.labels_per_class} labels per class" if t.labels_per_class else "every image labeled"
+    rows.append(("target", f"{dataset}{classes}; {labels} (split seed {t.split_seed})"))
     arch = _component("models", m.arch, m.params, "[model]")
     rows.append(("target architecture", f"{arch}, width {m.width}"))
     ssl = _component("ssl", r.ssl.name, r.ssl.params, "[ssl]")

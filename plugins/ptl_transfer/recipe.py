@@ -42,7 +42,7 @@ class Target(Params):
     classes: list[int] = Field(
         default_factory=list, description="keep only these classes, relabelled 0..n-1 (empty: all)"
     )
-    labels_per_class: int = Field(10, ge=1, description="labeled training images per class")
+    labels_per_class: int = Field(10, ge=0, description="labeled training images per class (0: all)")
     split_seed: int = Field(0, description="seed of the labeled subset (independent of `seed`)")
     train_split: str = "train"
     test_split: str = "test"

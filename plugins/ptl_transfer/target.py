@@ -104,6 +104,10 @@ def load(recipe: Any) -> TargetData:
     """The labeled training images and the test split the recipe describes."""
     train = build_dataset(recipe, recipe.target.train_split)
     test = build_dataset(recipe, recipe.target.test_split)
-    labeled, _ = per_class_split(train.targets, recipe.target.labels_per_class, recipe.target.split_seed)
+    per_class = recipe.target.labels_per_class
+    if per_class:
+        labeled, _ = per_class_split(train.targets, per_class, recipe.target.split_seed)
+    else:  # the whole training split is labeled (the paper's full-data setting)
+        labeled = torch.arange(len(train))
     images = stack(train, labeled, recipe.compute.workers)
     return TargetData(images, train.targets[labeled].clone(), labeled, test, train.info)

@@ -1,0 +1,528 @@
+"""The loops of the ``transfer`` workflow: scratch, KD, PP, P-SSL and PP+P-SSL in one run directory.
+
+Each phase (see :mod:`ptl_transfer.stages`) is one loop below, readable top to bottom:
+
+* :func:`train_target` -- the SSL loop (``supervised`` for scratch and PP fine-tuning, the
+  recipe's algorithm for P-SSL), labeled target batches of B plus μB pseudo samples;
+* :func:`train_kd` -- supervised loss plus distillation into an auxiliary ``K_s``-way head;
+* :func:`train_pp` -- pseudo pre-training on generated, source-labeled samples;
+* :func:`build_pp_pool` / :func:`build_pcs_pool` -- the pools (generated once, cached).
+
+A checkpoint holds the finished phases' results and the running phase's full state (model,
+EMA, optimizer, scheduler, step, RNG, SSL state); resume skips finished phases and continues
+the running one exactly. Every phase starts from RNG seeded by ``(seed, phase salt)``, so a
+stage's result does not depend on which other stages ran before it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ptl_cli import atomic, plugins
+from ptl_cli.data.base import normalize, to_float
+from ptl_cli.engine.compute import prepare_model, to_device
+from ptl_cli.engine.interrupt import Interrupted
+from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
+from ptl_cli.errors import UserError
+from ptl_ssl.views import make_views, weak_view
+from ptl_transfer import nets, pcs, stages
+from ptl_transfer.pool import Pool, PoolData
+from ptl_transfer.sampling import StepStream
+from ptl_transfer.sources import Sources
+from ptl_transfer.stages import Phase
+
+# Salts of random streams shared by all phases (phase salts are 1..8, see stages.PHASES).
+_INIT, _PP_HEAD, _TARGET_HEAD, _LABELED_ORDER, _POOL_ORDER, _KD_HEAD = 0, 20, 21, 22, 23, 24
+CHECKPOINT_VERSION = 1
+
+
+class Job:
+    """One run's shared pieces: recipe, device, target data and source models (built lazily)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.recipe = ctx.recipe
+        self.device = ctx.device
+        self.sources = Sources(self.recipe, self.device)
+        self.done: dict[str, dict[str, Any]] = {}
+        self._target = None
+        self._pools: dict[str, PoolData] = {}
+
+    @property
+    def target(self):
+        if self._target is None:
+            from ptl_transfer import target
+
+            self._target = target.load(self.recipe)
+        return self._target
+
+    # -- seeding and models ----------------------------------------------------------------
+    def seed(self, *salt: int) -> int:
+        return generator_for(self.recipe.seed, *salt).initial_seed()
+
+    def new_model(self, head: str) -> torch.nn.Module:
+        """The target architecture, identically initialized in every phase.
+
+        ``head`` is ``"target"`` (the model's own K_t head), ``"source"`` (a K_s head for PP) or
+        ``"pp"`` (the PP-trained body with a fresh K_t head).
+        """
+        t = self.target
+        torch.manual_seed(self.seed(_INIT))
+        model = nets.build(self.recipe, t.num_classes, t.info.channels, t.info.image_size)
+        if head in ("source", "pp"):
+            nets.swap_head(model, self.num_source_classes, generator_for(self.recipe.seed, _PP_HEAD))
+        if head == "pp":
+            model.load_state_dict(self.load_stage("pp-pretrain"))
+            nets.swap_head(model, t.num_classes, generator_for(self.recipe.seed, _TARGET_HEAD))
+        return model
+
+    @property
+    def num_source_classes(self) -> int:
+        if "num_source_classes" in self.done.get("pp-pretrain", {}):
+            return int(self.done["pp-pretrain"]["num_source_classes"])
+        return self.sources.generator.num_classes
+
+    # -- stage outputs ---------------------------------------------------------------------
+    def stage_path(self, name: str) -> Path:
+        return self.ctx.run.path / "stages" / f"{name.replace('+', '_')}.pt"
+
+    def save_stage(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        if self.ctx.dist.is_main:
+            atomic.torch_save({k: v.detach().cpu() for k, v in state.items()}, self.stage_path(name))
+
+    def load_stage(self, name: str) -> dict[str, torch.Tensor]:
+        return torch.load(self.stage_path(name), map_location="cpu", weights_only=True)
+
+    def checkpoint(self, phase: Phase | None, step: int, state: dict[str, Any] | None) -> None:
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "done": self.done,
+            "phase": phase.name if phase and state is not None else None,
+            "state": state,
+        }
+        self.ctx.save_checkpoint(payload, (phase.offset if phase else 0) + step)
+
+    # -- pools -----------------------------------------------------------------------------
+    def pp_pool(self) -> Pool:
+        r, t = self.recipe, self.target
+        g = self.sources.generator
+        size = r.pool.shard_size
+        key = {
+            "generator": g.id,
+            "seed": r.pp.seed,
+            "shard_size": size,
+            "image_size": t.info.image_size,
+            "channels": t.info.channels,
+        }
+        return Pool(r.pool.root(), "pp", key, r.pp.samples, math.ceil(r.pp.samples / size))
+
+    def pcs_pool(self) -> Pool:
+        from ptl_transfer.pool import tensor_digest
+
+        r, t = self.recipe, self.target
+        per_shard = max(1, r.pool.shard_size // r.pcs.per_image)
+        key = {
+            "generator": self.sources.generator.id,
+            "classifier": self.sources.classifier.id,
+            "targets": tensor_digest(t.images),
+            "per_image": r.pcs.per_image,
+            "temperature": r.pcs.temperature,
+            "top_k": r.pcs.top_k,
+            "seed": r.pcs.seed,
+            "images_per_shard": per_shard,
+        }
+        count = t.images.shape[0] * r.pcs.per_image
+        return Pool(r.pool.root(), "pcs", key, count, math.ceil(t.images.shape[0] / per_shard))
+
+    def pp_shard_maker(self):
+        r, t, g = self.recipe, self.target, self.sources.generator
+        size = r.pool.shard_size
+        return lambda index: pcs.pp_shard(
+            g, index, size, r.pp.seed, t.info.image_size, t.info.channels, r.pool.gen_batch_size, self.device
+        )
+
+    def pcs_shard_maker(self):
+        r, t = self.recipe, self.target
+        per_shard = max(1, r.pool.shard_size // r.pcs.per_image)
+
+        def make(index: int) -> dict[str, torch.Tensor]:
+            first = index * per_shard
+            return pcs.pcs_shard(
+                self.sources.generator,
+                self.sources.classifier,
+                t.images[first : first + per_shard],
+                first,
+                index,
+                r.pcs.per_image,
+                r.pcs.temperature,
+                r.pcs.top_k,
+                r.pcs.seed,
+                r.pool.gen_batch_size,
+                self.device,
+            )
+
+        return make
+
+    def open_pool(self, kind: str) -> PoolData:
+        """The PP or PCS pool, generating whatever is missing (e.g. after the cache was cleared)."""
+        if kind not in self._pools:
+            pool, maker = (
+                (self.pp_pool(), self.pp_shard_maker())
+                if kind == "pp"
+                else (self.pcs_pool(), self.pcs_shard_maker())
+            )
+            if pool.missing():
+                pool.build(maker)
+            self._pools[kind] = pool.open(maker)
+        return self._pools[kind]
+
+
+# -- the phases -------------------------------------------------------------------------------
+def build_pool(job: Job, phase: Phase, state: Any) -> dict[str, Any]:
+    """Generate the PP or PCS pool shard by shard (resumes at the first missing shard)."""
+    ctx = job.ctx
+    kind = "pp" if phase.name == "pp-pool" else "pcs"
+    pool = job.pp_pool() if kind == "pp" else job.pcs_pool()
+    maker = job.pp_shard_maker() if kind == "pp" else job.pcs_shard_maker()
+    started = time.perf_counter()
+    missing = len(pool.missing())
+    ctx.say(
+        f"{phase.name}: {pool.count} samples in {pool.path} ({missing} of {pool.num_shards} shards to make)"
+    )
+    with ctx.progress.task(phase.name, total=pool.num_shards, completed=pool.num_shards - missing) as advance:
+        finished = pool.build(maker, ctx.should_stop, advance)
+    if not finished:
+        job.checkpoint(phase, 0, None)
+        raise Interrupted
+    seconds = time.perf_counter() - started
+    data = pool.open(maker)
+    job._pools[kind] = data
+    result = {"samples": len(data), "generated_shards": missing, "seconds": round(seconds, 3)}
+    ctx.log(stage=phase.name, step=0, pool_samples=len(data), pool_seconds=round(seconds, 3))
+    if kind == "pcs":
+        result["agreement"] = _pcs_agreement(job, data)
+    return result
+
+
+@torch.no_grad()
+def _pcs_agreement(job: Job, data: PoolData, limit: int = 2000) -> float:
+    """How often ``C_s`` classifies a pseudo sample as its soft label's top class (a sanity check)."""
+    index = torch.arange(min(limit, len(data)))
+    batch = data.gather(index)
+    logits = pcs.classify(job.sources.classifier, batch["images"], job.device)
+    return float((logits.argmax(1) == batch["soft"].argmax(1)).float().mean())
+
+
+def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
+    """Pseudo pre-training: cross-entropy on generated samples with a K_s-way head."""
+    ctx, r, t = job.ctx, job.recipe, job.target
+    opt_cfg = r.pp.train
+    pool = job.open_pool("pp") if r.pp.mode == "pool" else None  # before seeding: may generate
+    order = StepStream(len(pool), opt_cfg.batch_size, r.seed, _POOL_ORDER) if pool else None
+    model, train_model = prepare_model(job.new_model("source"), r.compute, job.device)
+    optimizer = nets.sgd(model, opt_cfg)
+    scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
+    start, elapsed = _restore(job, phase, state, model, None, optimizer, scheduler, None)
+    mean, std = t.info.mean, t.info.std
+    began = time.perf_counter()
+    model.train()
+    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
+        for step in range(start, opt_cfg.steps):
+            if ctx.should_stop():
+                _interrupt(job, phase, step, model, None, optimizer, scheduler, None, elapsed, began)
+            if pool is not None:
+                batch = pool.gather(order.indices(step))
+            else:
+                g = job.sources.generator
+                batch = pcs.pp_batch(
+                    g, step, opt_cfg.batch_size, r.pp.seed, t.info.image_size, t.info.channels, job.device
+                )
+            x = make_views(to_device(batch["images"], job.device), ("weak",), mean, std)["weak"]
+            y = batch["labels"].to(job.device)
+            with ctx.precision.autocast():
+                logits = train_model(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            ctx.precision.backward_and_step(loss, optimizer)
+            scheduler.step()
+            if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
+                ctx.check_finite(loss, f"{phase.name} step {step + 1}")
+                acc = (logits.detach().argmax(1) == y).float().mean()  # this batch's
+                ctx.log(
+                    stage=phase.name, step=step + 1, loss=loss, train_acc=acc, lr=scheduler.get_last_lr()[0]
+                )
+                advance(opt_cfg.log_every, loss=float(loss.detach()))
+            if (step + 1) % opt_cfg.checkpoint_every == 0 and step + 1 < opt_cfg.steps:
+                _save(job, phase, step + 1, model, None, optimizer, scheduler, None, elapsed, began)
+    job.save_stage(phase.name, model.state_dict())
+    last = [m for m in ctx.run.metrics() if m.get("stage") == phase.name and "train_acc" in m]
+    return {
+        "source_train_acc": last[-1]["train_acc"] if last else None,
+        "num_source_classes": job.num_source_classes,
+        "steps": opt_cfg.steps,
+        "seconds": round(elapsed + time.perf_counter() - began, 3),
+    }
+
+
+def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
+    """The SSL loop: B labeled target images (+ μB PCS pseudo samples) per step, EMA for evaluation.
+
+    ``scratch`` and ``pp`` use the ``supervised`` algorithm (no unlabeled batch); ``pssl`` and
+    ``pp+pssl`` use the recipe's algorithm over the PCS pool. ``pp`` and ``pp+pssl`` start from
+    the PP body with a fresh K_t head.
+    """
+    ctx, r, t = job.ctx, job.recipe, job.target
+    opt_cfg = r.train
+    semi = phase.name in ("pssl", "pp+pssl")
+    algo_name, algo_params = (r.ssl.name, r.ssl.params) if semi else ("supervised", {})
+    algo = plugins.get("ssl", algo_name).build(t.num_classes, params=algo_params, where=f"[ssl] {algo_name}")
+    pool = job.open_pool("pcs") if algo.unlabeled_views else None  # before seeding: may generate
+    unlabeled = StepStream(len(pool), r.ssl.mu * opt_cfg.batch_size, r.seed, _POOL_ORDER) if pool else None
+    labeled = StepStream(t.images.shape[0], opt_cfg.batch_size, r.seed, _LABELED_ORDER)
+    model, train_model = prepare_model(
+        job.new_model("pp" if phase.name.startswith("pp") else "target"), r.compute, job.device
+    )
+    ema = nets.EMA(model, opt_cfg.ema_decay)
+    optimizer = nets.sgd(model, opt_cfg)
+    scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
+    start, elapsed = _restore(job, phase, state, model, ema, optimizer, scheduler, algo)
+    mean, std = t.info.mean, t.info.std
+    began = time.perf_counter()
+    model.train()
+    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
+        for step in range(start, opt_cfg.steps):
+            if ctx.should_stop():
+                _interrupt(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began)
+            index = labeled.indices(step)
+            x = to_device(t.images[index], job.device)
+            y = t.labels[index].to(job.device)
+            views_x = make_views(x, algo.labeled_views, mean, std)
+            views_u = {}
+            if pool is not None:
+                u = to_device(pool.gather(unlabeled.indices(step))["images"], job.device)
+                views_u = make_views(u, algo.unlabeled_views, mean, std)
+            with ctx.precision.autocast():
+                loss, logs = algo.loss(train_model, views_x, y, views_u, step, opt_cfg.steps)
+            optimizer.zero_grad(set_to_none=True)
+            ctx.precision.backward_and_step(loss, optimizer)
+            scheduler.step()
+            algo.after_step(train_model, step)
+            ema.update(model, step)
+            _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance)
+            if (step + 1) % opt_cfg.checkpoint_every == 0 and step + 1 < opt_cfg.steps:
+                _save(job, phase, step + 1, model, ema, optimizer, scheduler, algo, elapsed, began)
+            if opt_cfg.eval_every and (step + 1) % opt_cfg.eval_every == 0 and step + 1 < opt_cfg.steps:
+                ctx.log(stage=phase.name, step=step + 1, test_acc=_test_accuracy(job, ema.model))
+    return _finish(job, phase, ema.model, elapsed + time.perf_counter() - began)
+
+
+def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
+    """Knowledge distillation: ``CE(f(x), y) + w·D(aux(x), C_s(x))`` on weakly augmented target images.
+
+    ``aux`` is a ``K_s``-way head on the features of the ``K_t`` head; ``D`` is the
+    temperature-scaled KL divergence to ``softmax(C_s(x)/T)`` (times T², Hinton et al.) or the
+    mean squared difference of the logits (logit matching, Ba & Caruana).
+    """
+    ctx, r, t = job.ctx, job.recipe, job.target
+    opt_cfg, kd = r.train, r.kd
+    classifier = job.sources.classifier
+    net = nets.AuxHead(job.new_model("target"), classifier.num_classes, generator_for(r.seed, _KD_HEAD))
+    model, train_model = prepare_model(net, r.compute, job.device)
+    ema = nets.EMA(model, opt_cfg.ema_decay)
+    optimizer = nets.sgd(model, opt_cfg)
+    scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
+    start, elapsed = _restore(job, phase, state, model, ema, optimizer, scheduler, None)
+    labeled = StepStream(t.images.shape[0], opt_cfg.batch_size, r.seed, _LABELED_ORDER)
+    mean, std = t.info.mean, t.info.std
+    began = time.perf_counter()
+    model.train()
+    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
+        for step in range(start, opt_cfg.steps):
+            if ctx.should_stop():
+                _interrupt(job, phase, step, model, ema, optimizer, scheduler, None, elapsed, began)
+            index = labeled.indices(step)
+            x01 = weak_view(to_float(to_device(t.images[index], job.device)))
+            y = t.labels[index].to(job.device)
+            with torch.no_grad():
+                teacher = classifier(x01).float()
+            with ctx.precision.autocast():
+                logits = train_model(normalize(x01, mean, std))
+                aux = model.aux_logits.float()
+                loss_x = F.cross_entropy(logits, y)
+                if kd.mode == "kl":
+                    temp = kd.temperature
+                    loss_kd = F.kl_div(
+                        F.log_softmax(aux / temp, 1),
+                        F.log_softmax(teacher / temp, 1),
+                        reduction="batchmean",
+                        log_target=True,
+                    ) * (temp * temp)
+                else:
+                    loss_kd = F.mse_loss(aux, teacher)
+                loss = loss_x + kd.weight * loss_kd
+            optimizer.zero_grad(set_to_none=True)
+            ctx.precision.backward_and_step(loss, optimizer)
+            scheduler.step()
+            ema.update(model, step)
+            logs = {"loss_x": loss_x.detach(), "loss_kd": loss_kd.detach()}
+            _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance)
+            if (step + 1) % opt_cfg.checkpoint_every == 0 and step + 1 < opt_cfg.steps:
+                _save(job, phase, step + 1, model, ema, optimizer, scheduler, None, elapsed, began)
+            if opt_cfg.eval_every and (step + 1) % opt_cfg.eval_every == 0 and step + 1 < opt_cfg.steps:
+                ctx.log(stage=phase.name, step=step + 1, test_acc=_test_accuracy(job, ema.model))
+    return _finish(job, phase, ema.model, elapsed + time.perf_counter() - began, unwrap=lambda m: m.net)
+
+
+RUNNERS = {
+    "scratch": train_target,
+    "kd": train_kd,
+    "pp-pool": build_pool,
+    "pp-pretrain": train_pp,
+    "pp": train_target,
+    "pcs-pool": build_pool,
+    "pssl": train_target,
+    "pp+pssl": train_target,
+}
+
+
+# -- shared loop pieces -----------------------------------------------------------------------
+def _test_accuracy(job: Job, model: torch.nn.Module) -> float:
+    from ptl_transfer.target import batches
+
+    t = job.target
+    data = batches(t.test, 256, job.recipe.compute.workers)
+    return nets.accuracy(model, data, t.info.mean, t.info.std, job.device, job.ctx.precision)
+
+
+def _finish(job: Job, phase: Phase, model: torch.nn.Module, seconds: float, unwrap=lambda m: m) -> dict:
+    acc = _test_accuracy(job, model)
+    job.ctx.log(stage=phase.name, step=phase.steps, test_acc=acc)
+    job.save_stage(phase.name, unwrap(model).state_dict())
+    job.ctx.say(f"{phase.name}: test accuracy {acc:.4f}")
+    return {"test_acc": acc, "steps": phase.steps, "seconds": round(seconds, 3)}
+
+
+def _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance) -> None:
+    if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
+        job.ctx.check_finite(loss, f"{phase.name} step {step + 1}")
+        job.ctx.log(stage=phase.name, step=step + 1, loss=loss, lr=scheduler.get_last_lr()[0], **logs)
+        advance(opt_cfg.log_every, loss=float(loss.detach()))
+
+
+def _state(step, model, ema, optimizer, scheduler, algo, job, seconds) -> dict[str, Any]:
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ssl": algo.state_dict() if algo is not None else None,
+        "precision": job.ctx.precision.state_dict(),
+        "rng": capture_rng(),
+        "seconds": seconds,
+    }
+
+
+def _save(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began) -> None:
+    seconds = elapsed + time.perf_counter() - began
+    job.checkpoint(phase, step, _state(step, model, ema, optimizer, scheduler, algo, job, seconds))
+
+
+def _interrupt(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began) -> None:
+    _save(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began)
+    raise Interrupted
+
+
+def _restore(job, phase, state, model, ema, optimizer, scheduler, algo) -> tuple[int, float]:
+    """Load a running phase's state (returns the step to continue at and the seconds spent)."""
+    if state is None:
+        torch.manual_seed(job.seed(phase.salt))
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if algo is not None and state.get("ssl") is not None:
+        algo.load_state_dict(state["ssl"])
+    job.ctx.precision.load_state_dict(state.get("precision"))
+    restore_rng(state["rng"])
+    job.ctx.say(f"{phase.name}: resuming at step {state['step']}")
+    return int(state["step"]), float(state.get("seconds", 0.0))
+
+
+# -- the run ------------------------------------------------------------------------------------
+def run(ctx: Any) -> dict[str, Any]:
+    """Every phase of the recipe in order, skipping finished ones; returns the final metrics."""
+    if ctx.dist.enabled:
+        raise UserError("ptl transfer does not run under torchrun yet; start it as one process")
+    job = Job(ctx)
+    saved = ctx.load_checkpoint()
+    current, state = None, None
+    if saved is not None:
+        job.done = dict(saved["done"])
+        current, state = saved.get("phase"), saved.get("state")
+        _truncate_metrics(ctx.run, job.done, current, state)
+    elif ctx.resuming:
+        ctx.run.truncate_metrics(lambda record: False)  # no checkpoint yet: start over
+    for phase in stages.phases(ctx.recipe):
+        if phase.name in job.done:
+            continue
+        resume_state = state if current == phase.name else None
+        job.done[phase.name] = RUNNERS[phase.name](job, phase, resume_state)
+        job.checkpoint(phase, phase.steps, None)
+    return final_metrics(job)
+
+
+def final_metrics(job: Job) -> dict[str, Any]:
+    chosen = job.recipe.stages
+    final = stages.final_stage(chosen)
+    metrics: dict[str, Any] = {"test_acc": job.done[final]["test_acc"], "final_stage": final}
+    for name in chosen:
+        metrics[stages.metric_key(name)] = job.done[name]["test_acc"]
+        metrics[stages.metric_key(name).replace("test_acc", "seconds")] = job.done[name]["seconds"]
+    if "pcs-pool" in job.done and "agreement" in job.done["pcs-pool"]:
+        metrics["pcs_agreement"] = job.done["pcs-pool"]["agreement"]
+    if "pp-pretrain" in job.done:
+        metrics["pp_source_train_acc"] = job.done["pp-pretrain"]["source_train_acc"]
+    metrics["labeled"] = int(job.target.images.shape[0])
+    _write_final_model(job, final)
+    return metrics
+
+
+def _truncate_metrics(run: Any, done: dict[str, Any], current: str | None, state: Any) -> None:
+    """Drop records written after the checkpoint (they will be written again)."""
+    step = state["step"] if state is not None else -1
+
+    def keep(record: dict[str, Any]) -> bool:
+        stage = record.get("stage")
+        return stage in done or (stage == current and record.get("step", 0) <= step)
+
+    run.truncate_metrics(keep)
+
+
+def _write_final_model(job: Job, final: str) -> None:
+    """``RUN/model.pt``: the full method's (EMA) weights with what is needed to rebuild the net."""
+    if not job.ctx.dist.is_main:
+        return
+    t, m = job.target, job.recipe.model
+    payload = {
+        "state_dict": job.load_stage(final),
+        "stage": final,
+        "arch": m.arch,
+        "width": m.width,
+        "model_params": dict(m.params),
+        "num_classes": t.num_classes,
+        "in_channels": t.info.channels,
+        "image_size": t.info.image_size,
+        "class_names": list(t.info.class_names),
+        "mean": list(t.info.mean),
+        "std": list(t.info.std),
+    }
+    atomic.torch_save(payload, job.ctx.run.path / "model.pt")

@@ -1,0 +1,132 @@
+"""Tiny real transfer runs: every stage end to end, exact resume, the CLI, export, recipes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptl_cli import recipes
+from ptl_cli.testing import run_ptl
+
+ALL_STAGES = ["scratch", "kd", "pp", "pssl", "pp+pssl"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tx):
+    out = tmp_path_factory.mktemp("whole")
+    metrics = tx.run_transfer(tx.tiny_recipe(out / "pools"), out / "run")
+    return out / "run", metrics
+
+
+def test_a_run_reports_every_stage_and_writes_its_outputs(uninterrupted, tx):
+    run_dir, metrics = uninterrupted
+    for stage in ("scratch", "kd", "pp", "pssl", "pp_pssl"):
+        assert 0.0 <= metrics[f"{stage}_test_acc"] <= 1.0
+    assert metrics["test_acc"] == metrics["pp_pssl_test_acc"] and metrics["final_stage"] == "pp+pssl"
+    assert metrics["labeled"] == 20
+    assert {r["stage"] for r in tx.records(run_dir)} >= {
+        "scratch",
+        "kd",
+        "pp-pool",
+        "pp-pretrain",
+        "pcs-pool",
+    }
+    assert (run_dir / "model.pt").is_file()
+    assert sorted(p.name for p in (run_dir / "stages").iterdir()) == [
+        "kd.pt", "pp-pretrain.pt", "pp.pt", "pp_pssl.pt", "pssl.pt", "scratch.pt",
+    ]  # fmt: skip
+    saved = torch.load(run_dir / "model.pt", weights_only=True)
+    assert saved["stage"] == "pp+pssl" and saved["num_classes"] == 5
+
+
+def test_pp_init_is_the_pretrained_body(uninterrupted):
+    """pp and pp+pssl start from the PP weights: before any step, their body equals PP's."""
+    run_dir, _ = uninterrupted
+    pretrained = torch.load(run_dir / "stages" / "pp-pretrain.pt", weights_only=True)
+    finetuned = torch.load(run_dir / "stages" / "pp.pt", weights_only=True)
+    scratch = torch.load(run_dir / "stages" / "scratch.pt", weights_only=True)
+    body = [k for k in pretrained if k in finetuned and pretrained[k].shape == finetuned[k].shape]
+    near_pp = sum((finetuned[k] - pretrained[k]).abs().sum() for k in body)
+    near_scratch = sum((finetuned[k] - scratch[k]).abs().sum() for k in body)
+    assert near_pp < near_scratch
+
+
+@pytest.mark.parametrize("stops", [[13, 4, 13, 7]])
+def test_resume_after_interruptions_equals_the_uninterrupted_run(uninterrupted, tmp_path, stops, tx):
+    """Stopped between PP pool shards, mid pre-training, mid P-SSL and mid PP+P-SSL (polls counted
+    for the tiny recipe: 6 per training phase, 2 per pool), resumed each time: the same run."""
+    whole_dir, whole = uninterrupted
+    data = tx.tiny_recipe(tmp_path / "pools")
+    out = tmp_path / "run"
+    assert tx.run_transfer(data, out, stop_after=stops[0]) is None
+    for polls in stops[1:]:
+        assert tx.run_transfer(data, out, stop_after=polls, resuming=True) is None
+    resumed = tx.run_transfer(data, out, resuming=True)
+    assert tx.without_seconds(resumed) == tx.without_seconds(whole)
+    assert tx.records(out) == tx.records(whole_dir)
+    a = torch.load(whole_dir / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_alone_gives_the_same_result_as_in_the_full_run(uninterrupted, tmp_path, tx):
+    _, whole = uninterrupted
+    alone = tx.run_transfer(tx.tiny_recipe(tmp_path / "pools", stages=["pssl"]), tmp_path / "run")
+    assert alone["pssl_test_acc"] == whole["pssl_test_acc"] and alone["test_acc"] == whole["pssl_test_acc"]
+
+
+def _cli_args(pools):
+    flat = {
+        "model.arch": "conv2", "model.width": 0.25, "target.labels_per_class": 4, "pool.dir": f'"{pools}"',
+        "pool.shard_size": 32, "pp.samples": 64, "pp.train.steps": 4, "pcs.per_image": 3, "ssl.mu": 2,
+        "train.steps": 4, "train.batch_size": 8,
+    }  # fmt: skip
+    return [item for key, value in flat.items() for item in ("--set", f"{key}={value}")]
+
+
+def test_cli_runs_shows_and_exports(tmp_path):
+    out = tmp_path / "run"
+    args = ["transfer", "--generator", "biggan", "--ssl", "fixmatch", "--stages", "scratch,pssl"]
+    result = run_ptl(*args, *_cli_args(tmp_path / "pools"), "--device", "cpu", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed" and summary["kind"] == "transfer"
+    assert set(summary["metrics"]) >= {"test_acc", "scratch_test_acc", "pssl_test_acc"}
+    shown = run_ptl("runs", "show", str(out))
+    assert shown.returncode == 0 and "scratch" in shown.stdout and "pssl" in shown.stdout
+    for fmt in ("pt", "safetensors"):
+        exported = run_ptl("export", str(out), "--format", fmt, "--verify")
+        assert exported.returncode == 0, exported.stderr
+        assert "verified" in exported.stdout and (out / f"model.{fmt}").is_file()
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    result = run_ptl("transfer", "--stages", "scratch,ppssl", "--dry-run")
+    assert result.returncode == 2 and "unknown stage 'ppssl'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_ptl("transfer", "--ssl", "fixmatc", "--dry-run")
+    assert result.returncode == 2 and "did you mean 'fixmatch'" in result.stderr
+
+
+def test_every_transfer_recipe_plans_without_loading_weights():
+    from ptl_cli import plugins
+
+    spec = plugins.get("workflows", "transfer")
+    names = [n for n, path in recipes.available().items() if "transfer" in path.parts]
+    assert "transfer-quickstart" in names and len(names) >= 14  # quickstart, base, 6 targets × 2 nets
+    for name in names:
+        resolved = recipes.resolve(name, spec.params)
+        plan = dict(spec.load_factory()().plan(resolved.model))
+        assert "source generator" in plan and "target architecture" in plan, name
+    paper = dict(spec.load_factory()().plan(recipes.resolve("transfer-cub-mobilenetv3", spec.params).model))
+    assert "biggan-deep-256" in paper["source generator"] and "cub200" in paper["target"]
+    assert "mobilenet_v3_large" in paper["target architecture"]
+
+
+def test_dry_run_of_a_paper_recipe_from_the_cli_loads_nothing():
+    result = run_ptl("transfer", "--recipe", "transfer-cars-resnet18", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert "torchvision:resnet50" in plan["source classifier"] and "stanford-cars" in plan["target"]
