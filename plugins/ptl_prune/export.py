@@ -61,9 +61,9 @@ def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
         tensors, meta = make_ticket(model, pruner, arch)
         save_ticket(path, tensors, meta)
         size = path.stat().st_size
-        lines.append(
-            f"wrote {path}: ticket {_human(size)} (seed + 1-bit masks + {len(meta['events'])} re-draws)"
-        )
+        events = len(meta["events"])
+        draws = f"{events} re-draw{'' if events == 1 else 's'}"
+        lines.append(f"wrote {path}: ticket {_human(size)} (seed + 1-bit masks + {draws})")
         lines.append(
             f"dense masked weights: {_human(dense_bytes)} as safetensors; the ticket is "
             f"{dense_bytes / size:.1f}× smaller"

@@ -78,7 +78,9 @@ class PruneWorkflow:
         from torch.utils.data import DataLoader
 
         from ptl_cli import atomic
+        from ptl_cli.data import augment
         from ptl_cli.data.base import collate
+        from ptl_cli.data.loader import Prefetcher
         from ptl_cli.data.sampler import ResumableSampler
         from ptl_cli.engine.interrupt import Interrupted
         from ptl_cli.engine.seeding import capture_rng, restore_rng
@@ -108,6 +110,9 @@ class PruneWorkflow:
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
+            # IteRand's int16 `sources` are identical on every rank and gloo cannot broadcast int16
+            same_everywhere = [n for n, _ in model.named_buffers() if n.endswith(".sources")]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, same_everywhere)
             ids = [device.index] if device.type == "cuda" else None
             train_model = DistributedDataParallel(model, device_ids=ids)
         if r.compute.compile:
@@ -188,37 +193,32 @@ class PruneWorkflow:
                     group["lr"] = lr
                 sampler.set_epoch(epoch, start=batch * per_rank)
                 train_model.train()
-                for images, targets in loader:
-                    images = images.to(device, non_blocking=True)
-                    targets = targets.to(device, non_blocking=True)
-                    x = prune_data.train_views(images, r.augment, data.info)
-                    if r.compute.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with ctx.precision.autocast():
-                        logits = train_model(x)
-                        loss = F.cross_entropy(logits, targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    ctx.precision.backward_and_step(loss, optimizer)
-                    step += 1
-                    batch += 1
-                    pruner.after_step(model, step)
-                    with torch.no_grad():
-                        n = targets.numel()
-                        sums += torch.stack(
-                            [
-                                loss.detach().double() * n,
-                                (logits.argmax(1) == targets).sum().double(),
-                                sums.new_tensor(n),
-                            ]
-                        )
-                    advance(1)
-                    if step % t.log_every == 0:
-                        log_train()
-                    stop = ctx.should_stop() or step == t.stop_after_steps
-                    if stop or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                        save()
-                    if stop:
-                        raise Interrupted()
+                with Prefetcher(loader, device) as batches:  # fetches the next batches during a step
+                    for images, targets in batches:
+                        with augment.batch_shard(dist.rank, dist.world_size):  # as one process would
+                            x = prune_data.train_views(images, r.augment, data.info)
+                        if r.compute.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        with ctx.precision.autocast():
+                            logits = train_model(x)
+                            loss = F.cross_entropy(logits, targets)
+                        optimizer.zero_grad(set_to_none=True)
+                        ctx.precision.backward_and_step(loss, optimizer)
+                        step += 1
+                        batch += 1
+                        pruner.after_step(model, step)
+                        with torch.no_grad():
+                            n = targets.numel()
+                            correct = (logits.argmax(1) == targets).sum().double()
+                            sums += torch.stack([loss.detach().double() * n, correct, sums.new_tensor(n)])
+                        advance(1)
+                        if step % t.log_every == 0:
+                            log_train()
+                        stop = ctx.should_stop() or step == t.stop_after_steps
+                        if stop or (t.checkpoint_every and step % t.checkpoint_every == 0):
+                            save()
+                        if stop:
+                            raise Interrupted()
                 # end of an epoch: train metrics, validation, checkpoint
                 log_train()
                 epoch += 1
@@ -294,7 +294,7 @@ class PruneWorkflow:
             ["best val accuracy", m.get("best_val_acc") if m.get("best_val_acc") is not None else "-"],
             ["sparsity", m.get("sparsity")],
             ["params kept", f"{kept:,} of {total:,}" if kept is not None and total is not None else "-"],
-            ["time (s)", m.get("time_s")],
+            ["time (s)", f"{m['time_s']:.0f}" if m.get("time_s") is not None else "-"],
         ]
         return ["result", "value"], rows
 

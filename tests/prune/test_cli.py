@@ -105,7 +105,7 @@ def test_resume_after_interruption_is_bit_identical(capsys, tmp_path, iterand_ru
 
 
 def test_real_sigint_then_resume_is_bit_identical(capsys, tmp_path):
-    args = ["--method", "iterand", "--rerand-freq", "3", *TINY, "--epochs", "12"]
+    args = ["--method", "iterand", "--rerand-freq", "3", *TINY, "--epochs", "8"]
     args += [
         "--set",
         "data.train_limit=64",
