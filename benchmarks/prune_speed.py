@@ -14,7 +14,9 @@ times full training steps (forward, backward, optimizer step) of
   ``--reference``; it is imported from there, never copied), same model, batch and optimizer.
 
 Methods are interleaved (A B C D A B C D ...) so that a change in machine load hits all of them,
-and the median of ``--reps`` steps is reported. Ratios are printed at the end.
+and the median of ``--reps`` steps is reported. The clock is the process's CPU time by default
+(``--clock cpu``: what a step costs, however busy a shared machine is; use ``--threads 1`` with
+it, as spinning worker threads count too) or wall time (``--clock wall``, for an idle machine).
 """
 
 from __future__ import annotations
@@ -101,10 +103,13 @@ def reference_step(
     return step, (lambda: model.rerandomize("bernoulli", 0.1, None))
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def timed(fn: Callable[[], None], clock: Callable[[], float]) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -115,12 +120,17 @@ def main() -> None:
     parser.add_argument("--k-per", type=int, default=300)
     parser.add_argument("--reference", help="checkout of dchiji-ntt/iterand to compare with")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="cpu: process CPU time")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = real_batch(args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, CPU")
+    clock = CLOCKS[args.clock]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.clock} clock"
+    )
     for model_name in args.models:
         methods = {m: ptl_step(model_name, m, x, y) for m in ("sgd", "edge-popup", "iterand")}
         if args.reference:
@@ -131,9 +141,9 @@ def main() -> None:
             step()
         for _ in range(args.reps):
             for name, (step, redraw) in methods.items():
-                times[name].append(timed(step))
+                times[name].append(timed(step, clock))
                 if name in redraws:
-                    redraws[name].append(timed(redraw))
+                    redraws[name].append(timed(redraw, clock))
         med = {m: statistics.median(t) for m, t in times.items()}
         red = {m: statistics.median(t) for m, t in redraws.items()}
         iterand = med["iterand"] + red["iterand"] / args.k_per

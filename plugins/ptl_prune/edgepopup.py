@@ -102,7 +102,7 @@ class EdgePopup:
                 mask = supermask.supermask_of(module)
                 n = supermask.original(module).numel()
                 total += n
-                kept += n if mask is None else int(mask.kept().sum())
+                kept += n if mask is None else int(torch.count_nonzero(mask.kept()))
         return kept, total
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ def kept_mask(key: torch.Tensor, pruned: int) -> torch.Tensor:
     kept = flat > threshold
     if flat.device.type == "cpu":
         # A scalar read is free on the CPU, and ties are rare: only fix them when present.
-        if int(kept.sum()) != n - pruned:
+        if int(torch.count_nonzero(kept)) != n - pruned:
             kept = _break_ties(flat, kept, threshold, n - pruned)
     else:  # no host sync on accelerators: always apply the (cheap) tie fix
         kept = _break_ties(flat, kept, threshold, n - pruned)
@@ -60,7 +60,7 @@ def kept_mask(key: torch.Tensor, pruned: int) -> torch.Tensor:
 def _break_ties(flat: torch.Tensor, kept: torch.Tensor, threshold: torch.Tensor, n_keep: int) -> torch.Tensor:
     """Add the last-positioned entries equal to ``threshold`` until ``n_keep`` are kept."""
     tied = flat == threshold
-    need = n_keep - kept.sum()
+    need = n_keep - torch.count_nonzero(kept)
     rank = tied.cumsum(0)
     return kept | (tied & (rank > rank[-1] - need))
 
@@ -84,7 +84,7 @@ def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
     lo_rank, hi_rank = math.floor(q * m - spread), math.ceil(q * m + spread)
     lo = sample[lo_rank] if lo_rank >= 0 else None
     hi = sample[hi_rank] if hi_rank < m else None
-    below = 0 if lo is None else int((flat < lo).sum())
+    below = 0 if lo is None else int(torch.count_nonzero(flat < lo))
     if below < k:
         if lo is None:
             inside = flat <= hi
@@ -119,12 +119,12 @@ class _MaskedWeight(torch.autograd.Function):
     def forward(ctx, weight, scores, kept, score_abs):  # type: ignore[override]
         ctx.score_abs = score_abs
         ctx.save_for_backward(weight, kept, scores if score_abs else None)
-        return weight * kept
+        return weight * kept.view(torch.uint8)  # a uint8 factor multiplies faster than a bool one
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         weight, kept, scores = ctx.saved_tensors
-        grad_weight = grad * kept if ctx.needs_input_grad[0] else None
+        grad_weight = grad * kept.view(torch.uint8) if ctx.needs_input_grad[0] else None
         grad_scores = None
         if ctx.needs_input_grad[1]:
             grad_scores = grad * weight

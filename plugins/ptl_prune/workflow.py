@@ -137,7 +137,6 @@ class PruneWorkflow:
             sampler=sampler,
             collate_fn=collate,
             num_workers=r.compute.workers,
-            pin_memory=device.type == "cuda",
             drop_last=drop_last,
             generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
         )
