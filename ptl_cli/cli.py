@@ -323,6 +323,16 @@ def export_command(
         typer.echo(line)
 
 
+# -- bench --------------------------------------------------------------------------------------
+def _bench() -> None:
+    from ptl_cli import bench
+
+    app.command("bench")(bench.command)
+
+
+_bench()
+
+
 # -- entry point --------------------------------------------------------------------------------
 def build_app() -> typer.Typer:
     """The app with every plugin's commands added (each plugin guarded)."""
