@@ -7,7 +7,7 @@ pool, or indexing the bundled Fashion-MNIST pack's images. Generation itself is 
 pool is made once (its time is printed separately). Steps alternate between the arms so that
 load from other processes hits both alike; the medians' ratio is reported.
 
-    python benchmarks/transfer_pssl_step.py [--arch conv6 --width 0.5 --batch 16 --mu 7 --steps 30]
+    python benchmarks/transfer_pssl_step.py [--arch conv2 --width 0.5 --batch 16 --mu 7 --steps 30]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from ptl_transfer.target import select_classes
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="conv6")
+    parser.add_argument("--weights", default="bundled", help="biggan weights (default: the bundled model)")
+    parser.add_argument("--arch", default="conv2")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--mu", type=int, default=7)
@@ -50,7 +51,7 @@ def main() -> None:
     images, labels = target.images[labeled], target.targets[labeled]
     mean, std = target.info.mean, target.info.std
 
-    generator = plugins.get("generators", "biggan").build("cpu", params={"weights": "bundled"})
+    generator = plugins.get("generators", "biggan").build("cpu", params={"weights": args.weights})
     classifier = plugins.get("classifiers", "bundled").build("cpu")
     per_shard = 25
     with tempfile.TemporaryDirectory() as tmp:

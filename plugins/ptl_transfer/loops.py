@@ -255,7 +255,12 @@ def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
                 ctx.check_finite(loss, f"{phase.name} step {step + 1}")
                 acc = (logits.detach().argmax(1) == y).float().mean()  # this batch's
                 ctx.log(
-                    stage=phase.name, step=step + 1, loss=loss, train_acc=acc, lr=scheduler.get_last_lr()[0]
+                    stage=phase.name,
+                    step=step + 1,
+                    epoch=(step + 1) * opt_cfg.batch_size // (len(pool) if pool else opt_cfg.batch_size),
+                    loss=loss,
+                    train_acc=acc,
+                    lr=scheduler.get_last_lr()[0],
                 )
                 advance(opt_cfg.log_every, loss=float(loss.detach()))
             if (step + 1) % opt_cfg.checkpoint_every == 0 and step + 1 < opt_cfg.steps:
@@ -409,9 +414,12 @@ def _finish(job: Job, phase: Phase, model: torch.nn.Module, seconds: float, unwr
 
 
 def _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance) -> None:
+    """Every ``log_every`` steps: a metrics record (``epoch`` counts passes over the labeled set)."""
     if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
         job.ctx.check_finite(loss, f"{phase.name} step {step + 1}")
-        job.ctx.log(stage=phase.name, step=step + 1, loss=loss, lr=scheduler.get_last_lr()[0], **logs)
+        epoch = (step + 1) * opt_cfg.batch_size // job.target.images.shape[0]
+        lr = scheduler.get_last_lr()[0]
+        job.ctx.log(stage=phase.name, step=step + 1, epoch=epoch, loss=loss, lr=lr, **logs)
         advance(opt_cfg.log_every, loss=float(loss.detach()))
 
 

@@ -45,12 +45,12 @@ def test_pool_is_keyed_by_seed_and_reused(tmp_path, generator):
 
 
 def test_pp_samples_are_uint8_in_the_target_format_with_uniform_labels(tmp_path, generator):
-    pool, make = _pp_pool(tmp_path, generator, count=200, shard=100)
+    pool, make = _pp_pool(tmp_path, generator, count=100, shard=50)
     pool.build(make)
     data = pool.open().all()
-    assert data["images"].dtype == torch.uint8 and data["images"].shape == (200, 1, 28, 28)
+    assert data["images"].dtype == torch.uint8 and data["images"].shape == (100, 1, 28, 28)
     counts = torch.bincount(data["labels"], minlength=generator.num_classes)
-    assert counts.min() > 20  # 40 expected per class
+    assert counts.min() >= 8  # 20 expected per class
 
 
 def test_unreadable_shard_is_regenerated_identically(tmp_path, generator):

@@ -71,9 +71,9 @@ def test_swap_head_replaces_the_last_linear_only():
     model = _model()
     body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("linear")}
     nets.swap_head(model, 7, torch.Generator().manual_seed(0))
-    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in body.items())
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
 
 
 def test_aux_head_reads_the_features_of_the_target_head():
