@@ -187,6 +187,32 @@ def mean_over_ranks(info: DistInfo, values: dict[str, Any]) -> dict[str, float]:
     return dict(zip(values, stacked.tolist(), strict=True))
 
 
+def gather_rows(info: DistInfo, tensor: Any) -> Any:
+    """Every rank's ``tensor`` stacked on the CPU, shape ``(world_size, *tensor.shape)``.
+
+    For per-rank accumulators (running sums of a partial epoch) that a checkpoint must keep
+    for every rank: rank 0 writes the checkpoint, so it needs the others' values.
+    """
+    import torch
+
+    rows = gather_objects(info, tensor.detach().cpu())
+    return torch.stack(rows)
+
+
+def take_row(info: DistInfo, rows: Any) -> Any:
+    """This rank's row of :func:`gather_rows` output (a resumed run's accumulator).
+
+    A 1-D tensor is a single process's row. When the number of ranks changed since the
+    checkpoint, rank 0 takes the sum of the rows and the others start from zero, so the
+    rank-summed total is preserved.
+    """
+    if rows.ndim == 1:
+        rows = rows.unsqueeze(0)
+    if rows.shape[0] == info.world_size:
+        return rows[info.rank].clone()
+    return rows.sum(0) if info.is_main else rows[0].new_zeros(rows.shape[1:])
+
+
 def rank_share(items: Any, info: DistInfo) -> Any:
     """This rank's strided share ``items[rank::world_size]`` of a global batch (any sliceable)."""
     if not info.enabled:
