@@ -82,6 +82,8 @@ class PruneWorkflow:
         from ptl_cli.data.base import collate
         from ptl_cli.data.loader import Prefetcher
         from ptl_cli.data.sampler import ResumableSampler
+        from ptl_cli.engine import distributed
+        from ptl_cli.engine.compute import prepare_model
         from ptl_cli.engine.interrupt import Interrupted
         from ptl_cli.engine.seeding import capture_rng, restore_rng
         from ptl_cli.errors import UserError
@@ -96,9 +98,9 @@ class PruneWorkflow:
         data = prune_data.load(r.data)
         arch = arch_of(r.model, data.info)
         pruner = build_pruner(r.pruner)
-        model = pruner.prepare(build_model(arch), r.seed).to(device)
-        if r.compute.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        # on the device; DDP (floating-point buffers broadcast, IteRand's int16 `sources` kept
+        # by each rank), channels_last and torch.compile as [compute] asks
+        model, train_model = prepare_model(pruner.prepare(build_model(arch), r.seed), r.compute, device, dist)
         optimizer = torch.optim.SGD(
             list(pruner.trainable_parameters(model)),
             lr=t.lr,
@@ -106,17 +108,6 @@ class PruneWorkflow:
             weight_decay=t.weight_decay,
             nesterov=t.nesterov,
         )
-        train_model = model
-        if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # IteRand's int16 `sources` are identical on every rank and gloo cannot broadcast int16
-            same_everywhere = [n for n, _ in model.named_buffers() if n.endswith(".sources")]
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, same_everywhere)
-            ids = [device.index] if device.type == "cuda" else None
-            train_model = DistributedDataParallel(model, device_ids=ids)
-        if r.compute.compile:
-            train_model = torch.compile(train_model)
 
         # batches: a resumable permutation per epoch, this rank's share of the global batch
         if t.batch_size % dist.world_size:
@@ -154,7 +145,7 @@ class PruneWorkflow:
             pruner.load_state_dict(state["pruner"])
             ctx.precision.load_state_dict(state["precision"])
             step, epoch, batch = state["step"], state["epoch"], state["batch"]
-            sums = state["sums"].to(device)
+            sums = distributed.take_row(dist, state["sums"]).to(device)  # this rank's partial epoch
             elapsed, best_val, val_acc = state["elapsed"], state["best_val"], state["val_acc"]
             restore_rng(state["rng"])
             ctx.say(f"continuing from step {step} (epoch {epoch + 1}, batch {batch})")
@@ -163,6 +154,7 @@ class PruneWorkflow:
 
         def save() -> None:
             ctx.check_finite(sums[0], f"step {step}")  # never checkpoint a diverged model
+            ctx.verify_in_sync(model, f"step {step}")  # data-parallel ranks hold the same network
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -172,7 +164,7 @@ class PruneWorkflow:
                 "step": step,
                 "epoch": epoch,
                 "batch": batch,
-                "sums": sums.cpu(),
+                "sums": distributed.gather_rows(dist, sums),  # every rank's partial-epoch sums
                 "elapsed": elapsed + time.time() - started,
                 "best_val": best_val,
                 "val_acc": val_acc,
@@ -180,7 +172,7 @@ class PruneWorkflow:
             ctx.save_checkpoint(state, step)
 
         def log_train() -> None:
-            loss, correct, seen = sums.tolist()
+            loss, correct, seen = distributed.all_reduce_sum(dist, sums.clone()).tolist()  # global batch
             ctx.check_finite(loss, f"step {step}")
             ctx.log(step=step, epoch=epoch + 1, stage="train", loss=loss / seen, acc=correct / seen, lr=lr)
 
