@@ -27,11 +27,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-METHODS = {
-    "sgd": ["--method", "sgd", "--lr", "0.01"],
-    "edge-popup": ["--method", "edge-popup", "--sparsity", "0.5", "--lr", "1.0"],
-    "iterand": ["--method", "iterand", "--sparsity", "0.5", "--lr", "1.0", "--rerand-freq", "50"],
-}
+METHODS = ("sgd", "edge-popup", "iterand")
+
+
+def method_flags(method: str, args: argparse.Namespace) -> list[str]:
+    if method == "sgd":
+        return ["--method", "sgd", "--lr", str(args.sgd_lr)]
+    flags = ["--method", method, "--sparsity", "0.5", "--lr", str(args.score_lr)]
+    return flags + (["--rerand-freq", str(args.k_per)] if method == "iterand" else [])
 
 
 def run_one(out: Path, method: str, width: float, args: argparse.Namespace) -> dict:
@@ -44,7 +47,7 @@ def run_one(out: Path, method: str, width: float, args: argparse.Namespace) -> d
 
         shutil.rmtree(run)
     command = [
-        sys.executable, "-m", "ptl_cli", "prune", *METHODS[method],
+        sys.executable, "-m", "ptl_cli", "prune", *method_flags(method, args),
         "--model", "conv2", "--width", str(width), "--dataset", "fashion-mnist",
         "--epochs", str(args.epochs), "--batch-size", "128", "--seed", str(args.seed),
         "--set", "augment.crop=random", "--set", "augment.pad=4", "--set", "train.weight_decay=1e-4",
@@ -65,6 +68,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for method, marker in (("sgd", "s"), ("edge-popup", "o"), ("iterand", "^")):
@@ -73,6 +77,7 @@ def plot(rows: list[dict], path: Path) -> None:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker=marker, label=method)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
     ax.set_xlabel("parameters kept (Conv/Linear weights)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Fashion-MNIST, Conv-2 at several widths")
@@ -87,6 +92,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", nargs="+", type=float, default=[0.125, 0.25, 0.5])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--k-per", type=int, default=50, help="IteRand's K_per (steps between re-draws)")
+    parser.add_argument("--score-lr", type=float, default=1.0, help="learning rate of the scores")
+    parser.add_argument("--sgd-lr", type=float, default=0.01, help="learning rate of dense SGD")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -99,12 +107,13 @@ def main() -> None:
         rows = list(pool.map(lambda mw: run_one(out, mw[0], mw[1], args), grid))
     lines = [
         f"Fashion-MNIST (60k train − 10% validation, 10k test), Conv-2, {args.epochs} epochs, "
-        f"seed {args.seed}",
+        f"seed {args.seed}; lr {args.score_lr:g} (scores) / {args.sgd_lr:g} (SGD), "
+        f"IteRand K_per {args.k_per}",
         "",
         "| method | width | params kept | sparsity | test acc | time (s) |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["width"], list(METHODS).index(r["method"]))):
+    for r in sorted(rows, key=lambda r: (r["width"], METHODS.index(r["method"]))):
         lines.append(
             f"| {r['method']} | {r['width']:g} | {r['params_kept']:,} | {r['sparsity']:.2f} | "
             f"{r['test_acc']:.4f} | {r['time_s']:.0f} |"
