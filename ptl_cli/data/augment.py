@@ -57,9 +57,9 @@ def uniform(
     device = generator.device if generator is not None else like.device
     rank, world = _SHARD.get()
     if world == 1:
-        return torch.rand(shape, generator=generator, device=device).to(like.device)
+        return torch.rand(shape, generator=generator, device=device).to(like.device, non_blocking=True)
     full = torch.rand((*shape[:-1], shape[-1] * world), generator=generator, device=device)
-    return full[..., rank::world].contiguous().to(like.device)
+    return full[..., rank::world].contiguous().to(like.device, non_blocking=True)
 
 
 def _rand(shape: tuple[int, ...], images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
