@@ -324,7 +324,12 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
                 _save(job, phase, step + 1, model, ema, optimizer, scheduler, algo, elapsed, began)
             if opt_cfg.eval_every and (step + 1) % opt_cfg.eval_every == 0 and step + 1 < opt_cfg.steps:
                 ctx.log(stage=phase.name, step=step + 1, test_acc=_test_accuracy(job, ema.model))
-    return _finish(job, phase, ema.model, elapsed + time.perf_counter() - began)
+    result = _finish(job, phase, ema.model, elapsed + time.perf_counter() - began)
+    if pool is not None:
+        shares = _pseudo_label_shares(job, ema.model, pool)
+        job.ctx.log(stage=phase.name, step=phase.steps, pseudo_label_shares=shares)
+        result["pseudo_label_max_share"] = max(shares)
+    return result
 
 
 def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
@@ -413,6 +418,24 @@ def _finish(job: Job, phase: Phase, model: torch.nn.Module, seconds: float, unwr
     return {"test_acc": acc, "steps": phase.steps, "seconds": round(seconds, 3)}
 
 
+@torch.no_grad()
+def _pseudo_label_shares(job: Job, model: torch.nn.Module, pool: PoolData, limit: int = 2000) -> list[float]:
+    """The share of pseudo samples the final model puts in each target class.
+
+    A diagnostic for P-SSL: when the source classes resemble only one target class, every pseudo
+    sample lands there (share ~1.0) and the unlabeled loss teaches little.
+    """
+    t = job.target
+    images = pool.gather(torch.arange(min(limit, len(pool))))["images"]
+    counts = torch.zeros(t.num_classes)
+    model.eval()
+    for chunk in images.split(256):
+        x = normalize(to_float(chunk.to(job.device)), t.info.mean, t.info.std)
+        with job.ctx.precision.autocast():
+            counts += torch.bincount(model(x).argmax(1).cpu(), minlength=t.num_classes).float()
+    return [round(float(c), 4) for c in counts / counts.sum()]
+
+
 def _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance) -> None:
     """Every ``log_every`` steps: a metrics record (``epoch`` counts passes over the labeled set)."""
     if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
@@ -499,6 +522,10 @@ def final_metrics(job: Job) -> dict[str, Any]:
         metrics["pcs_agreement"] = job.done["pcs-pool"]["agreement"]
     if "pp-pretrain" in job.done:
         metrics["pp_source_train_acc"] = job.done["pp-pretrain"]["source_train_acc"]
+    for name in ("pssl", "pp+pssl"):
+        if name in chosen and "pseudo_label_max_share" in job.done[name]:
+            key = stages.metric_key(name).replace("test_acc", "pseudo_label_max_share")
+            metrics[key] = job.done[name]["pseudo_label_max_share"]
     metrics["labeled"] = int(job.target.images.shape[0])
     _write_final_model(job, final)
     return metrics

@@ -29,11 +29,11 @@ PHASES: dict[str, int] = {
 TARGET_STAGES = ("scratch", "kd", "pp", "pssl", "pp+pssl")
 
 DESCRIPTIONS = {
-    "scratch": "supervised on the labeled target images only",
-    "kd": "knowledge distillation from the source classifier (auxiliary K_s head)",
-    "pp": "pseudo pre-training, then supervised fine-tuning",
-    "pssl": "P-SSL: SSL with PCS pseudo samples as unlabeled data",
-    "pp+pssl": "pseudo pre-training, then P-SSL (the full method)",
+    "scratch": "labeled target images only",
+    "kd": "+ distillation from C_s",
+    "pp": "pseudo pre-training, fine-tune",
+    "pssl": "SSL on PCS pseudo samples",
+    "pp+pssl": "PP, then P-SSL (full method)",
     "pp-pool": "generate the PP pool",
     "pp-pretrain": "train on generated source-labeled samples (K_s-way head)",
     "pcs-pool": "generate the PCS pool",

@@ -26,6 +26,7 @@ def test_a_run_reports_every_stage_and_writes_its_outputs(uninterrupted, tx):
         assert 0.0 <= metrics[f"{stage}_test_acc"] <= 1.0
     assert metrics["test_acc"] == metrics["pp_pssl_test_acc"] and metrics["final_stage"] == "pp+pssl"
     assert metrics["labeled"] == 20
+    assert 0.2 <= metrics["pp_pssl_pseudo_label_max_share"] <= 1.0  # at least 1/K_t of the pool
     assert {r["stage"] for r in tx.records(run_dir)} >= {
         "scratch",
         "kd",
@@ -125,8 +126,27 @@ def test_every_transfer_recipe_plans_without_loading_weights():
     assert "mobilenet_v3_large" in paper["target architecture"]
 
 
-def test_dry_run_of_a_paper_recipe_from_the_cli_loads_nothing():
-    result = run_ptl("transfer", "--recipe", "transfer-cars-resnet18", "--dry-run", "--json")
+DRY_RUN = """
+import contextlib, io, json, sys
+sys.argv = ["ptl", "transfer", "--recipe", "transfer-cars-resnet18", "--dry-run", "--json"]
+from ptl_cli.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+print(json.dumps({"plan": json.loads(out.getvalue())["plan"], "torch": "torch" in sys.modules}))
+"""
+
+
+def test_dry_run_of_a_paper_recipe_loads_nothing_not_even_torch():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", DRY_RUN], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)["plan"]
-    assert "torchvision:resnet50" in plan["source classifier"] and "stanford-cars" in plan["target"]
+    answer = json.loads(result.stdout)
+    assert not answer["torch"]
+    assert "torchvision:resnet50" in answer["plan"]["source classifier"]
+    assert "stanford-cars" in answer["plan"]["target"]
