@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,9 @@ def resolve(weights: str) -> tuple[BigGAN, list[Path], tuple[str, ...] | None, s
         return net, [path], tuple(meta.get("class_names") or ()), str(path)
     if path.is_dir():
         net, files = load_directory(path)
-        return net, files, None, str(path)
+        names_file = path / "class_names.json"  # written by `ptl export --format dir`
+        names = tuple(json.loads(names_file.read_text())) if names_file.is_file() else None
+        return net, files, names, str(path)
     repo = SHORT_IDS.get(weights, weights)
     if repo.count("/") == 1 and not weights.startswith((".", "/", "~")):
         local = W.hub_snapshot(

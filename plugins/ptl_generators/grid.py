@@ -13,7 +13,7 @@ def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], out: str | Pa
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    label_w = max(120, 7 * max((len(t) for t in labels), default=0) + 12)
+    label_w = max(120, 6 * max((len(t) for t in labels), default=0) + 12)
     n = max(r.shape[0] for r in rows)
     pad = 2
     width = label_w + n * (cell + pad) + pad

@@ -87,6 +87,11 @@ def test_biggan_run_interrupted_and_resumed_ends_exactly_like_an_uninterrupted_o
     steps = [r["step"] for r in records if r["stage"] == "biggan"]
     assert steps == [4, 8, 12, 16]  # each step logged once, none lost to the interruption
     assert (cut / "samples.png").is_file()
+    exported = tmp_path / "exported"
+    assert main_run("export", str(cut), "--format", "dir", "--out", str(exported), "--verify") == 0
+    from ptl_generators.biggan_generator import build
+
+    assert build("cpu", weights=str(exported)).class_names == ("T-shirt/top", "Trouser", "Pullover")
 
 
 def main_run(*args: str) -> int:
