@@ -150,3 +150,25 @@ def test_dry_run_of_a_paper_recipe_loads_nothing_not_even_torch():
     assert not answer["torch"]
     assert "torchvision:resnet50" in answer["plan"]["source classifier"]
     assert "stanford-cars" in answer["plan"]["target"]
+
+
+def test_an_image_folder_target_in_rgb(tmp_path, tx):
+    """``--target DIR``: decoded lazily, RGB; the grey generator's samples are matched to 3 channels."""
+    from PIL import Image
+
+    from ptl_cli import plugins
+
+    for split in ("train", "test"):
+        data = plugins.get("datasets", "fashion-pack").build(None, split, False)
+        for cls in (5, 7, 9):
+            folder = tmp_path / "images" / split / f"c{cls}"
+            folder.mkdir(parents=True)
+            for i in (data.targets == cls).nonzero().flatten()[:4].tolist():
+                Image.fromarray(data.images[i, 0].numpy(), mode="L").save(folder / f"{i}.png")
+    recipe = tx.tiny_recipe(tmp_path / "pools", stages=["scratch", "pssl"])
+    folder = {"path": str(tmp_path / "images"), "image_size": 28}
+    recipe["target"] = {"dataset": "imagefolder", "params": folder, "labels_per_class": 3}
+    metrics = tx.run_transfer(recipe, tmp_path / "run")
+    assert metrics["labeled"] == 9 and 0.0 <= metrics["pssl_test_acc"] <= 1.0
+    pools = list((tmp_path / "pools").glob("pcs-*/shard-00000.pt"))
+    assert torch.load(pools[0], weights_only=True)["images"].shape[1:] == (3, 28, 28)
