@@ -6,7 +6,8 @@ Three rules hold for every model this plugin loads:
   naming them, never a silent partial load;
 * **offline is an answer, not a hang**: hub files come from the local cache first; when they are
   not cached and the machine is offline (``HF_HUB_OFFLINE=1``/``PTL_OFFLINE=1``, or the hub cannot
-  be reached within a short timeout) the error says what is missing and how to provide it;
+  be reached: huggingface_hub's own connect timeouts, 10 s by default) the error says what is
+  missing and how to provide it;
 * **single-file format**: models ptl trains are one ``.safetensors`` file whose metadata holds
   the JSON config (``ptl_format``, ``config``, ``class_names``...), so a bundled model, a
   ``ptl train-source`` result and its export are the same kind of file.
@@ -80,8 +81,6 @@ def hub_snapshot(repo_id: str, what: str, allow_patterns: Iterable[str] | None =
         raise UserError(
             f"{what} {repo_id!r} are not in the Hugging Face cache {cache} and ptl is offline; {how}"
         )
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
     try:
         return Path(snapshot_download(repo_id, cache_dir=str(cache), allow_patterns=patterns))
     except Exception as exc:  # noqa: BLE001 - network and hub errors come in many types
