@@ -51,34 +51,13 @@ def load_data(recipe: TrainSourceRecipe, split: str):
 
 
 def select_classes(data, classes: list[int]):
-    """Keep ``classes`` relabelled 0..K-1 in that order.
-
-    Same result as ``TensorImageDataset.select_classes``, which currently fails on torch 2.14
-    (``Tensor.max(initial=...)`` does not exist); kept here until the core is fixed.
-    """
-    import torch
-
-    from ptl_cli.data.base import DatasetInfo, TensorImageDataset
+    """Keep ``classes`` relabelled 0..K-1 in that order, with a recipe-level error for bad ones."""
     from ptl_cli.errors import UserError
 
     bad = [c for c in classes if not 0 <= c < data.info.num_classes]
     if bad:
         raise UserError(f"data.classes {bad}: {data.info.name} has classes 0..{data.info.num_classes - 1}")
-    wanted = torch.as_tensor(list(classes))
-    keep = torch.isin(data.targets, wanted)
-    mapping = torch.full((data.info.num_classes,), -1, dtype=torch.long)
-    mapping[wanted] = torch.arange(len(classes))
-    i = data.info
-    info = DatasetInfo(
-        i.name,
-        len(classes),
-        i.channels,
-        i.image_size,
-        tuple(i.class_names[c] for c in classes),
-        i.mean,
-        i.std,
-    )
-    return TensorImageDataset(data.images[keep], mapping[data.targets[keep]], info)
+    return data.select_classes(classes)
 
 
 class TrainSourceWorkflow:
