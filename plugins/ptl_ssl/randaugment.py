@@ -13,6 +13,8 @@ reference PIL ops, affine ops resample with nearest neighbour and fill uncovered
 
 Images are float ``(B, C, H, W)`` in ``[0, 1]`` with 1 or 3 channels. Randomness comes from
 torch's RNG on the images' device, or from ``generator``: seeded, the output is reproducible.
+Draws go through :func:`ptl_cli.data.augment.uniform` (batch = last dimension), so under data
+parallelism each rank augments its share of the global batch exactly as one process would.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ptl_cli.data.augment import uniform
 
 #: The operation pool, in a fixed order (op ids index this tuple).
 OPS: tuple[str, ...] = (
@@ -48,12 +52,6 @@ _ROTATE_DEGREES = 30.0
 _SHEAR = 0.3
 _TRANSLATE = 0.3  # fraction of the image side
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's RGB -> L conversion
-
-
-def _uniform(shape: tuple[int, ...], images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """U[0, 1) on the generator's device (the images' device without one), moved to the images."""
-    device = generator.device if generator is not None else images.device
-    return torch.rand(shape, generator=generator, device=device).to(images.device, non_blocking=True)
 
 
 def _check(images: torch.Tensor) -> None:
@@ -179,7 +177,7 @@ def rand_augment(
         raise ValueError(f"unknown RandAugment ops {unknown or '(none given)'}; choose from {', '.join(OPS)}")
     x = images.float()
     for _ in range(n_ops):
-        draw = _uniform((2, x.shape[0]), x, generator)
+        draw = uniform((2, x.shape[0]), x, generator)
         choice = (draw[0] * len(names)).long().clamp_(max=len(names) - 1)
         x = _apply_round(x, _op_ids(choice, names), draw[1])
     return x.to(images.dtype)
@@ -204,7 +202,7 @@ def cutout(
     """Fill a square of side ``U[0, max_fraction) × min(H, W)`` at a uniform random centre
     (clipped at the border) with ``fill``, independently per image."""
     b, _, h, w = images.shape
-    draw = _uniform((3, b), images, generator)
+    draw = uniform((3, b), images, generator)
     half = (draw[0] * max_fraction * min(h, w) / 2).view(b, 1)
     rows = torch.arange(h, device=images.device, dtype=draw.dtype) + 0.5  # pixel centres
     cols = torch.arange(w, device=images.device, dtype=draw.dtype) + 0.5
