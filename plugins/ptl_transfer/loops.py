@@ -6,12 +6,17 @@ Each phase (see :mod:`ptl_transfer.stages`) is one loop below, readable top to b
   recipe's algorithm for P-SSL), labeled target batches of B plus μB pseudo samples;
 * :func:`train_kd` -- supervised loss plus distillation into an auxiliary ``K_s``-way head;
 * :func:`train_pp` -- pseudo pre-training on generated, source-labeled samples;
-* :func:`build_pp_pool` / :func:`build_pcs_pool` -- the pools (generated once, cached).
+* :func:`build_pool` -- the PP and PCS pools (generated once, cached).
 
 A checkpoint holds the finished phases' results and the running phase's full state (model,
 EMA, optimizer, scheduler, step, RNG, SSL state); resume skips finished phases and continues
 the running one exactly. Every phase starts from RNG seeded by ``(seed, phase salt)``, so a
 stage's result does not depend on which other stages ran before it.
+
+Under ``torchrun`` every rank runs the same loops on its strided share of each global batch
+(augmentation draws the global batch's numbers and keeps the share), DDP averages gradients,
+logged metrics are global means, evaluation and pool generation are dealt out to the ranks, and
+every checkpoint and stage end checks that the ranks hold bit-identical weights.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from ptl_cli import atomic, plugins
+from ptl_cli.data.augment import batch_shard
 from ptl_cli.data.base import normalize, to_float
+from ptl_cli.engine import distributed
 from ptl_cli.engine.compute import prepare_model, to_device
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
-from ptl_cli.errors import UserError
 from ptl_ssl.views import make_views, weak_view
 from ptl_transfer import nets, pcs, stages
 from ptl_transfer.pool import Pool, PoolData
@@ -61,6 +67,36 @@ class Job:
 
             self._target = target.load(self.recipe)
         return self._target
+
+    # -- data parallelism (all no-ops in one process) --------------------------------------
+    def share(self, indices: torch.Tensor) -> torch.Tensor:
+        """This rank's strided share ``indices[rank::world_size]`` of a global batch."""
+        return distributed.rank_share(indices, self.ctx.dist)
+
+    def local_batch(self, global_batch: int, key: str) -> int:
+        """The per-rank batch (an error naming ``key`` when it does not split over the ranks)."""
+        return distributed.local_batch_size(global_batch, self.ctx.dist, key)
+
+    def augmenting(self):
+        """Around augmentation: each rank draws the global batch's numbers and keeps its share."""
+        return batch_shard(self.ctx.dist.rank, self.ctx.dist.world_size)
+
+    def my_chunks(self, count: int, size: int = 256) -> torch.Tensor:
+        """Indices of this rank's chunks of ``range(count)`` cut into chunks of ``size``.
+
+        Evaluation deals whole chunks to ranks, so each chunk is computed exactly as one process
+        computes it and the summed counts equal a single process's.
+        """
+        chunks = list(torch.arange(count).split(size))
+        mine = distributed.rank_share(chunks, self.ctx.dist)
+        return torch.cat(mine) if mine else torch.zeros(0, dtype=torch.long)
+
+    def in_sync(self, where: str, *modules: torch.nn.Module | None) -> None:
+        """Rank 0's BatchNorm statistics everywhere, then check every rank holds the same weights."""
+        for module in modules:
+            if module is not None:
+                distributed.sync_buffers(self.ctx.dist, module)
+                self.ctx.verify_in_sync(module, where)
 
     # -- seeding and models ----------------------------------------------------------------
     def seed(self, *salt: int) -> int:
@@ -169,6 +205,26 @@ class Job:
 
         return make
 
+    def make_shards(
+        self, pool: Pool, maker: Any, should_stop: Any = lambda: False, advance: Any = lambda n=1, **kw: None
+    ) -> tuple[bool, list[int]]:
+        """Write the pool's missing shards, dealt out to the ranks: ``(finished, shards per rank)``.
+
+        Rank 0 decides what is missing and writes the manifest; shard ``i`` of the missing list
+        goes to rank ``i mod N``. A shard's content depends only on its index, so the pool is
+        the same file for file however many processes made it. Collective under torchrun.
+        """
+        dist = self.ctx.dist
+        if dist.is_main:
+            pool.prepare()
+        missing = distributed.broadcast_object(dist, pool.missing() if dist.is_main else None)
+        if not missing:
+            return True, [0] * dist.world_size
+        mine = distributed.work_rounds(missing, dist)
+        finished, made = pool.make(mine, maker, should_stop, lambda n=1: advance(n * dist.world_size))
+        distributed.barrier(dist)  # every shard is on disk before any rank opens the pool
+        return finished, distributed.gather_objects(dist, made)
+
     def open_pool(self, kind: str) -> PoolData:
         """The PP or PCS pool, generating whatever is missing (e.g. after the cache was cleared)."""
         if kind not in self._pools:
@@ -177,8 +233,7 @@ class Job:
                 if kind == "pp"
                 else (self.pcs_pool(), self.pcs_shard_maker())
             )
-            if pool.missing():
-                pool.build(maker)
+            self.make_shards(pool, maker)
             self._pools[kind] = pool.open(maker)
         return self._pools[kind]
 
@@ -196,7 +251,7 @@ def build_pool(job: Job, phase: Phase, state: Any) -> dict[str, Any]:
         f"{phase.name}: {pool.count} samples in {pool.path} ({missing} of {pool.num_shards} shards to make)"
     )
     with ctx.progress.task(phase.name, total=pool.num_shards, completed=pool.num_shards - missing) as advance:
-        finished = pool.build(maker, ctx.should_stop, advance)
+        finished, by_rank = job.make_shards(pool, maker, ctx.should_stop, advance)
     if not finished:
         job.checkpoint(phase, 0, None)
         raise Interrupted
@@ -204,7 +259,8 @@ def build_pool(job: Job, phase: Phase, state: Any) -> dict[str, Any]:
     data = pool.open(maker)
     job._pools[kind] = data
     result = {"samples": len(data), "generated_shards": missing, "seconds": round(seconds, 3)}
-    ctx.log(stage=phase.name, step=0, pool_samples=len(data), pool_seconds=round(seconds, 3))
+    ranks = {"shards_by_rank": by_rank} if ctx.dist.enabled else {}  # who made what, under torchrun
+    ctx.log(stage=phase.name, step=0, pool_samples=len(data), pool_seconds=round(seconds, 3), **ranks)
     if kind == "pcs":
         result["agreement"] = _pcs_agreement(job, data)
     return result
@@ -213,23 +269,29 @@ def build_pool(job: Job, phase: Phase, state: Any) -> dict[str, Any]:
 @torch.no_grad()
 def _pcs_agreement(job: Job, data: PoolData, limit: int = 2000) -> float:
     """How often ``C_s`` classifies a pseudo sample as its soft label's top class (a sanity check)."""
-    index = torch.arange(min(limit, len(data)))
-    batch = data.gather(index)
-    logits = pcs.classify(job.sources.classifier, batch["images"], job.device)
-    return float((logits.argmax(1) == batch["soft"].argmax(1)).float().mean())
+    counts = torch.zeros(2, dtype=torch.float64)  # agreeing, seen
+    index = job.my_chunks(min(limit, len(data)))
+    if index.numel():
+        batch = data.gather(index)
+        logits = pcs.classify(job.sources.classifier, batch["images"], job.device)
+        counts += torch.tensor([float((logits.argmax(1) == batch["soft"].argmax(1)).sum()), index.numel()])
+    agree, seen = distributed.all_reduce_sum(job.ctx.dist, counts).tolist()
+    return agree / max(1.0, seen)
 
 
 def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
     """Pseudo pre-training: cross-entropy on generated samples with a K_s-way head."""
     ctx, r, t = job.ctx, job.recipe, job.target
-    opt_cfg = r.pp.train
+    opt_cfg, dist = r.pp.train, ctx.dist
+    local = job.local_batch(opt_cfg.batch_size, "pp.train.batch_size")
     pool = job.open_pool("pp") if r.pp.mode == "pool" else None  # before seeding: may generate
     order = StepStream(len(pool), opt_cfg.batch_size, r.seed, _POOL_ORDER) if pool else None
-    model, train_model = prepare_model(job.new_model("source"), r.compute, job.device)
+    model, train_model = prepare_model(job.new_model("source"), r.compute, job.device, dist)
     optimizer = nets.sgd(model, opt_cfg)
     scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
     start, elapsed = _restore(job, phase, state, model, None, optimizer, scheduler, None)
     mean, std = t.info.mean, t.info.std
+    source_acc = None
     began = time.perf_counter()
     model.train()
     with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
@@ -237,13 +299,19 @@ def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, None, optimizer, scheduler, None, elapsed, began)
             if pool is not None:
-                batch = pool.gather(order.indices(step))
-            else:
-                g = job.sources.generator
+                batch = pool.gather(job.share(order.indices(step)))
+            else:  # each rank generates its own share: on-the-fly batch (step, rank)
                 batch = pcs.pp_batch(
-                    g, step, opt_cfg.batch_size, r.pp.seed, t.info.image_size, t.info.channels, job.device
+                    job.sources.generator,
+                    step * dist.world_size + dist.rank,
+                    local,
+                    r.pp.seed,
+                    t.info.image_size,
+                    t.info.channels,
+                    job.device,
                 )
-            x = make_views(to_device(batch["images"], job.device), ("weak",), mean, std)["weak"]
+            with job.augmenting():
+                x = make_views(to_device(batch["images"], job.device), ("weak",), mean, std)["weak"]
             y = batch["labels"].to(job.device)
             with ctx.precision.autocast():
                 logits = train_model(x)
@@ -252,23 +320,28 @@ def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
             ctx.precision.backward_and_step(loss, optimizer)
             scheduler.step()
             if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
-                ctx.check_finite(loss, f"{phase.name} step {step + 1}")
                 acc = (logits.detach().argmax(1) == y).float().mean()  # this batch's
+                values = ctx.global_mean(loss=loss, train_acc=acc)  # the global batch's
+                ctx.check_finite(values["loss"], f"{phase.name} step {step + 1}")
+                source_acc = values["train_acc"]
                 ctx.log(
                     stage=phase.name,
                     step=step + 1,
                     epoch=(step + 1) * opt_cfg.batch_size // (len(pool) if pool else opt_cfg.batch_size),
-                    loss=loss,
-                    train_acc=acc,
+                    loss=values["loss"],
+                    train_acc=source_acc,
                     lr=scheduler.get_last_lr()[0],
                 )
-                advance(opt_cfg.log_every, loss=float(loss.detach()))
+                advance(opt_cfg.log_every, loss=values["loss"])
             if (step + 1) % opt_cfg.checkpoint_every == 0 and step + 1 < opt_cfg.steps:
                 _save(job, phase, step + 1, model, None, optimizer, scheduler, None, elapsed, began)
+    job.in_sync(f"the end of {phase.name}", model)
     job.save_stage(phase.name, model.state_dict())
-    last = [m for m in ctx.run.metrics() if m.get("stage") == phase.name and "train_acc" in m]
+    if source_acc is None:  # resumed after the last logged step: take it from the metrics
+        last = [m for m in ctx.run.metrics() if m.get("stage") == phase.name and "train_acc" in m]
+        source_acc = last[-1]["train_acc"] if last else None
     return {
-        "source_train_acc": last[-1]["train_acc"] if last else None,
+        "source_train_acc": source_acc,
         "num_source_classes": job.num_source_classes,
         "steps": opt_cfg.steps,
         "seconds": round(elapsed + time.perf_counter() - began, 3),
@@ -290,8 +363,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     pool = job.open_pool("pcs") if algo.unlabeled_views else None  # before seeding: may generate
     unlabeled = StepStream(len(pool), r.ssl.mu * opt_cfg.batch_size, r.seed, _POOL_ORDER) if pool else None
     labeled = StepStream(t.images.shape[0], opt_cfg.batch_size, r.seed, _LABELED_ORDER)
+    job.local_batch(opt_cfg.batch_size, "train.batch_size")
     model, train_model = prepare_model(
-        job.new_model("pp" if phase.name.startswith("pp") else "target"), r.compute, job.device
+        job.new_model("pp" if phase.name.startswith("pp") else "target"), r.compute, job.device, ctx.dist
     )
     ema = nets.EMA(model, opt_cfg.ema_decay)
     optimizer = nets.sgd(model, opt_cfg)
@@ -304,14 +378,15 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
         for step in range(start, opt_cfg.steps):
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began)
-            index = labeled.indices(step)
+            index = job.share(labeled.indices(step))
             x = to_device(t.images[index], job.device)
             y = t.labels[index].to(job.device)
-            views_x = make_views(x, algo.labeled_views, mean, std)
             views_u = {}
-            if pool is not None:
-                u = to_device(pool.gather(unlabeled.indices(step))["images"], job.device)
-                views_u = make_views(u, algo.unlabeled_views, mean, std)
+            with job.augmenting():
+                views_x = make_views(x, algo.labeled_views, mean, std)
+                if pool is not None:
+                    u = to_device(pool.gather(job.share(unlabeled.indices(step)))["images"], job.device)
+                    views_u = make_views(u, algo.unlabeled_views, mean, std)
             with ctx.precision.autocast():
                 loss, logs = algo.loss(train_model, views_x, y, views_u, step, opt_cfg.steps)
             optimizer.zero_grad(set_to_none=True)
@@ -343,7 +418,8 @@ def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
     opt_cfg, kd = r.train, r.kd
     classifier = job.sources.classifier
     net = nets.AuxHead(job.new_model("target"), classifier.num_classes, generator_for(r.seed, _KD_HEAD))
-    model, train_model = prepare_model(net, r.compute, job.device)
+    job.local_batch(opt_cfg.batch_size, "train.batch_size")
+    model, train_model = prepare_model(net, r.compute, job.device, ctx.dist)
     ema = nets.EMA(model, opt_cfg.ema_decay)
     optimizer = nets.sgd(model, opt_cfg)
     scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
@@ -356,8 +432,9 @@ def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
         for step in range(start, opt_cfg.steps):
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, ema, optimizer, scheduler, None, elapsed, began)
-            index = labeled.indices(step)
-            x01 = weak_view(to_float(to_device(t.images[index], job.device)))
+            index = job.share(labeled.indices(step))
+            with job.augmenting():
+                x01 = weak_view(to_float(to_device(t.images[index], job.device)))
             y = t.labels[index].to(job.device)
             with torch.no_grad():
                 teacher = classifier(x01).float()
@@ -406,11 +483,15 @@ def _test_accuracy(job: Job, model: torch.nn.Module) -> float:
     from ptl_transfer.target import batches
 
     t = job.target
-    data = batches(t.test, 256, job.recipe.compute.workers)
-    return nets.accuracy(model, data, t.info.mean, t.info.std, job.device, job.ctx.precision)
+    data = batches(t.test, 256, job.recipe.compute.workers, indices=job.my_chunks(len(t.test)))
+    counts = nets.count_correct(model, data, t.info.mean, t.info.std, job.device, job.ctx.precision)
+    total = distributed.all_reduce_sum(job.ctx.dist, torch.tensor(counts, dtype=torch.float64))
+    correct, seen = total.tolist()
+    return correct / max(1.0, seen)
 
 
 def _finish(job: Job, phase: Phase, model: torch.nn.Module, seconds: float, unwrap=lambda m: m) -> dict:
+    job.in_sync(f"the end of {phase.name}", model)
     acc = _test_accuracy(job, model)
     job.ctx.log(stage=phase.name, step=phase.steps, test_acc=acc)
     job.save_stage(phase.name, unwrap(model).state_dict())
@@ -426,24 +507,27 @@ def _pseudo_label_shares(job: Job, model: torch.nn.Module, pool: PoolData, limit
     sample lands there (share ~1.0) and the unlabeled loss teaches little.
     """
     t = job.target
-    images = pool.gather(torch.arange(min(limit, len(pool))))["images"]
-    counts = torch.zeros(t.num_classes)
+    images = pool.gather(job.my_chunks(min(limit, len(pool))))["images"]
+    counts = torch.zeros(t.num_classes, dtype=torch.float64)
     model.eval()
     for chunk in images.split(256):
         x = normalize(to_float(chunk.to(job.device)), t.info.mean, t.info.std)
         with job.ctx.precision.autocast():
-            counts += torch.bincount(model(x).argmax(1).cpu(), minlength=t.num_classes).float()
+            counts += torch.bincount(model(x).argmax(1).cpu(), minlength=t.num_classes).double()
+    distributed.all_reduce_sum(job.ctx.dist, counts)
     return [round(float(c), 4) for c in counts / counts.sum()]
 
 
 def _log_and_save(job, phase, step, opt_cfg, loss, logs, scheduler, advance) -> None:
     """Every ``log_every`` steps: a metrics record (``epoch`` counts passes over the labeled set)."""
     if (step + 1) % opt_cfg.log_every == 0 or step + 1 == opt_cfg.steps:
-        job.ctx.check_finite(loss, f"{phase.name} step {step + 1}")
+        values = job.ctx.global_mean(loss=loss, **logs)  # the global batch's (a collective)
+        job.ctx.check_finite(values["loss"], f"{phase.name} step {step + 1}")
         epoch = (step + 1) * opt_cfg.batch_size // job.target.images.shape[0]
         lr = scheduler.get_last_lr()[0]
-        job.ctx.log(stage=phase.name, step=step + 1, epoch=epoch, loss=loss, lr=lr, **logs)
-        advance(opt_cfg.log_every, loss=float(loss.detach()))
+        loss_value = values.pop("loss")
+        job.ctx.log(stage=phase.name, step=step + 1, epoch=epoch, loss=loss_value, lr=lr, **values)
+        advance(opt_cfg.log_every, loss=loss_value)
 
 
 def _state(step, model, ema, optimizer, scheduler, algo, job, seconds) -> dict[str, Any]:
@@ -461,6 +545,7 @@ def _state(step, model, ema, optimizer, scheduler, algo, job, seconds) -> dict[s
 
 
 def _save(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began) -> None:
+    job.in_sync(f"{phase.name} step {step}", model, ema.model if ema is not None else None)
     seconds = elapsed + time.perf_counter() - began
     job.checkpoint(phase, step, _state(step, model, ema, optimizer, scheduler, algo, job, seconds))
 
@@ -491,16 +576,15 @@ def _restore(job, phase, state, model, ema, optimizer, scheduler, algo) -> tuple
 # -- the run ------------------------------------------------------------------------------------
 def run(ctx: Any) -> dict[str, Any]:
     """Every phase of the recipe in order, skipping finished ones; returns the final metrics."""
-    if ctx.dist.enabled:
-        raise UserError("ptl transfer does not run under torchrun yet; start it as one process")
     job = Job(ctx)
     saved = ctx.load_checkpoint()
     current, state = None, None
     if saved is not None:
         job.done = dict(saved["done"])
         current, state = saved.get("phase"), saved.get("state")
-        _truncate_metrics(ctx.run, job.done, current, state)
-    elif ctx.resuming:
+        if ctx.dist.is_main:
+            _truncate_metrics(ctx.run, job.done, current, state)
+    elif ctx.resuming and ctx.dist.is_main:
         ctx.run.truncate_metrics(lambda record: False)  # no checkpoint yet: start over
     for phase in stages.phases(ctx.recipe):
         if phase.name in job.done:

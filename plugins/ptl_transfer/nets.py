@@ -136,8 +136,13 @@ def cosine(optimizer: torch.optim.Optimizer, total: int, cycles: float) -> torch
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Any, mean: Any, std: Any, device: Any, precision: Any) -> float:
-    """Top-1 accuracy (a fraction) of ``model`` in eval mode over ``(uint8 images, labels)`` batches."""
+def count_correct(
+    model: nn.Module, batches: Any, mean: Any, std: Any, device: Any, precision: Any
+) -> tuple[int, int]:
+    """``(correct, seen)`` top-1 counts of ``model`` in eval mode over ``(uint8 images, labels)`` batches.
+
+    Counts rather than a fraction, so that data-parallel ranks can sum their shares.
+    """
     from ptl_cli.data.base import normalize, to_float
 
     was_training = model.training
@@ -150,4 +155,4 @@ def accuracy(model: nn.Module, batches: Any, mean: Any, std: Any, device: Any, p
         correct += int((pred.cpu() == labels).sum())
         total += int(labels.numel())
     model.train(was_training)
-    return correct / max(1, total)
+    return correct, total

@@ -10,8 +10,9 @@ format, ...), holding
 
 A shard's content is a pure function of ``(key, shard index)`` -- its noise comes from
 ``generator_for(seed, ..., shard)`` -- so generation that was interrupted resumes at the first
-missing shard and ends with exactly the pool an uninterrupted generation makes, and shards could
-be split among data-parallel ranks. Shards load memory-mapped, so pools larger than RAM work.
+missing shard and ends with exactly the pool an uninterrupted generation makes, and data-parallel
+ranks split the missing shards between them (:meth:`Pool.make`). Shards load memory-mapped, so
+pools larger than RAM work.
 """
 
 from __future__ import annotations
@@ -139,6 +140,11 @@ class Pool:
         if record != saved:
             atomic.write_json(manifest, record)
 
+    def prepare(self) -> None:
+        """Create the directory and its manifest (under torchrun: rank 0 alone, then a barrier)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
     def build(
         self,
         make_shard: ShardMaker,
@@ -146,15 +152,34 @@ class Pool:
         advance: Callable[..., None] = lambda n=1, **kw: None,
     ) -> bool:
         """Write every missing shard; False when ``should_stop`` asked to stop first."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._write_manifest()
-        for index in self.missing():
+        self.prepare()
+        finished, _ = self.make(self.missing(), make_shard, should_stop, advance)
+        return finished
+
+    def make(
+        self,
+        indices: list[int | None],
+        make_shard: ShardMaker,
+        should_stop: Callable[[], bool] = lambda: False,
+        advance: Callable[..., None] = lambda n=1, **kw: None,
+    ) -> tuple[bool, int]:
+        """Write shards ``indices`` (one round each; ``None`` is an idle round) into a prepared pool.
+
+        Returns ``(finished, shards written)``. ``should_stop`` is asked once per round, idle
+        rounds included, so data-parallel ranks given equally long lists (see
+        :func:`ptl_cli.engine.distributed.work_rounds`) poll it, a collective, equally often.
+        """
+        made = 0
+        for index in indices:
             if should_stop():
-                return False
+                return False, made
+            if index is None:
+                continue
             shard = make_shard(index)
             atomic.torch_save({k: v.contiguous() for k, v in shard.items()}, self.shard_path(index))
+            made += 1
             advance(1)
-        return True
+        return True, made
 
     def open(self, make_shard: ShardMaker | None = None) -> PoolData:
         """Load every shard memory-mapped; a shard that cannot be read is regenerated (or an error)."""
