@@ -154,6 +154,7 @@ class PruneWorkflow:
 
         def save() -> None:
             ctx.check_finite(sums[0], f"step {step}")  # never checkpoint a diverged model
+            distributed.sync_buffers(dist, model)  # rank 0's BatchNorm statistics, as written
             ctx.verify_in_sync(model, f"step {step}")  # data-parallel ranks hold the same network
             state = {
                 "model": model.state_dict(),
@@ -260,6 +261,7 @@ class PruneWorkflow:
         from ptl_cli.engine import distributed
         from ptl_prune.data import eval_batches, eval_views
 
+        distributed.sync_buffers(ctx.dist, model)  # every rank evaluates rank 0's BatchNorm statistics
         model.eval()
         counts = torch.zeros(2, dtype=torch.float64, device=ctx.device)
         with torch.no_grad(), parametrize.cached(), ctx.precision.autocast():

@@ -187,6 +187,30 @@ def mean_over_ranks(info: DistInfo, values: dict[str, Any]) -> dict[str, float]:
     return dict(zip(values, stacked.tolist(), strict=True))
 
 
+def sync_buffers(info: DistInfo, module: Any) -> None:
+    """Copy rank 0's floating-point buffers (BatchNorm statistics) to every rank, in place.
+
+    DDP broadcasts buffers *before* each forward, so after a training step every rank holds
+    running statistics of its own share of the batch. Call this (on every rank) before
+    evaluating, checkpointing or checking ranks are in sync: all ranks then hold the network
+    rank 0 writes, and a resumed run continues from exactly what the uninterrupted one had.
+    """
+    if not info.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    groups: dict[tuple[Any, Any], list[Any]] = {}
+    for buf in module.buffers():
+        if buf.is_floating_point() and buf.numel():
+            groups.setdefault((buf.dtype, buf.device), []).append(buf)
+    for bufs in groups.values():
+        flat = torch.cat([b.detach().reshape(-1) for b in bufs])
+        dist.broadcast(flat, src=0, group=_group_for(flat))
+        for buf, part in zip(bufs, flat.split([b.numel() for b in bufs]), strict=True):
+            buf.copy_(part.view_as(buf))
+
+
 def gather_rows(info: DistInfo, tensor: Any) -> Any:
     """Every rank's ``tensor`` stacked on the CPU, shape ``(world_size, *tensor.shape)``.
 
