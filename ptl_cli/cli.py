@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -70,6 +70,8 @@ def plugins_command(
     if ctx.invoked_subcommand is not None:
         return
     manager = plugins.manager()
+    for kind in KINDS:  # run every register hook: a malformed registration marks its plugin `error`
+        manager.registry(kind)
     rows = list(manager.plugins.values())
     if as_json:
         typer.echo(json.dumps([p.as_dict() for p in rows], indent=2))
@@ -80,7 +82,7 @@ def plugins_command(
     for col in ("name", "version", "status", "hooks"):
         table.add_column(col)
     if verbose:
-        table.add_column("module")
+        table.add_column("module", overflow="fold")
     for p in rows:
         status = {"ok": "[green]ok[/]", "error": "[red]error[/]"}.get(p.status, f"[yellow]{p.status}[/]")
         hooks = ", ".join(h.removeprefix("ptl_register_") for h in p.hooks)
@@ -91,6 +93,8 @@ def plugins_command(
         table.add_row(*cells)
     console = _console()
     console.print(table)
+    for message in manager.notes:
+        console.print(f"[yellow]note:[/] {message}")
     for p in rows:
         if p.status == "error":
             console.print(f"[red]{p.name}[/]: {p.error}")
@@ -106,19 +110,15 @@ def plugins_new(
 ) -> None:
     """Create an installable plugin package: entry point, a working component, and its tests."""
     from ptl_cli.scaffold import KINDS as SCAFFOLD_KINDS
-    from ptl_cli.scaffold import PluginNames, scaffold
+    from ptl_cli.scaffold import PluginNames, name_taken_note, scaffold
 
     path = scaffold(name, kind, directory)
     names = PluginNames.from_name(name)
     console = _console()
     console.print(f"created {path} ({SCAFFOLD_KINDS[kind].label} [bold]{names.component}[/])")
-    registry = plugins.manager().registry(SCAFFOLD_KINDS[kind].registry)
-    if names.component in registry.names():
-        owner = registry.get(names.component).plugin
-        console.print(
-            f"[yellow]note:[/] plugin {owner!r} already registers {registry.label} {names.component!r}; "
-            f"once installed, yours takes the name and theirs stays reachable as '{owner}/{names.component}'"
-        )
+    note = name_taken_note(names, kind)
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
     console.print(f"next: cd {path} && pip install -e . && pytest")
 
 
@@ -128,7 +128,7 @@ _KIND_ALIASES = {"ssl-algorithms": "ssl", "source-classifiers": "classifiers"}
 @app.command("list")
 def list_command(
     kind: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(KINDS)}.")] = None,  # noqa: UP045
-    pattern: Annotated[Optional[str], typer.Argument(help="Name wildcard, e.g. 'conv*'.")] = None,  # noqa: UP045
+    pattern: Annotated[Optional[str], typer.Argument(help="A name, or a wildcard such as 'conv*'.")] = None,  # noqa: UP045
     as_json: options.Json = False,
 ) -> None:
     """Components (generators, ssl, pruners, models, datasets, ...) with their parameters."""
@@ -146,7 +146,11 @@ def list_command(
     conflicts = []
     for k in kinds:
         registry = manager.registry(k)
-        specs = registry.filter(pattern) if pattern else list(registry)
+        if pattern and not any(c in pattern for c in "*?["):
+            # a plain name: exact, alias or plugin/name; unknown ones get "did you mean"
+            specs = [registry.get(pattern)]
+        else:
+            specs = registry.filter(pattern) if pattern else list(registry)
         out[k] = [
             {
                 "name": s.name,
@@ -247,16 +251,19 @@ def runs_list(
     from pathlib import Path
 
     from ptl_cli.launch import run_summary
-    from ptl_cli.runs import Run
+    from ptl_cli.runs import Run, runs_root
 
-    runs = Run.list(Path(root) if root else None)
-    summaries = [run_summary(r) for r in runs]
+    directory = Path(root) if root else runs_root()
+    summaries = [_summary_or_unreadable(run_summary, r) for r in Run.list(directory)]
     if as_json:
         typer.echo(json.dumps(summaries, indent=2, default=str))
         return
+    if not summaries:
+        _console().print(f"no runs under {directory}")
+        return
     from rich.table import Table
 
-    table = Table(title="runs")
+    table = Table(title=f"runs under {directory}")
     for col in ("run", "kind", "status", "test_acc"):
         table.add_column(col)
     for s in summaries:
@@ -265,12 +272,20 @@ def runs_list(
     _console().print(table)
 
 
+def _summary_or_unreadable(run_summary, run) -> dict:
+    """One run's summary; a run whose files cannot be read is listed as such, not fatal."""
+    try:
+        return run_summary(run)
+    except UserError as exc:
+        return {"path": str(run.path), "kind": "?", "status": "unreadable", "error": str(exc), "metrics": {}}
+
+
 @runs_app.command("show")
 def runs_show(
     run: Annotated[str, typer.Argument(help="Run directory or id.")], as_json: options.Json = False
 ) -> None:
     """A run's status, recipe and results."""
-    from ptl_cli.launch import run_summary, summarize, workflow_spec
+    from ptl_cli.launch import load_workflow, run_summary, summarize
     from ptl_cli.runs import Run
 
     r = Run.open(run)
@@ -283,7 +298,7 @@ def runs_show(
     if summary["error"]:
         console.print(f"[red]error:[/] {summary['error']}")
     if summary["status"] == "completed":
-        summarize(r, workflow_spec(summary["kind"]).load_factory()(), options.Common())
+        summarize(r, load_workflow(summary["kind"]), options.Common())
     else:
         for key, value in summary["metrics"].items():
             console.print(f"{key}: {value}")
@@ -312,11 +327,11 @@ def export_command(
     verify: Annotated[bool, typer.Option("--verify", help="Rebuild from the export and compare.")] = False,
 ) -> None:
     """Write a finished run's model in a standalone format."""
-    from ptl_cli.launch import workflow_spec
+    from ptl_cli.launch import load_workflow
     from ptl_cli.runs import Run
 
     r = Run.open(run)
-    workflow = workflow_spec(r.kind).load_factory()()
+    workflow = load_workflow(r.kind)
     if not hasattr(workflow, "export"):
         raise UserError(f"runs of kind {r.kind!r} have nothing to export")
     for line in workflow.export(r, fmt, out, verify):
@@ -334,8 +349,19 @@ _bench()
 
 
 # -- entry point --------------------------------------------------------------------------------
+#: How many commands and sub-apps the core itself registers; plugins' come after these.
+_CORE_COMMANDS = (len(app.registered_commands), len(app.registered_groups))
+
+
 def build_app() -> typer.Typer:
-    """The app with every plugin's commands added (each plugin guarded)."""
+    """The app with every plugin's commands added (each plugin guarded).
+
+    Idempotent: the plugin commands of an earlier call (or of an earlier plugin manager, after
+    :func:`ptl_cli.plugins.reset`) are dropped first, so calling ``main`` again in one process
+    (tests, notebooks) neither duplicates commands nor keeps those of plugins now gone.
+    """
+    del app.registered_commands[_CORE_COMMANDS[0] :]
+    del app.registered_groups[_CORE_COMMANDS[1] :]
     plugins.manager().add_commands(app)
     return app
 
@@ -349,12 +375,28 @@ def _click_exceptions():
     return exceptions
 
 
+def _flags_without_type(command: Any) -> None:
+    """Show boolean flags in help as ``--quiet``, not ``--quiet <bool>``.
+
+    Typer 0.29 prints the type of every option, flags included, which reads as if ``--quiet``
+    took a value. An empty metavar on flags (the help option too) restores the usual look, in
+    every command plugins add as well; older Typer releases already showed flags this way.
+    """
+    ctx = command.context_class(command, info_name=command.name, **(command.context_settings or {}))
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_type(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     ex = _click_exceptions()
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args or bool(os.environ.get("PTL_DEBUG"))
     try:
         command = typer.main.get_command(build_app())
+        _flags_without_type(command)
         command.main(args=args, prog_name="ptl", standalone_mode=False)
     except (typer.Exit, getattr(ex, "Exit", typer.Exit)) as exc:
         raise SystemExit(getattr(exc, "exit_code", 0)) from None
@@ -375,6 +417,17 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BrokenPipeError:
+        # `ptl list | head`: the reader left; say nothing more (and keep Python from complaining)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        # A bug, not bad input: still one line, with the way to the traceback.
+        text = str(exc).replace("\n", " ").strip()
+        detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        _fail(f"unexpected {detail} (run again with --debug for the traceback)", 1)
 
 
 def _fail(message: str, code: int) -> None:

@@ -11,14 +11,26 @@ from typing import Annotated, Optional
 
 import typer
 
-Recipe = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Recipe name or TOML file.")]  # noqa: UP045
+# Metavars say what a value looks like (``--set <key.path=value>``), not its Python type.
+Recipe = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--recipe", "-r", metavar="<name|file>", help="Recipe name or TOML file."),
+]
 Sets = Annotated[
     Optional[list[str]],  # noqa: UP045
-    typer.Option("--set", "-s", help="Override a recipe key: key.path=value (repeatable)."),
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="<key.path=value>",
+        help="Override a recipe key, e.g. train.lr=0.1 (repeatable).",
+    ),
 ]
-Device = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda[:i] | mps")]  # noqa: UP045
+Device = Annotated[Optional[str], typer.Option(metavar="<device>", help="auto | cpu | cuda[:i] | mps")]  # noqa: UP045
 Seed = Annotated[Optional[int], typer.Option(help="Random seed (recipe `seed`).")]  # noqa: UP045
-Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory to create.")]  # noqa: UP045
+Out = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--out", "-o", metavar="<dir>", help="Run directory to create (new or empty)."),
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Resolve and print the plan; run nothing.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
@@ -26,6 +38,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or 
 
 @dataclass
 class Common:
+    """The shared options as one value, handed to :func:`ptl_cli.launch.launch`."""
+
     recipe: str | None = None
     sets: list[str] | None = None
     device: str | None = None

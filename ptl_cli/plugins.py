@@ -72,6 +72,8 @@ class PluginManager:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
+        #: Things a user should know that are not a plugin's failure (``ptl plugins`` prints them).
+        self.notes: list[str] = []
         self._registries: dict[str, Registry] = {}
         self._load_all()
 
@@ -83,14 +85,15 @@ class PluginManager:
             entry_points(group=GROUP), key=lambda e: (e.dist is None or e.dist.name != BUILTIN_DIST, e.name)
         )
         for ep in eps:
-            if ep.name in seen:  # the same distribution visible twice on sys.path
-                continue
+            dist = ep.dist.name if ep.dist else ""
+            if ep.name in seen:
+                owner = self.plugins[ep.name]
+                if owner.dist != dist:  # another distribution took the name: report, never shadow
+                    self._name_taken(ep, dist, owner)
+                continue  # else the same distribution, visible twice on sys.path
             seen.add(ep.name)
             info = PluginInfo(
-                name=ep.name,
-                module=ep.value,
-                dist=ep.dist.name if ep.dist else "",
-                version=ep.dist.version if ep.dist else "",
+                name=ep.name, module=ep.value, dist=dist, version=ep.dist.version if ep.dist else ""
             )
             self.plugins[ep.name] = info
             if ep.name in disabled:
@@ -98,11 +101,31 @@ class PluginManager:
                 info.error = "blocked by PTL_DISABLE_PLUGINS"
                 continue
             self._load_one(ep, info)
+        for name in sorted(disabled - set(self.plugins)):
+            self.notes.append(
+                f"PTL_DISABLE_PLUGINS names {name!r}, which is not installed; "
+                f"{did_you_mean(name, self.plugins)}"
+            )
         if _strict():
             bad = [p for p in self.plugins.values() if p.status == "error"]
             if bad:
                 p = bad[0]
                 raise UserError(f"plugin {p.name!r} failed to load: {p.error} (PTL_STRICT_PLUGINS=1)")
+
+    def _name_taken(self, ep: EntryPoint, dist: str, owner: PluginInfo) -> None:
+        """Record a plugin left out because its entry-point name is already in use."""
+        key = f"{ep.name} ({dist})"
+        self.plugins[key] = PluginInfo(
+            name=key,
+            module=ep.value,
+            dist=dist,
+            version=ep.dist.version if ep.dist else "",
+            status="error",
+            error=(
+                f"entry point name {ep.name!r} is already used by {owner.dist or 'another package'}; "
+                "rename the entry point in [project.entry-points.ptl]"
+            ),
+        )
 
     def _load_one(self, ep: EntryPoint, info: PluginInfo) -> None:
         try:
@@ -146,8 +169,9 @@ class PluginManager:
             builtin = frozenset(n for n, p in self.plugins.items() if p.builtin)
             registry = Registry(kind, builtin)
             hook = getattr(self.pm.hook, KINDS[kind][0])
-            # pluggy calls implementations last-registered first; register in load order instead
-            for impl in reversed(hook.get_hookimpls()):
+            # get_hookimpls() is in registration (= load) order; pluggy's own calls run it backwards.
+            # Load order decides clashes between installed plugins: the name that sorts first wins.
+            for impl in hook.get_hookimpls():
                 self._call_register(impl, registry)
             self._registries[kind] = registry
         return self._registries[kind]
@@ -174,15 +198,58 @@ class PluginManager:
         return self.registry(kind).get(name)
 
     def add_commands(self, app: Any) -> None:
-        """Let every plugin add its commands; a failing plugin is recorded, not fatal."""
-        for impl in reversed(self.pm.hook.ptl_register_commands.get_hookimpls()):
+        """Let every plugin add its commands; a failing plugin is recorded, not fatal.
+
+        What a plugin adds is undone when its hook raises, or when it reuses a command name that
+        is taken (a core command or another plugin's): later registrations would silently
+        replace earlier ones, so a plugin could take over ``ptl list`` or ``ptl resume``.
+        """
+        owners = {name: "ptl" for name in _command_names(app)}
+        for impl in self.pm.hook.ptl_register_commands.get_hookimpls():  # load order, as registries
+            marks = (len(app.registered_commands), len(app.registered_groups))
+            info = self.plugins.get(impl.plugin_name)
             try:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001
+                _undo_commands(app, marks)
+                self._registration_failed(info, f"ptl_register_commands raised {type(exc).__name__}: {exc}")
+                continue
+            added = _command_names(app, marks)
+            clash = next((n for i, n in enumerate(added) if n in owners or n in added[:i]), None)
+            if clash is not None:
+                _undo_commands(app, marks)
+                owner = owners.get(clash, impl.plugin_name)
+                where = "a core command" if owner == "ptl" else f"a command of plugin {owner!r}"
                 self._registration_failed(
-                    self.plugins.get(impl.plugin_name),
-                    f"ptl_register_commands raised {type(exc).__name__}: {exc}",
+                    info, f"ptl_register_commands adds command {clash!r}, which is already {where}; rename it"
                 )
+                continue
+            owners.update(dict.fromkeys(added, impl.plugin_name))
+
+
+def _command_names(app: Any, marks: tuple[int, int] = (0, 0)) -> list[str]:
+    """Names of the commands and sub-apps registered on a Typer app (from ``marks`` on).
+
+    Typer names a command after its function when no name is given (``my_cmd`` -> ``my-cmd``);
+    a sub-app without any name merges its commands into the parent and is skipped here.
+    """
+    names = []
+    for info in app.registered_commands[marks[0] :]:
+        callback = getattr(info, "callback", None)
+        name = info.name or (callback.__name__.lower().replace("_", "-") if callback else None)
+        if name:
+            names.append(name)
+    for info in app.registered_groups[marks[1] :]:
+        sub = getattr(info, "typer_instance", None)
+        name = info.name or getattr(getattr(sub, "info", None), "name", None)
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def _undo_commands(app: Any, marks: tuple[int, int]) -> None:
+    del app.registered_commands[marks[0] :]
+    del app.registered_groups[marks[1] :]
 
 
 def _unknown_hooks(module: ModuleType) -> list[str]:

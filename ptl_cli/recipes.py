@@ -152,19 +152,25 @@ def resolve(
 ) -> ResolvedRecipe:
     """Load ``ref``, apply flag ``overrides`` and ``--set`` items, validate against ``schema``."""
     data, path = load_raw(ref)
+    sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(data, key, value, "command line")
+            sources[key] = f"command-line value of `{key}`"
     for item in sets or []:
         key, value = parse_set(item)
         set_dotted(data, key, value, f"--set {item}")
-    return validate(data, schema, f"recipe {path}")
+        sources[key] = f"--set {item}"
+    return validate(data, schema, f"recipe {path}", sources)
 
 
-def validate(data: dict[str, Any], schema: type[RecipeBase], where: str) -> ResolvedRecipe:
+def validate(
+    data: dict[str, Any], schema: type[RecipeBase], where: str, sources: dict[str, str] | None = None
+) -> ResolvedRecipe:
+    """Validate recipe ``data`` strictly; errors name ``where`` (or the ``--set`` that caused them)."""
     from ptl_cli.schema import validate_model
 
-    model = validate_model(schema, data, where)
+    model = validate_model(schema, data, where, sources)
     return ResolvedRecipe(model=model, data=model.model_dump(mode="json"), source=where)
 
 

@@ -2,7 +2,7 @@
 
 Layout::
 
-    RUN/run.json          kind, status, timestamps, final metrics, error
+    RUN/run.json          kind, status, timestamps, final metrics, error, owner (pid, host)
     RUN/recipe.toml       the fully resolved recipe
     RUN/metrics.jsonl     one JSON object per logged step
     RUN/checkpoints/      step-XXXXXXXXX.pt (the newest two are kept)
@@ -37,6 +37,7 @@ class Run:
     # -- creation and lookup -----------------------------------------------------------------
     @classmethod
     def create(cls, kind: str, name: str, recipe: dict[str, Any], out: str | None = None) -> Run:
+        """A new run in ``out`` (new or empty), or in a fresh time-stamped folder of the runs root."""
         if out:
             path = Path(out)
             if (path / "run.json").exists():
@@ -44,6 +45,9 @@ class Run:
                     f"{path} already holds a run; choose another --out, or continue it with "
                     f"`ptl resume {path}`"
                 )
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                # never mix a run's files into a folder of other things (or overwrite a file)
+                raise UserError(f"--out {path} exists and is not an empty directory; choose a new path")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = runs_root() / f"{stamp}-{name or kind}"
@@ -68,6 +72,7 @@ class Run:
                 "ptl_version": __version__,
                 "metrics": {},
                 "error": "",
+                **_owner(),
             }
         )
         return run
@@ -75,22 +80,30 @@ class Run:
     @classmethod
     def open(cls, ref: str | os.PathLike[str]) -> Run:
         """A run by path or by id under the runs root; a clear error if it is not a run."""
-        candidates = [Path(ref), runs_root() / str(ref)]
+        candidates = list(dict.fromkeys([Path(ref), runs_root() / str(ref)]))
         for path in candidates:
             if (path / "run.json").is_file():
                 return cls(path)
         for path in candidates:
             if path.is_dir():
                 raise UserError(f"{path} is not a ptl run (no run.json); runs are listed by `ptl runs list`")
-        raise UserError(f"run {str(ref)!r} not found (looked in {candidates[0]} and {candidates[1]})")
+        looked = " and ".join(str(p) for p in candidates)
+        raise UserError(f"run {str(ref)!r} not found (looked in {looked}); see `ptl runs list`")
 
     @staticmethod
     def list(root: Path | None = None) -> list[Run]:
+        """The runs directly under ``root``, oldest first (unreadable ones first of all)."""
         root = root or runs_root()
         if not root.is_dir():
             return []
         runs = [Run(p.parent) for p in root.glob("*/run.json")]
-        return sorted(runs, key=lambda r: r.info().get("created", 0))
+        return sorted(runs, key=lambda r: (r._created(), r.path.name))
+
+    def _created(self) -> float:
+        try:
+            return float(self.info().get("created", 0))
+        except (UserError, TypeError, ValueError):
+            return 0.0
 
     # -- state -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -110,8 +123,33 @@ class Run:
         return info
 
     def set_status(self, status: str, **fields: Any) -> None:
+        """Record ``status``; marking a run ``running`` also records this process as its owner.
+
+        Two processes continuing the same run would interleave checkpoints and metrics, so a run
+        that another live process on this machine is running is refused (:class:`UserError`).
+        """
         assert status in STATUSES, status
+        if status == "running":
+            owner = self.live_owner()
+            if owner is not None and owner != os.getpid():
+                raise UserError(
+                    f"run {self.path} is being run by process {owner} (a ptl command); wait for it "
+                    f"to end, or stop that process, then `ptl resume {self.path}`"
+                )
+            fields.update(_owner())
         self.update(status=status, **fields)
+
+    def live_owner(self) -> int | None:
+        """The id of a live process on this machine that has this run ``running``, else None.
+
+        A run left ``running`` by a process that is gone (killed, power loss) has no owner: it
+        is interrupted in fact, and ``ptl resume`` continues it from its last checkpoint.
+        """
+        info = self.info()
+        pid = info.get("pid")
+        if info.get("status") != "running" or not isinstance(pid, int) or info.get("host") != _host():
+            return None
+        return pid if _alive(pid) else None
 
     @property
     def kind(self) -> str:
@@ -153,3 +191,35 @@ class Run:
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _owner() -> dict[str, Any]:
+    """Who is running a run: this process on this machine."""
+    return {"pid": os.getpid(), "host": _host()}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live ptl process; an id reused by another program is not (Linux
+    tells by the command line; elsewhere any live process counts)."""
+    if pid == os.getpid():
+        return True  # this process, whatever its command line (tests, notebooks)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, but another user's
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.is_dir():
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return False
+        return b"ptl" in text
+    return True

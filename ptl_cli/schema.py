@@ -17,11 +17,18 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
 
 
-def describe_validation_error(model: type[BaseModel], exc: ValidationError, where: str) -> str:
-    """Turn a pydantic error into 'where: key `a.b`: what is wrong (how to fix)'."""
-    parts = []
+def describe_validation_error(
+    model: type[BaseModel], exc: ValidationError, where: str, sources: dict[str, str] | None = None
+) -> str:
+    """Turn a pydantic error into 'where: key `a.b`: what is wrong (how to fix)'.
+
+    ``sources`` maps dotted keys to where their values came from (``--set train.lr=x``): when
+    every reported error lies under one of them, the message names that source, not ``where``.
+    """
+    parts, blamed = [], set()
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err["loc"])
+        blamed.add(_source_of(loc, sources or {}))
         if err["type"] == "extra_forbidden":
             parent = _submodel(model, err["loc"][:-1])
             known = list(parent.model_fields) if parent else []
@@ -29,12 +36,25 @@ def describe_validation_error(model: type[BaseModel], exc: ValidationError, wher
             parts.append(f"unknown key `{loc}` ({hint})")
         elif err["type"] == "missing":
             parts.append(f"missing key `{loc}`")
+        elif err["type"] in ("value_error", "assertion_error"):
+            # a schema's own validator (e.g. "unknown model 'x'; did you mean ..."): its words only
+            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            parts.append(f"key `{loc}`: {message}" if loc else message)
         else:
             got = err.get("input")
             got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
             parts.append(f"key `{loc}`: {err['msg']}{got_text}")
     more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
-    return f"{where}: " + "; ".join(parts) + more
+    source = blamed.pop() if len(blamed) == 1 else None
+    return f"{source or where}: " + "; ".join(parts) + more
+
+
+def _source_of(loc: str, sources: dict[str, str]) -> str | None:
+    """The source of the value at ``loc``: a key set there, or above or below it."""
+    for key, source in sources.items():
+        if loc == key or key.startswith(f"{loc}.") or loc.startswith(f"{key}."):
+            return source
+    return None
 
 
 def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -47,12 +67,14 @@ def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def validate_model(model: type[M], values: dict[str, Any], where: str) -> M:
+def validate_model(
+    model: type[M], values: dict[str, Any], where: str, sources: dict[str, str] | None = None
+) -> M:
     """Validate ``values`` against ``model`` or raise a one-line :class:`UserError`."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise UserError(describe_validation_error(model, exc, where)) from None
+        raise UserError(describe_validation_error(model, exc, where, sources)) from None
 
 
 def schema_fields(model: type[BaseModel] | None) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from ptl_datasets.fashion import PACK_PATH, find_files, read_idx
 from safetensors.torch import save_file
+
+from ptl_datasets.fashion import PACK_PATH, find_files, read_idx
 
 PER_CLASS = {"train": 500, "test": 100}
 

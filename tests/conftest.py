@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -24,6 +25,10 @@ def plugin_site(tmp_path, monkeypatch):
     plugins.reset()
     yield site
     plugins.reset()
+    # forget the throwaway plugins' modules: a later test may install another one of the same name
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(site)):
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ FIXED_SIZE = {
 }
 PHOTOS = {
     "stanford-cars": ("StanfordCars", "Stanford Cars, 196 classes"),
-    "fgvc-aircraft": ("FGVCAircraft", "FGVC Aircraft variants, 100 classes"),
-    "oxford-pets": ("OxfordIIITPet", "Oxford-IIIT Pets, 37 classes"),
+    "fgvc-aircraft": ("FGVCAircraft", "FGVC Aircraft variants, 100 classes (train = official train+val)"),
+    "oxford-pets": ("OxfordIIITPet", "Oxford-IIIT Pets, 37 classes (train = official trainval)"),
     "flowers102": ("Flowers102", "Oxford Flowers-102, 102 classes"),
     "dtd": ("DTD", "Describable Textures, 47 classes"),
     "food101": ("Food101", "Food-101, 101 classes"),
@@ -60,6 +60,6 @@ def ptl_register_datasets(register) -> None:
     register(
         "imagefolder",
         "ptl_datasets.folder:imagefolder",
-        description="your own images: path/<split>/<class>/*.{jpg,png} (or path/<class>/ for one split)",
+        description="your own images: path/<split>/<class>/*.jpg, or path/<class>/ (seeded 80/20 split)",
         params=FolderParams,
     )

@@ -38,7 +38,11 @@ class ConvNet(nn.Module):
             channels = out
             size //= 2
         if size < 1:
-            raise ValueError(f"conv{depth} needs images of at least {2 ** len(STAGES[depth])} pixels")
+            from ptl_cli.errors import UserError
+
+            raise UserError(
+                f"conv{depth} needs images of at least {2 ** len(STAGES[depth])} pixels, got {image_size}"
+            )
         self.features = nn.Sequential(*layers)
         hidden = max(1, int(256 * width))
         self.classifier = nn.Sequential(

@@ -46,6 +46,13 @@ def build(
         raise UserError(f"unknown torchvision model {arch!r}; {did_you_mean(arch, available)}")
     if width != 1.0:
         raise UserError(f"{name}: torchvision models have no width factor; remove `width` (got {width})")
+    if weights:
+        enum = tvm.get_model_weights(arch)
+        known = [w.name for w in enum] + ["DEFAULT"]
+        if weights not in known and weights not in {f"{enum.__name__}.{k}" for k in known}:
+            from ptl_cli.errors import did_you_mean
+
+            raise UserError(f"{name}: unknown weights {weights!r}; {did_you_mean(weights, known)}")
     try:
         if weights:
             net = tvm.get_model(arch, weights=weights)
@@ -54,7 +61,8 @@ def build(
             net = tvm.get_model(arch, weights=None, num_classes=num_classes)
     except (OSError, RuntimeError) as exc:  # offline downloads surface as URLError (an OSError)
         raise UserError(
-            f"{name}: weights {weights!r} could not be loaded ({exc}); check the network"
+            f"{name}: weights {weights!r} could not be loaded ({exc}); check the network, or put the "
+            "file in torch's hub cache ($TORCH_HOME/hub/checkpoints)"
         ) from None
     if stem == "cifar":
         _cifar_stem(net)

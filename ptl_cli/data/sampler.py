@@ -13,6 +13,13 @@ from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
+    """Indices of one epoch: ``set_epoch(e, start)`` then iterate (this rank's share, from ``start``).
+
+    Under data parallelism the last ``length % world_size`` items of each permutation are left
+    out so that every rank gets the same number; ``drop_last`` is accepted for DataLoader-style
+    call sites and changes nothing (whole batches are the caller's business).
+    """
+
     def __init__(
         self,
         length: int,

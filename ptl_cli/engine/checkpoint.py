@@ -2,7 +2,9 @@
 
 ``save`` writes ``step-XXXXXXXXX.pt`` atomically and keeps the newest ``keep`` files. ``load``
 tries the newest first and falls back to an older one when a file is truncated or corrupt,
-saying so. Files load with ``weights_only=True``: a checkpoint holds tensors and plain data only.
+saying so. An unreadable file is renamed ``*.pt.corrupt``: kept for inspection, but no longer
+counted among the ``keep`` newest, so the next saves cannot prune away the last good checkpoint
+while a bad one survives. Files load with ``weights_only=True``: tensors and plain data only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ _PATTERN = re.compile(r"^step-(\d+)\.pt$")
 
 
 class CheckpointStore:
+    """The checkpoints of one run: ``save(state, step)`` and ``load()`` the newest good one."""
+
     def __init__(self, directory: Path, keep: int = 2, warn: Callable[[str], None] = print) -> None:
         self.directory = Path(directory)
         self.keep = keep
@@ -51,11 +55,27 @@ class CheckpointStore:
             except Exception as exc:  # noqa: BLE001 - any unreadable file means: use an older one
                 older = paths[index - 1].name if index > 0 else None
                 what = f"falling back to {older}" if older else "no older checkpoint; starting over"
-                self.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}); {what}")
+                aside = self._set_aside(path)
+                self.warn(f"checkpoint {path.name} is unreadable ({_reason(exc)}); {aside}{what}")
         return None, None
+
+    @staticmethod
+    def _set_aside(path: Path) -> str:
+        target = path.with_name(path.name + ".corrupt")
+        try:
+            path.replace(target)
+        except OSError:
+            return ""
+        return f"moved to {target.name}; "
 
     @staticmethod
     def load_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         import torch
 
         return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first line of the message``, short enough for a one-line warning."""
+    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,4 +1,8 @@
-"""Device selection and mixed-precision policy."""
+"""Device selection and mixed-precision policy.
+
+``auto`` means the best device present (CUDA, then MPS, then CPU); a device asked for by name that
+is not there is a :class:`UserError`, never a silent fall-back that would make a run 100x slower.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,12 @@ class Precision:
         self.name = name
         self.device = device
         self.enabled = name != "fp32" and device.type == "cuda"
+        if self.enabled and name == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+            # fail before the first step, not with an obscure kernel error inside it
+            raise UserError(
+                f"precision bf16-mixed needs a GPU with bfloat16 support ({device} has none); "
+                "use --set compute.precision=fp16-mixed"
+            )
         self.dtype = torch.bfloat16 if name == "bf16-mixed" else torch.float16
         use_scaler = self.enabled and name == "fp16-mixed"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)

@@ -8,6 +8,7 @@ from typing import Any
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic``, ask for reproducible kernels."""
     import torch
 
     random.seed(seed)
@@ -33,6 +34,7 @@ def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": _encode_python_state(random.getstate()),
         "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -40,12 +42,44 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Put back what :func:`capture_rng` recorded (checkpoints without a NumPy state load too)."""
     import torch
 
     random.setstate(_decode_python_state(state["python"]))
     torch.set_rng_state(state["torch"])
+    if state.get("numpy") is not None:
+        _set_numpy_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> dict[str, Any] | None:
+    """NumPy's legacy global RNG (``np.random.*``), as a tensor and plain numbers.
+
+    ``seed_everything`` seeds it and third-party code (augmentation libraries, samplers) draws
+    from it, so a resumed run must restore it too to draw what it would have drawn.
+    """
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return None
+    import torch
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
 def _encode_python_state(state: tuple) -> list[Any]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from ptl_cli.testing import run_ptl
+import pytest
+
+from ptl_cli.cli import main
+from ptl_cli.testing import install_plugin, run_ptl
 
 
 def test_version_and_help():
@@ -59,3 +63,71 @@ def test_list_shows_parameters_with_defaults():
 def test_debug_shows_traceback():
     out = run_ptl("--debug", "list", "modelz")
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_help_shows_flags_as_flags(cli):
+    """Boolean flags take no value, so help must not print a type after them (Typer 0.29 does)."""
+    for args in (["--help"], ["runs", "list", "--help"], ["prune", "--help"]):
+        code, out, _ = cli(*args)
+        assert code == 0 and "--help" in out
+        assert "<bool>" not in out and "BOOLEAN" not in out, args
+    _, out, _ = cli("prune", "--help")
+    assert "<key.path=value>" in out and "<name|file>" in out  # what a value looks like
+
+
+def test_list_by_name_alias_and_wildcard(cli):
+    code, out, _ = cli("list", "models", "conv6", "--json")
+    assert code == 0 and [m["name"] for m in json.loads(out)] == ["conv6"]
+    code, out, _ = cli("list", "datasets", "bundled", "--json")  # an alias
+    assert code == 0 and [d["name"] for d in json.loads(out)] == ["fashion-pack"]
+    code, out, _ = cli("list", "models", "torchvision:resnet50", "--json")  # served by 'torchvision:*'
+    assert code == 0 and json.loads(out)[0]["params"][0]["name"] == "weights"
+    code, out, _ = cli("list", "models", "conv?", "--json")
+    assert code == 0 and [m["name"] for m in json.loads(out)] == ["conv2", "conv4", "conv6", "conv8"]
+    code, out, _ = cli("list", "models", "nothing*", "--json")  # a wildcard may match nothing
+    assert code == 0 and json.loads(out) == []
+    code, _, err = cli("list", "datasets", "cifar11")
+    assert code == 2 and "unknown dataset 'cifar11'; did you mean 'cifar10'" in err
+
+
+def test_runs_list_says_when_there_are_none(cli, tmp_path):
+    code, out, _ = cli("runs", "list", "--root", tmp_path / "nothing")
+    assert code == 0 and "no runs under" in out
+    code, out, _ = cli("runs", "list", "--json", "--root", tmp_path / "nothing")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_an_unreadable_run_does_not_break_runs_list(cli, tmp_path):
+    from ptl_cli.runs import Run
+
+    Run.create("demo", "fine", {"kind": "demo"}, out=str(tmp_path / "runs" / "fine"))
+    (tmp_path / "runs" / "bad").mkdir(parents=True)
+    (tmp_path / "runs" / "bad" / "run.json").write_text("{ not json")
+    code, out, err = cli("runs", "list", "--json", "--root", tmp_path / "runs")
+    assert code == 0, err
+    status = {Path(r["path"]).name: r["status"] for r in json.loads(out)}
+    assert status == {"fine": "running", "bad": "unreadable"}
+
+
+BOOM = """
+from ptl_cli import hookimpl
+
+
+def boom() -> None:
+    "Fail with a bug."
+    return 1 / 0
+
+
+@hookimpl
+def ptl_register_commands(app):
+    app.command("boom")(boom)
+"""
+
+
+def test_an_unexpected_error_is_one_line_exit_1_unless_debug(cli, plugin_site):
+    install_plugin(plugin_site, "ptl-boom", "ptl_boom", BOOM)
+    code, _, err = cli("boom")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "unexpected ZeroDivisionError: division by zero" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "boom"])

@@ -115,3 +115,84 @@ def test_name_clash_with_builtin_is_reported(plugin_site):
 def test_unknown_name_suggests(plugin_site):
     with pytest.raises(UserError, match="did you mean .*'conv6'"):
         plugins.get("models", "conv7")
+
+
+COMMANDS = """
+from ptl_cli import hookimpl
+
+
+def hello() -> None:
+    "Say hello."
+    print("hello from {dist}")
+
+
+@hookimpl
+def ptl_register_commands(app):
+    app.command("{name}")(hello)
+    {extra}
+"""
+
+
+def commands_plugin(site, dist, name, extra=""):
+    module = dist.replace("-", "_")
+    install_plugin(site, dist, module, COMMANDS.format(dist=dist, name=name, extra=extra))
+
+
+def test_a_plugin_cannot_take_over_a_core_command(cli, plugin_site):
+    commands_plugin(plugin_site, "ptl-hijack", "list")
+    code, out, _ = cli("list", "models", "--json")
+    assert code == 0 and "conv6" in out  # still the core's `ptl list`
+    info = plugins.manager().plugins["ptl-hijack"]
+    assert info.status == "error" and "'list', which is already a core command" in info.error
+    code, out, _ = cli("plugins")
+    assert code == 0 and "ptl-hijack" in out and "already a core command" in " ".join(out.split())
+
+
+def test_two_plugins_with_the_same_command(cli, plugin_site):
+    commands_plugin(plugin_site, "ptl-aaa", "hello")
+    commands_plugin(plugin_site, "ptl-bbb", "hello")
+    code, out, _ = cli("hello")
+    assert code == 0 and "hello from ptl-aaa" in out  # the first loaded keeps it
+    bbb = plugins.manager().plugins["ptl-bbb"]
+    assert bbb.status == "error" and "a command of plugin 'ptl-aaa'" in bbb.error
+
+
+def test_a_failing_command_hook_leaves_nothing_behind(cli, plugin_site):
+    commands_plugin(plugin_site, "ptl-half", "half-done", extra="raise RuntimeError('oops')")
+    code, _, err = cli("half-done")
+    assert code == 2 and "No such command 'half-done'" in err
+    info = plugins.manager().plugins["ptl-half"]
+    assert info.status == "error" and "RuntimeError: oops" in info.error
+    assert cli("--help")[0] == 0  # everything else keeps working
+
+
+def test_an_entry_point_name_taken_by_another_package(cli, plugin_site):
+    install_plugin(plugin_site, "ptl-impostor", "ptl_impostor", GOOD, entry="models")
+    listed = {p["name"]: p for p in json.loads(cli("plugins", "--json")[1])}
+    assert listed["models"]["status"] == "ok" and listed["models"]["builtin"]  # the built-in is kept
+    impostor = listed["models (ptl-impostor)"]
+    assert impostor["status"] == "error" and "rename the entry point" in impostor["error"]
+    assert "tiny-mlp" not in cli("list", "models", "--json")[1]
+
+
+def test_disabling_an_unknown_plugin_is_pointed_out(cli, plugin_site, monkeypatch):
+    monkeypatch.setenv("PTL_DISABLE_PLUGINS", "sssl")
+    code, out, _ = cli("plugins")
+    assert code == 0 and "'sssl', which is not installed; did you mean 'ssl'?" in " ".join(out.split())
+
+
+def test_strict_mode_fails_on_a_command_clash(plugin_site):
+    commands_plugin(plugin_site, "ptl-hijack", "resume")
+    out = run_ptl("--help", env={"PTL_STRICT_PLUGINS": "1"})
+    assert out.returncode == 2 and "ptl-hijack" in out.stderr and "core command" in out.stderr
+
+
+def test_between_two_installed_plugins_the_first_name_wins(plugin_site):
+    """As docs/plugins/installing.md says: the entry-point name that sorts first keeps the name."""
+    install_plugin(plugin_site, "ptl-zeta", "ptl_zeta", GOOD.replace("two-layer", "zeta's"))
+    install_plugin(plugin_site, "ptl-alpha", "ptl_alpha", GOOD.replace("two-layer", "alpha's"))
+    registry = plugins.manager().registry("models")
+    assert registry.get("tiny-mlp").plugin == "ptl-alpha"
+    assert registry.get("ptl-zeta/tiny-mlp").description.startswith("a zeta's MLP")
+    (conflict,) = registry.conflicts
+    assert (conflict.winner, conflict.loser) == ("ptl-alpha", "ptl-zeta")

@@ -105,3 +105,29 @@ def test_bundled_recipes_all_validate():
         data, path = recipes.load_raw(name)
         spec = plugins.get("workflows", data["kind"])
         recipes.validate(data, spec.params, f"recipe {path}")
+
+
+def test_errors_name_the_source_of_the_bad_value(recipe_dir):
+    (recipe_dir / "typo.toml").write_text('kind = "demo"\n[train]\nepochz = 3\n')
+    with pytest.raises(UserError, match=r"^recipe .*typo\.toml: unknown key `train.epochz`"):
+        recipes.resolve("typo", DemoRecipe, sets=["train.lr=0.5"])
+    with pytest.raises(UserError, match=r"^--set train\.lr=-1: key `train.lr`: Input should be greater"):
+        recipes.resolve("base", DemoRecipe, sets=["train.lr=-1"])
+    with pytest.raises(UserError, match=r"^command-line value of `train.schedule`: key `train.schedule`"):
+        recipes.resolve("base", DemoRecipe, {"train.schedule": "linear"})
+
+
+def test_validator_messages_are_shown_as_written(recipe_dir):
+    from pydantic import field_validator
+
+    class Checked(DemoRecipe):
+        @field_validator("seed")
+        @classmethod
+        def _small(cls, value: int) -> int:
+            if value > 10:
+                raise ValueError("seeds above 10 are unlucky; pick 0..10")
+            return value
+
+    with pytest.raises(UserError) as err:
+        recipes.resolve("base", Checked, sets=["seed=11"])
+    assert str(err.value) == "--set seed=11: key `seed`: seeds above 10 are unlucky; pick 0..10"

@@ -65,13 +65,65 @@ def test_checkpoint_keeps_newest(tmp_path):
 def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
     import random
 
+    import numpy as np
+
     torch.manual_seed(0)
     random.seed(0)
+    np.random.seed(0)
+    np.random.standard_normal()  # leaves a cached Gaussian in NumPy's state
     store = CheckpointStore(tmp_path)
     store.save({"rng": capture_rng()}, 0)
-    expected = (torch.rand(3), random.random())
+    expected = (torch.rand(3), random.random(), np.random.standard_normal(4))
     restore_rng(store.load()["rng"])
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert np.array_equal(np.random.standard_normal(4), expected[2])
+
+
+def test_an_unreadable_checkpoint_is_set_aside_and_not_counted(tmp_path):
+    messages = []
+    store = CheckpointStore(tmp_path, keep=2, warn=messages.append)
+    store.save({"step": 1}, 1)
+    store.save({"step": 2}, 2)
+    (tmp_path / "step-000000002.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    assert store.load()["step"] == 1
+    assert "moved to step-000000002.pt.corrupt" in messages[0]
+    store.save({"step": 3}, 3)  # keep=2 now means steps 1 and 3: the good one survives
+    assert [p.name for p in store.paths()] == ["step-000000001.pt", "step-000000003.pt"]
+    assert (tmp_path / "step-000000002.pt.corrupt").is_file()
+    for path in store.paths():
+        path.write_bytes(b"")
+    messages.clear()
+    assert store.load() is None and "no older checkpoint; starting over" in messages[-1]
+
+
+def test_out_must_be_new_or_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "empty"))  # an empty folder is fine
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="not an empty directory"):
+        Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "mine"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not an empty directory"):
+        Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "file"))
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+
+
+def test_running_runs_record_their_owner(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "r"))
+    assert run.info()["pid"] == os.getpid() and run.live_owner() == os.getpid()
+    run.set_status("running")  # this process owns it: fine
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    run.update(pid=int(gone.stdout))
+    assert run.live_owner() is None  # its process has ended: nobody owns it
+    run.set_status("running")
+    assert run.info()["pid"] == os.getpid()
+    run.set_status("interrupted")
+    assert run.live_owner() is None
 
 
 def test_metrics_truncation_for_resume(tmp_path):
