@@ -5,15 +5,17 @@ provide the attributes and methods listed. Images are float tensors in ``[0, 1]`
 ``(B, C, H, W)`` unless said otherwise.
 
 Two levels of checking exist. When a workflow builds a component (``spec.build(...)``),
-:func:`ensure_satisfies` checks that every member is *present* (cheap: no call is made) and
-names the plugin and the missing member otherwise. ``ptl_cli.testing.check_<kind>`` goes
-further in a plugin's own test suite: output shapes, ``state_dict`` round-trips through a
-``weights_only`` checkpoint, resume and determinism.
+:func:`ensure_satisfies` checks that every member is *present* and that every method accepts
+the arguments ptl passes (cheap: signatures are inspected, nothing is called), and names the
+plugin and the broken member otherwise. ``ptl_cli.testing.check_<kind>`` goes further in a
+plugin's own test suite: output shapes, ``state_dict`` round-trips through a ``weights_only``
+checkpoint, resume and determinism.
 """
 
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -200,6 +202,18 @@ PROTOCOLS: dict[str, type] = {
     "workflows": Workflow,
 }
 
+#: How ptl calls the factory of each kind: the documented call (``docs/plugins/reference.md``).
+#: ``**params`` are the fields of the component's parameter schema, defaults filled in.
+FACTORY_CALLS: dict[str, str] = {
+    "models": "factory(num_classes, in_channels, image_size, width=1.0, **params)",
+    "datasets": "factory(root, split, download, **params)",
+    "pruners": "factory(**params)",
+    "ssl": "factory(num_classes, **params)",
+    "generators": "factory(device, **params)",
+    "classifiers": "factory(device, **params)",
+    "workflows": "factory()",
+}
+
 # Dunder members a protocol may require; other private names are typing's own machinery.
 _DUNDERS = ("__call__", "__len__", "__getitem__")
 
@@ -249,21 +263,120 @@ def _callable_member(value: Any) -> bool:
     return callable(value) or isinstance(value, (staticmethod, classmethod, property))
 
 
+def _protocol_call(protocol: type, name: str) -> tuple[list[str], list[str]] | None:
+    """How ptl calls method ``name``: required parameters go by position, optional ones by
+    keyword (``sample(y, generator=g)``); ``None`` for members that are not plain methods."""
+    function = vars(next(k for k in protocol.__mro__ if name in vars(k)))[name]
+    if not inspect.isfunction(function):
+        return None
+    positional, keywords = [], []
+    for p in list(inspect.signature(function).parameters.values())[1:]:  # drop self
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty and p.kind is not p.KEYWORD_ONLY:
+            positional.append(p.name)
+        else:
+            keywords.append(p.name)
+    return positional, keywords
+
+
+def signature_problems(obj: Any, protocol: type) -> list[str]:
+    """Methods of ``obj`` that cannot be called the way ptl calls them, e.g.
+    ``prepare(model) cannot be called as prepare(model, seed)``.
+
+    Only signatures are inspected (nothing is called, no property runs); members found through
+    ``__getattr__`` and callables without a signature are not checked.
+    """
+    problems = []
+    for name, must_call in protocol_members(protocol).items():
+        call = _protocol_call(protocol, name) if must_call and name not in _DUNDERS else None
+        if call is None:
+            continue
+        try:
+            static = inspect.getattr_static(obj, name)
+        except AttributeError:
+            continue
+        if isinstance(static, property):
+            continue
+        member = (
+            getattr(obj, name)
+            if isinstance(static, (types.FunctionType, staticmethod, classmethod))
+            else static
+        )
+        try:
+            actual = inspect.signature(member)
+        except (TypeError, ValueError):  # builtins and C extensions may have none
+            continue
+        positional, keywords = call
+        try:
+            actual.bind(*positional, **dict.fromkeys(keywords))
+        except TypeError:
+            expected = ", ".join([*positional, *(f"{k}=..." for k in keywords)])
+            problems.append(f"{name}{_plain(actual)} cannot be called as {name}({expected})")
+    return problems
+
+
+def _plain(signature: inspect.Signature) -> str:
+    """``(model, seed)`` rather than ``(model: 'nn.Module', seed: 'int') -> 'nn.Module'``: short messages."""
+    params = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
+def factory_call_problem(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why ``factory(*args, **kwargs)`` would fail to bind (a parameter the schema has and the
+    factory lacks, a positional argument ptl passes and it does not take), or ``None``."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        name = getattr(factory, "__qualname__", type(factory).__qualname__)
+        return f"{name}{_plain(signature)}: {exc}"
+    return None
+
+
+def ensure_factory_accepts(kind: str, factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any], what: str):
+    """Raise a one-line :class:`UserError` naming ``what`` (component and plugin) when ``factory``
+    cannot take the call ptl is about to make, instead of a bare ``TypeError`` from inside it."""
+    problem = factory_call_problem(factory, args, kwargs)
+    if problem:
+        call = FACTORY_CALLS.get(kind, "factory(...)")
+        raise UserError(
+            f"{what}: its factory cannot be called as ptl calls it, {call} "
+            f"with params {', '.join(kwargs) or 'none'}: {problem} (every field of the parameter schema "
+            "is passed as a keyword argument)"
+        )
+
+
+def describe_problems(obj: Any, protocol: type) -> str:
+    """What ``obj`` lacks to satisfy ``protocol``, as one phrase, or ``""`` if nothing."""
+    missing = missing_members(obj, protocol)
+    calls = signature_problems(obj, protocol)
+    parts = []
+    if missing:
+        parts.append(f"without {', '.join(missing)}")
+    if calls:
+        parts.append(f"whose {'; '.join(calls)}")
+    return f"a {type(obj).__qualname__} {' and '.join(parts)}" if parts else ""
+
+
 def ensure_satisfies(kind: str, obj: Any, what: str) -> Any:
-    """Return ``obj`` if it has every member of ``kind``'s protocol, else raise a one-line
-    :class:`UserError` that names ``what`` (the component and its plugin) and what is missing."""
+    """Return ``obj`` if it has every member of ``kind``'s protocol, each callable the way ptl
+    calls it, else raise a one-line :class:`UserError` that names ``what`` (the component and
+    its plugin) and what is wrong."""
     protocol = PROTOCOLS.get(kind)
     if protocol is None:
         return obj
-    problems = missing_members(obj, protocol)
+    problems = describe_problems(obj, protocol)
     if problems:
-        got = type(obj).__qualname__
         from ptl_cli.registry import KINDS
 
         hook = KINDS[kind][0]
         raise UserError(
-            f"{what} does not satisfy the {protocol.__name__} contract: its factory returned a "
-            f"{got} without {', '.join(problems)}; see ptl_cli.contracts.{protocol.__name__} and "
-            f"docs/plugins/reference.md#{hook} (check it with ptl_cli.testing)"
+            f"{what} does not satisfy the {protocol.__name__} contract: its factory returned {problems}; "
+            f"see ptl_cli.contracts.{protocol.__name__} and docs/plugins/reference.md#{hook} "
+            "(check it with ptl_cli.testing)"
         )
     return obj

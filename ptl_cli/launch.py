@@ -22,6 +22,19 @@ def workflow_spec(kind: str):
     return plugins.get("workflows", kind)
 
 
+def load_workflow(kind: str) -> Any:
+    """The workflow object of run kind ``kind``, checked against the Workflow protocol.
+
+    A workflow's ``params`` is its recipe schema, not factory parameters, so it is not built
+    through ``spec.build``; the protocol check still names the plugin when a member is missing.
+    """
+    from ptl_cli.contracts import ensure_satisfies
+
+    spec = workflow_spec(kind)
+    what = f"workflow {kind!r} from plugin {spec.plugin!r}"
+    return ensure_satisfies("workflows", spec.load_factory()(), what)
+
+
 def resolve_recipe(kind: str, common: Common, default: str, overrides: dict[str, Any]):
     """The validated recipe for a run command: ``--recipe`` or ``default``, flags, ``--set``."""
     spec = workflow_spec(kind)
@@ -43,8 +56,8 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
     Under torchrun every rank resolves the same recipe; rank 0 creates the run directory and
     the others learn its path from rank 0 (see :func:`create_on_main`).
     """
-    spec, resolved = resolve_recipe(kind, common, default_recipe, overrides)
-    workflow = spec.load_factory()()
+    _, resolved = resolve_recipe(kind, common, default_recipe, overrides)
+    workflow = load_workflow(kind)
     if common.dry_run:
         if distributed_info().is_main:
             print_plan(workflow, resolved, common)
@@ -109,7 +122,7 @@ def resume(ref: str, common: Common) -> None:
     if common.device:
         data.setdefault("compute", {})["device"] = common.device
     resolved = recipes.validate(data, spec.params, f"{run.path}/recipe.toml")
-    execute(spec.load_factory()(), run, resolved.model, common, resuming=True)
+    execute(load_workflow(info["kind"]), run, resolved.model, common, resuming=True)
 
 
 def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool) -> None:

@@ -92,15 +92,15 @@ class ComponentSpec:
     def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
         """Validate ``params``, call the factory with them (plus positional/keyword args), and
         check that the result has the members its kind's protocol requires (naming the plugin)."""
-        from ptl_cli.contracts import ensure_satisfies
+        from ptl_cli.contracts import ensure_factory_accepts, ensure_satisfies
 
         checked = self.validate_params(params, where)
         if self.pattern:
             kw["name"] = self.name
-        component = self.load_factory()(*args, **kw, **checked)
-        return ensure_satisfies(
-            self.kind, component, f"{KINDS[self.kind][1]} {self.name!r} from plugin {self.plugin!r}"
-        )
+        what = f"{KINDS[self.kind][1]} {self.name!r} from plugin {self.plugin!r}"
+        factory = self.load_factory()
+        ensure_factory_accepts(self.kind, factory, args, {**kw, **checked}, what)
+        return ensure_satisfies(self.kind, factory(*args, **kw, **checked), what)
 
 
 class Register:

@@ -174,3 +174,31 @@ def scaffold(name: str, kind: str, directory: str | Path = ".") -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(template.read_text(encoding="utf-8"), values), encoding="utf-8")
     return target
+
+
+def name_taken_note(names: PluginNames, kind: str) -> str | None:
+    """What ``ptl plugins new`` should say when the component's name is already registered.
+
+    Follows the documented precedence (docs/plugins/installing.md): an installed plugin takes a
+    name from a built-in; between two installed plugins the entry-point name that sorts first
+    keeps it. So the note says truthfully whether the new plugin will own the bare name, and
+    how the other component (or the new one) stays reachable as ``plugin/name``.
+    """
+    from ptl_cli import plugins
+
+    manager = plugins.manager()
+    registry = manager.registry(KINDS[kind].registry)
+    if names.component not in registry.names():
+        return None
+    owner = registry.get(names.component).plugin
+    if owner == names.dist:  # this very plugin is installed already
+        return None
+    info = manager.plugins.get(owner)
+    taken = f"plugin {owner!r} already registers {registry.label} {names.component!r}"
+    if (info is not None and info.builtin) or names.dist < owner:
+        other = f"{owner}/{names.component}"
+        return f"{taken}; once installed, yours takes the name and theirs stays reachable as {other!r}"
+    return (
+        f"{taken} and keeps it (between installed plugins the entry-point name that sorts first wins); "
+        f"yours will be reachable only as '{names.dist}/{names.component}': consider another name"
+    )

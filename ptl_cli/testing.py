@@ -28,12 +28,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ptl_cli.contracts import PROTOCOLS, missing_members
+from ptl_cli.contracts import FACTORY_CALLS, PROTOCOLS, describe_problems, factory_call_problem
 from ptl_cli.registry import KINDS, ComponentSpec
 
 #: View names an SSL algorithm may ask for (what the transfer workflow can supply).
@@ -94,17 +95,25 @@ def pip_install(*projects: Path, target: Path, timeout: int = 600) -> Path:
 
 
 def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
-    """Assert that the installed plugin (entry-point name) loaded and implements ``hooks``.
+    """Assert that the installed plugin (entry-point name) loaded, registered its components
+    without error, and implements ``hooks``.
 
+    Every component hook is run first (as ``ptl list`` does), so a malformed ``register`` call
+    — a bad name, a factory that is neither a callable nor ``"module:attr"``, a parameter schema
+    that is not a pydantic model — fails here with ptl's message rather than passing unnoticed.
     Returns its :class:`ptl_cli.plugins.PluginInfo`. Uses the in-process plugin manager, so call
     :func:`ptl_cli.plugins.reset` first if the test installed something after ptl was loaded.
     """
     from ptl_cli import plugins
 
-    info = plugins.manager().plugins.get(name)
+    manager = plugins.manager()
+    info = manager.plugins.get(name)
     if info is None:
-        found = ", ".join(sorted(plugins.manager().plugins)) or "none"
+        found = ", ".join(sorted(manager.plugins)) or "none"
         raise ContractError(f"plugin {name!r} is not installed (entry point group 'ptl'); found: {found}")
+    if info.status == "ok":
+        for kind in KINDS:
+            manager.registry(kind)
     if info.status != "ok":
         raise ContractError(f"plugin {name!r} did not load: {info.status}: {info.error}")
     missing = sorted(set(hooks) - set(info.hooks))
@@ -115,7 +124,13 @@ def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
 
 # -- resolving what to check ---------------------------------------------------------------------------
 def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[Callable[..., Any], str]:
-    """A function building the component from positional args, and a phrase naming it."""
+    """A function building the component from positional args, and a phrase naming it.
+
+    The function checks what ptl itself would trip over, naming the component and its plugin:
+    a schema that lets unknown keys through, a factory that cannot take the call ptl makes
+    (``FACTORY_CALLS``) with the schema's fields, an exception inside the factory, and a result
+    without the members of the kind's protocol or with methods ptl cannot call.
+    """
     from ptl_cli import plugins
 
     label = KINDS[kind][1]
@@ -124,26 +139,67 @@ def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[
     if isinstance(component, ComponentSpec):
         spec = component
         what = f"{label} {spec.name!r} from plugin {spec.plugin!r}"
-        checked = spec.validate_params(params, what)
+        _check_schema(spec, what)
+        values = spec.validate_params(params, what)
         factory = spec.load_factory()
-        extra = {"name": spec.name} if spec.pattern else {}
-        return (lambda *args: _conforming(kind, factory(*args, **extra, **checked), what)), what
-    if callable(component):
+        if spec.pattern:
+            values = {"name": spec.name, **values}
+    elif callable(component):
         what = f"{label} {getattr(component, '__qualname__', repr(component))}"
-        values = dict(params or {})
-        return (lambda *args: _conforming(kind, component(*args, **values), what)), what
-    raise TypeError(f"expected a registered {label} name, a ComponentSpec or a factory, got {component!r}")
+        factory, values = component, dict(params or {})
+    else:
+        raise TypeError(
+            f"expected a registered {label} name, a ComponentSpec or a factory, got {component!r}"
+        )
+
+    def build(*args: Any) -> Any:
+        problem = factory_call_problem(factory, args, values)
+        _require(
+            problem is None,
+            what,
+            f"its factory cannot be called as ptl calls it, {FACTORY_CALLS[kind]} with params "
+            f"{', '.join(values) or 'none'}: {problem}",
+        )
+        with calling(what, "its factory"):
+            obj = factory(*args, **values)
+        return _conforming(kind, obj, what)
+
+    return build, what
+
+
+def _check_schema(spec: ComponentSpec, what: str) -> None:
+    """A schema must reject unknown keys: otherwise a misspelt recipe key is silently ignored."""
+    if spec.params is None:
+        return
+    extra = spec.params.model_config.get("extra")
+    _require(
+        extra == "forbid",
+        what,
+        f"its parameter schema {spec.params.__name__} lets unknown keys through (extra={extra!r}), so a "
+        "misspelt recipe key would be silently ignored; subclass ptl_cli.schema.Params",
+    )
 
 
 def _conforming(kind: str, obj: Any, what: str) -> Any:
-    problems = missing_members(obj, PROTOCOLS[kind])
+    problems = describe_problems(obj, PROTOCOLS[kind])
     if problems:
         name = PROTOCOLS[kind].__name__
-        raise ContractError(
-            f"{what}: its factory returned a {type(obj).__qualname__} without {', '.join(problems)} "
-            f"(required by ptl_cli.contracts.{name})"
-        )
+        raise ContractError(f"{what}: its factory returned {problems} (required by ptl_cli.contracts.{name})")
     return obj
+
+
+@contextmanager
+def calling(what: str, call: str) -> Iterator[None]:
+    """Turn an exception raised inside ``call`` into a :class:`ContractError` that names the
+    component (and its plugin) and the call; the original stays attached as ``__cause__``, so
+    pytest still shows where in the plugin it was raised."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the component is reported as its own
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ContractError(f"{what}: {call} raised {type(exc).__name__}: {first}") from exc
 
 
 def _require(condition: Any, what: str, message: str) -> None:
@@ -282,7 +338,9 @@ def check_model(
     )
     x = torch.rand(2, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
     model.train()
-    loss = _logits(model(x), 2, num_classes, what, "forward in train mode").logsumexp(1).mean()
+    with calling(what, "its forward in train mode"):
+        logits = model(x)
+    loss = _logits(logits, 2, num_classes, what, "forward in train mode").logsumexp(1).mean()
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     _require(trainable, what, "has no parameters with requires_grad=True")
@@ -292,14 +350,16 @@ def check_model(
         "no gradient reaches its parameters",
     )
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), calling(what, "its forward in eval mode"):
         out = _logits(model(x), 2, num_classes, what, "forward in eval mode")
         _logits(model(x[:1]), 1, num_classes, what, "forward of a single image in eval mode")
     twin = fresh()
     assert_same_state(initial, twin.state_dict(), what, "weights built twice from one seed")
     torch.manual_seed(1)
     restored = build(num_classes, in_channels, image_size, width)
-    restored.load_state_dict(_roundtrip(model.state_dict(), what, "state_dict()"))
+    state = _roundtrip(model.state_dict(), what, "state_dict()")
+    with calling(what, "load_state_dict() of its own state_dict() into a fresh build"):
+        restored.load_state_dict(state)
     restored.eval()
     with torch.no_grad():
         _require(
@@ -357,7 +417,8 @@ def check_dataset(
     n = len(dataset)
     indices = sorted({0, n // 2, n - 1, *range(min(items, n))})
     for i in indices:
-        image, label = dataset[i]
+        with calling(what, f"dataset[{i}]"):
+            image, label = dataset[i]
         shape = (info.channels, info.image_size, info.image_size)
         _require(
             isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and tuple(image.shape) == shape,
@@ -404,9 +465,11 @@ def check_pruner(
         torch.manual_seed(seed)
         pruner = build()
         net = make_model()
-        prepared = pruner.prepare(net, seed)
+        with calling(what, "prepare(model, seed)"):
+            prepared = pruner.prepare(net, seed)
         _require(isinstance(prepared, torch.nn.Module), what, f"prepare() returned {type(prepared).__name__}")
-        params_ = list(pruner.trainable_parameters(prepared))
+        with calling(what, "trainable_parameters(model)"):
+            params_ = list(pruner.trainable_parameters(prepared))
         _require(params_, what, "trainable_parameters() is empty: the optimizer would have nothing to update")
         _require(
             all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in params_),
@@ -427,7 +490,8 @@ def check_pruner(
         net.train()
         for step in range(start, stop):
             x, y = sample_batch(8, step, seed)
-            loss = torch.nn.functional.cross_entropy(net(x), y)
+            with calling(what, "the prepared model's forward"):
+                loss = torch.nn.functional.cross_entropy(net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if step == 0:
@@ -437,23 +501,28 @@ def check_pruner(
                     "no gradient reaches trainable_parameters()",
                 )
             optimizer.step()
-            pruner.after_step(net, step + 1)  # as `ptl prune` does: optimizer steps done so far
-            _check_sparsity(pruner.sparsity(net), what)
+            with calling(what, f"after_step(model, {step + 1})"):
+                pruner.after_step(net, step + 1)  # as `ptl prune` does: optimizer steps done so far
+            with calling(what, "sparsity(model)"):
+                fraction = pruner.sparsity(net)
+            _check_sparsity(fraction, what)
 
     pruner, net, optimizer = fresh()
     x, _ = sample_batch(4, 0, seed)
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), calling(what, "the prepared model's forward"):
         _logits(net(x), 4, 10, what, "the prepared model's forward")
     train(pruner, net, optimizer, 0, steps)
 
     twin_pruner, twin, twin_opt = fresh()
     train(twin_pruner, twin, twin_opt, 0, resume_at)
+    with calling(what, "state_dict()"):
+        pruner_state = twin_pruner.state_dict()
     checkpoint = _roundtrip(
         {
             "model": twin.state_dict(),
             "optimizer": twin_opt.state_dict(),
-            "pruner": twin_pruner.state_dict(),
+            "pruner": pruner_state,
             "rng": capture_rng(),
         },
         what,
@@ -464,12 +533,14 @@ def check_pruner(
     restore_rng(checkpoint["rng"])
     resumed.load_state_dict(checkpoint["model"])
     resumed_opt.load_state_dict(checkpoint["optimizer"])
-    resumed_pruner.load_state_dict(checkpoint["pruner"])
+    with calling(what, "load_state_dict(state) of its own state_dict() after a checkpoint"):
+        resumed_pruner.load_state_dict(checkpoint["pruner"])
     train(resumed_pruner, resumed, resumed_opt, resume_at, steps)
     assert_same_state(net.state_dict(), resumed.state_dict(), what, f"model after resume at step {resume_at}")
     assert_same_state(pruner.state_dict(), resumed_pruner.state_dict(), what, "pruner state after resume")
 
-    dense = pruner.export_dense(net)
+    with calling(what, "export_dense(model)"):
+        dense = pruner.export_dense(net)
     _require(isinstance(dense, dict), what, f"export_dense() returned {type(dense).__name__}, not a dict")
     plain = make_model()
     try:
@@ -565,7 +636,8 @@ def check_ssl(
             u, _ = sample_batch(12, step, seed + 1, num_classes)
             labeled = make_views(x, algo.labeled_views, gen)
             unlabeled = make_views(u, algo.unlabeled_views, gen)
-            out = algo.loss(net, labeled, y, unlabeled, step, steps)
+            with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {steps})"):
+                out = algo.loss(net, labeled, y, unlabeled, step, steps)
             _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
             loss, logs = out
             _require(
@@ -586,7 +658,8 @@ def check_ssl(
             loss.backward()
             _require(any(p.grad is not None for p in net.parameters()), what, "no gradient reaches the model")
             optimizer.step()
-            algo.after_step(net, step)
+            with calling(what, f"after_step(model, {step})"):
+                algo.after_step(net, step)
             losses.append(loss.item())
         return losses
 
@@ -595,11 +668,13 @@ def check_ssl(
     twin_algo, twin, twin_opt = fresh()
     twin_losses = train(twin_algo, twin, twin_opt, 0, resume_at)
     _require(twin_losses == losses[:resume_at], what, "two runs from the same seed give different losses")
+    with calling(what, "state_dict()"):
+        ssl_state = twin_algo.state_dict()
     checkpoint = _roundtrip(
         {
             "model": twin.state_dict(),
             "optimizer": twin_opt.state_dict(),
-            "ssl": twin_algo.state_dict(),
+            "ssl": ssl_state,
             "rng": capture_rng(),
         },
         what,
@@ -609,7 +684,8 @@ def check_ssl(
     torch.manual_seed(seed + 12345)  # a resumed process starts from other global RNG state
     resumed.load_state_dict(checkpoint["model"])
     resumed_opt.load_state_dict(checkpoint["optimizer"])
-    resumed_algo.load_state_dict(checkpoint["ssl"])
+    with calling(what, "load_state_dict(state) of its own state_dict() after a checkpoint"):
+        resumed_algo.load_state_dict(checkpoint["ssl"])
     restore_rng(checkpoint["rng"])
     resumed_losses = train(resumed_algo, resumed, resumed_opt, resume_at, steps)
     _require(
@@ -650,7 +726,7 @@ def check_generator(
     y = torch.arange(batch, device=device) % k
 
     def sample(cond: Any, z: Any = None, s: int = seed) -> Any:
-        with torch.no_grad():
+        with torch.no_grad(), calling(what, f"sample(y of shape {tuple(cond.shape)}, generator=...)"):
             out = gen.sample(cond, z=z, generator=torch.Generator(device=device).manual_seed(s))
         _require(
             isinstance(out, torch.Tensor) and out.is_floating_point(), what, "sample() must give float images"
@@ -726,6 +802,7 @@ __all__ = [
     "CHECKS",
     "ContractError",
     "assert_same_state",
+    "calling",
     "check_classifier",
     "check_dataset",
     "check_generator",

@@ -7,6 +7,8 @@ are checked too, so the checks are known to pass on components that keep the con
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from ptl_cli.testing import (
     check_dataset,
     check_generator,
     check_model,
+    check_plugin_loads,
     check_pruner,
     check_ssl,
     install_plugin,
@@ -343,3 +346,154 @@ def test_classifier_must_resize_inputs_itself():
 
     with pytest.raises(ContractError, match="calling it on 40×40 images"):
         check_classifier(FixedSize)
+
+
+# -- a broken installed plugin, checked by name: every message names the plugin --------------------
+BROKEN = """
+from pydantic import BaseModel
+from ptl_cli import hookimpl
+from ptl_cli.schema import Params
+
+
+class RampParams(Params):
+    sparsity: float = 0.5
+    ramp: int = 3
+
+
+class Loose(BaseModel):  # not a Params: unknown keys are silently dropped
+    sparsity: float = 0.5
+
+
+class Base:
+    def __init__(self, sparsity=0.5, ramp=3):
+        self.ramp = ramp
+
+    def prepare(self, model, seed):
+        return model
+
+    def trainable_parameters(self, model):
+        return list(model.parameters())
+
+    def after_step(self, model, step):
+        pass
+
+    def sparsity(self, model):
+        return 0.0
+
+    def export_dense(self, model):
+        return model.state_dict()
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class NoSeed(Base):
+    def prepare(self, model):  # ptl calls prepare(model, seed)
+        return model
+
+
+class NoRamp(Base):
+    def __init__(self, sparsity=0.5):  # the schema has `ramp` too
+        pass
+
+
+class Crashes(Base):
+    def after_step(self, model, step):
+        if step == self.ramp:
+            raise IndexError("layer 7 has no mask")
+
+
+def no_width(num_classes, in_channels, image_size):  # ptl passes width as well
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
+
+
+@hookimpl
+def ptl_register_pruners(register):
+    register("no-seed", NoSeed, params=RampParams)
+    register("no-ramp", NoRamp, params=RampParams)
+    register("crashes", Crashes, params=RampParams)
+    register("loose", Base, params=Loose)
+
+
+@hookimpl
+def ptl_register_models(register):
+    register("no-width", no_width)
+"""
+
+
+CANNOT_CALL = r"factory cannot be called as ptl calls it, "
+BROKEN_RULES = {
+    "no-seed": r"whose prepare\(model\) cannot be called as prepare\(model, seed\)",
+    "no-ramp": CANNOT_CALL + r"factory\(\*\*params\) with params sparsity, ramp: "
+    r"NoRamp\(sparsity=0.5\): got an unexpected keyword argument 'ramp'",
+    "crashes": r"after_step\(model, 3\) raised IndexError: layer 7 has no mask",
+    "loose": r"schema Loose lets unknown keys through .* subclass ptl_cli.schema.Params",
+    "no-width": CANNOT_CALL + r"factory\(num_classes, in_channels, image_size, width=1.0, \*\*params\) "
+    r".*too many positional arguments",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_RULES))
+def test_checks_name_the_plugin_and_the_broken_rule(plugin_site, name):
+    install_plugin(plugin_site, "ptl-broken", "ptl_broken", BROKEN)
+    label, check = ("model", check_model) if name == "no-width" else ("pruner", check_pruner)
+    with pytest.raises(ContractError, match=BROKEN_RULES[name]) as caught:
+        check(name)
+    assert str(caught.value).startswith(f"{label} {name!r} from plugin 'ptl-broken':")
+    if name == "crashes":  # the plugin's own exception stays attached: pytest shows its line
+        assert isinstance(caught.value.__cause__, IndexError)
+
+
+def test_wrong_method_signature_is_caught_when_ptl_builds_it(plugin_site):
+    install_plugin(plugin_site, "ptl-broken", "ptl_broken", BROKEN)
+    with pytest.raises(
+        UserError,
+        match=r"pruner 'no-seed' from plugin 'ptl-broken' does not satisfy the Pruner "
+        r"contract: .*prepare\(model\) cannot be called as prepare\(model, seed\)",
+    ):
+        plugins.get("pruners", "no-seed").build(params={"sparsity": 0.5})
+
+
+INVALID = {
+    "not a pydantic model": ("register('x', 'm:f', params=dict)", "must be a pydantic BaseModel subclass"),
+    "a schema instance": ("register('x', 'm:f', params=P())", "must be a pydantic BaseModel subclass"),
+    "a bad name": ("register('My Pruner', 'm:f')", "names are lower-case"),
+    "a bad factory": ("register('x', 42)", "give a callable or a 'module:attr' string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_malformed_registration_fails_naming_the_plugin(plugin_site, case):
+    call, message = INVALID[case]
+    source = (
+        "from ptl_cli import hookimpl\nfrom ptl_cli.schema import Params\n\n\n"
+        "class P(Params):\n    k: int = 1\n\n\n"
+        f"@hookimpl\ndef ptl_register_pruners(register):\n    {call}\n"
+    )
+    module = "ptl_malformed_" + case.replace(" ", "_")  # one module per case: imports are cached
+    install_plugin(plugin_site, "ptl-malformed", module, source)
+    with pytest.raises(
+        ContractError,
+        match=rf"plugin 'ptl-malformed' did not load: error: plugin 'ptl-malformed' .*{message}",
+    ):
+        check_plugin_loads("ptl-malformed", ["ptl_register_pruners"])
+    if case != "not a pydantic model":
+        return  # the command line reports every case alike; once is enough
+    listed = run_ptl("list", "pruners")
+    assert listed.returncode == 0 and "iterand" in listed.stdout  # the rest of ptl keeps working
+    assert "plugin 'ptl-malformed' not loaded" in " ".join(listed.stdout.split())
+    strict = run_ptl("list", "pruners", env={"PTL_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2 and "plugin 'ptl-malformed'" in strict.stderr, strict.stderr
+
+
+def test_ptl_plugins_shows_a_malformed_registration_as_error(plugin_site):
+    call, _ = INVALID["not a pydantic model"]
+    source = f"from ptl_cli import hookimpl\n\n\n@hookimpl\ndef ptl_register_pruners(register):\n    {call}\n"
+    install_plugin(plugin_site, "ptl-malformed", "ptl_malformed", source)
+    listed = {p["name"]: p for p in json.loads(run_ptl("plugins", "--json").stdout)}
+    assert listed["ptl-malformed"]["status"] == "error"

@@ -3,13 +3,18 @@ the tutorial's code identical to the example plugin's, and every link resolving.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from ptl_cli import contracts, hookspecs, testing
-from ptl_cli.registry import KINDS
+from ptl_cli.registry import KINDS, Register
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "plugins"
@@ -34,6 +39,9 @@ def test_every_hookspec_has_a_docstring():
     for name in HOOKSPECS:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 40, f"{name} has no real docstring"
+    for kind, call in contracts.FACTORY_CALLS.items():  # which names the factory call ptl makes
+        doc = " ".join(getattr(hookspecs, KINDS[kind][0]).__doc__.split())
+        assert f"``{call}" in doc, f"{KINDS[kind][0]}'s docstring does not give {call}"
 
 
 def test_reference_headings_are_exactly_the_hookspecs():
@@ -53,6 +61,12 @@ def test_reference_describes_each_protocol_member(kind):
     members = [m for m in contracts.protocol_members(protocol) if not m.startswith("__")]
     missing = [m for m in members if f"`{m}" not in body]
     assert not missing, f"{hook}: protocol members not described: {missing}"
+    for name, is_method in contracts.protocol_members(protocol).items():  # methods with their arguments
+        if is_method and not name.startswith("__"):
+            function = getattr(protocol, name)
+            params = list(inspect.signature(function).parameters.values())[1:]
+            args = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+            assert f"`{name}({args})" in body, f"{hook}: `{name}({args})` is not documented"
 
 
 @pytest.mark.parametrize("kind", sorted(testing.CHECKS))
@@ -75,13 +89,78 @@ def test_testing_helpers_are_documented():
     assert not missing, f"docs/plugins/testing.md does not describe {missing}"
 
 
-def test_tutorial_code_is_the_example_plugins_code():
+def tutorial_files() -> dict[str, list[str]]:
+    """The tutorial's ``<!-- example: PATH -->`` blocks, grouped by the file they belong to."""
     text = (DOCS / "tutorial.md").read_text()
-    blocks = re.findall(r"<!-- example: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 10
-    for path, block in blocks:
-        source = (EXAMPLE / path).read_text()
-        assert block in source, f"tutorial block from {path} no longer matches the file:\n{block}"
+    files: dict[str, list[str]] = {}
+    for path, block in re.findall(r"<!-- example: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S):
+        files.setdefault(path, []).append(block)
+    return files
+
+
+def _code_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_tutorial_blocks_are_the_whole_example_plugin_in_order():
+    # pasting each block at the end of the file it names must give the package, every line of it
+    files = tutorial_files()
+    package = sorted(
+        str(p.relative_to(EXAMPLE))
+        for pattern in ("pyproject.toml", "src/**/*.py", "tests/**/*.py")
+        for p in EXAMPLE.glob(pattern)
+    )
+    assert sorted(files) == package, "the tutorial does not write every file of examples/ptl-example"
+    for path, blocks in files.items():
+        written = _code_lines("\n".join(blocks))
+        actual = _code_lines((EXAMPLE / path).read_text())
+        assert written == actual, f"tutorial blocks for {path} are not the file, in order"
+
+
+def test_tutorial_blocks_each_parse_on_their_own():
+    # a block cut in the middle of a class or statement cannot be pasted (nor formatted by ruff)
+    for path, blocks in tutorial_files().items():
+        if path.endswith(".py"):
+            for block in blocks:
+                ast.parse(block, filename=f"tutorial.md ({path})")
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_python_blocks_are_valid_python(page):
+    for block in re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S):
+        ast.parse(textwrap.dedent(block), filename=page)
+
+
+def test_python_blocks_are_ruff_formatted():
+    pytest.importorskip("ruff")
+    ruff = [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", str(DOCS)]
+    done = subprocess.run(ruff, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_reference_gives_each_hooks_arguments():
+    for name in HOOKSPECS:
+        args = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({args})`" in sections(REFERENCE)[name], f"{name}: arguments ({args}) not documented"
+
+
+def test_reference_gives_registers_exact_signature():
+    signature = inspect.signature(Register.__call__)
+    params = [p.replace(annotation=p.empty) for p in list(signature.parameters.values())[1:]]
+    call = f"register{signature.replace(parameters=params, return_annotation=signature.empty)}"
+    assert call == "register(name, factory, description='', params=None, aliases=(), **meta)"
+    documented = call.replace("''", '""')
+    assert f"\n{documented}\n" in sections(REFERENCE)["register"]
+    for param in params:  # and each argument has a row in the table
+        assert re.search(rf"^\| `\**{param.name}` \|", sections(REFERENCE)["register"], re.M), param.name
+
+
+@pytest.mark.parametrize("kind", sorted(contracts.FACTORY_CALLS))
+def test_reference_gives_each_factory_call(kind):
+    body = sections(REFERENCE)[KINDS[kind][0]]
+    factory = re.search(r"\*\*Factory\*\*: `([^`]+)`", body)
+    assert factory, f"{KINDS[kind][0]}: no **Factory** line"
+    assert factory.group(1).startswith(contracts.FACTORY_CALLS[kind]), factory.group(1)
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))

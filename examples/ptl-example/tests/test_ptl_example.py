@@ -20,10 +20,6 @@ def test_gmp_keeps_the_pruner_contract():
     check_pruner("gmp", {"sparsity": 0.8, "ramp_steps": 4, "update_every": 2})
 
 
-def test_sat_fixmatch_keeps_the_ssl_contract():
-    check_ssl("sat-fixmatch", {"ema": 0.9})
-
-
 def test_gmp_follows_the_cubic_ramp_exactly_per_layer():
     pruner = plugins.get("pruners", "gmp").build(
         params={"sparsity": 0.9, "ramp_steps": 10, "update_every": 5}
@@ -50,6 +46,10 @@ def test_gmp_prunes_the_smallest_weights_and_never_revives_them():
         layer.parametrizations.weight.original.mul_(-10.0)  # magnitudes change, pruned ones grow
     pruner.after_step(net, 2)
     assert not (layer.parametrizations.weight[0].mask.bool() & ~first.bool()).any()
+
+
+def test_sat_fixmatch_keeps_the_ssl_contract():
+    check_ssl("sat-fixmatch", {"ema": 0.9})
 
 
 def test_sat_threshold_is_the_ema_of_the_mean_confidence():

@@ -31,6 +31,7 @@ class Mask(nn.Module):
 
 
 def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of every layer that carries a :class:`Mask`."""
     return [
         (name, m)
         for name, m in model.named_modules()
@@ -44,7 +45,33 @@ def scheduled_sparsity(final: float, step: int, ramp_steps: int) -> float:
     return final * (1.0 - (1.0 - progress) ** 3)
 
 
+@torch.no_grad()
+def prune_smallest(model: nn.Module, target: float) -> None:
+    """Shrink every layer's mask to its largest-magnitude ``1 - target`` fraction of weights."""
+    for _, layer in masked_layers(model):
+        mask = layer.parametrizations.weight[0].mask
+        weight = layer.parametrizations.weight.original
+        n = mask.numel()
+        keep = n - int(target * n + 0.5)
+        # pruned weights score -1 so they stay pruned; a stable sort breaks ties by position
+        score = torch.where(mask.bool(), weight.abs(), torch.full_like(weight, -1.0)).flatten()
+        order = torch.sort(score, descending=True, stable=True).indices
+        new = torch.zeros(n, dtype=mask.dtype, device=mask.device)
+        new[order[:keep]] = 1.0
+        mask.copy_(new.view_as(mask) * mask)
+
+
+def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Plain layer names, masks applied: loads into the model as its factory built it."""
+    state = {k: v for k, v in model.state_dict().items() if "parametrizations.weight." not in k}
+    for name, layer in masked_layers(model):
+        state[f"{name}.weight" if name else "weight"] = layer.weight.detach().clone()
+    return state
+
+
 class GradualMagnitudePruner:
+    """The ``gmp`` pruner: ptl builds it as ``GradualMagnitudePruner(**params)``."""
+
     def __init__(self, sparsity: float = 0.5, ramp_steps: int = 1000, update_every: int = 100) -> None:
         self.final = sparsity
         self.ramp_steps = ramp_steps
@@ -60,23 +87,11 @@ class GradualMagnitudePruner:
     def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 
-    @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:
         """``step`` counts optimizer steps done; masks change only every ``update_every`` steps."""
         if step > self.ramp_steps or (step % self.update_every and step != self.ramp_steps):
             return
-        target = scheduled_sparsity(self.final, step, self.ramp_steps)
-        for _, layer in masked_layers(model):
-            mask = layer.parametrizations.weight[0].mask
-            weight = layer.parametrizations.weight.original
-            n = mask.numel()
-            keep = n - int(target * n + 0.5)
-            # pruned weights score -1 so they stay pruned; a stable sort breaks ties by position
-            score = torch.where(mask.bool(), weight.abs(), torch.full_like(weight, -1.0)).flatten()
-            order = torch.sort(score, descending=True, stable=True).indices
-            new = torch.zeros(n, dtype=mask.dtype, device=mask.device)
-            new[order[:keep]] = 1.0
-            mask.copy_(new.view_as(mask) * mask)
+        prune_smallest(model, scheduled_sparsity(self.final, step, self.ramp_steps))
 
     def sparsity(self, model: nn.Module) -> float:
         masks = [layer.parametrizations.weight[0].mask for _, layer in masked_layers(model)]
@@ -84,11 +99,7 @@ class GradualMagnitudePruner:
         return 1.0 - sum(int(m.count_nonzero()) for m in masks) / total if total else 0.0
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Plain layer names, masks applied: loads into the model as its factory built it."""
-        state = {k: v for k, v in model.state_dict().items() if "parametrizations.weight." not in k}
-        for name, layer in masked_layers(model):
-            state[f"{name}.weight" if name else "weight"] = layer.weight.detach().clone()
-        return state
+        return dense_state_dict(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -10,7 +10,7 @@ from typing import Any
 
 from ptl_cli import hookimpl
 
-from ptl_example.params import GMPParams, SATFixMatchParams
+from ptl_example import params as schema
 
 
 @hookimpl
@@ -19,7 +19,7 @@ def ptl_register_pruners(register: Any) -> None:
         "gmp",
         "ptl_example.gmp:GradualMagnitudePruner",
         description="gradual magnitude pruning (Zhu & Gupta 2017): train weights, prune the smallest",
-        params=GMPParams,
+        params=schema.GMPParams,
     )
 
 
@@ -29,5 +29,5 @@ def ptl_register_ssl_algorithms(register: Any) -> None:
         "sat-fixmatch",
         "ptl_example.satmatch:SATFixMatch",
         description="FixMatch with FreeMatch's self-adaptive global confidence threshold",
-        params=SATFixMatchParams,
+        params=schema.SATFixMatchParams,
     )
