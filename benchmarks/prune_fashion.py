@@ -77,7 +77,11 @@ def plot(rows: list[dict], path: Path) -> None:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker=marker, label=method)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
+    # label exactly the measured sizes: log-scale defaults label nothing within a single decade
+    kept = sorted({r["params_kept"] for r in rows})
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(kept))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("parameters kept (Conv/Linear weights)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Fashion-MNIST, Conv-2 at several widths")

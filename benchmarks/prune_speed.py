@@ -10,6 +10,9 @@ times full training steps (forward, backward, optimizer step) of
 * ``edge-popup``: ``ptl`` supermask step (scores trained, weights frozen);
 * ``iterand``: the edge-popup step plus the re-draw, amortized over ``K_per = 300`` steps
   (the re-draw is timed on its own: running 300 steps per measurement is too slow on a CPU);
+* ``supermask work alone``: just what a supermask adds to a step (selection, ``W ⊙ m``, one
+  more weight-sized product for the backward), which bounds the true overhead when the step
+  ratios are within the noise of a shared machine;
 * ``reference``: the official implementation (``dchiji-ntt/iterand``, a checkout given with
   ``--reference``; it is imported from there, never copied), same model, batch and optimizer.
 
@@ -41,8 +44,27 @@ def real_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (images - 0.5) / 0.25, data.targets[:batch]
 
 
-def ptl_step(model_name: str, method: str, x: torch.Tensor, y: torch.Tensor) -> tuple[Callable, Callable]:
-    """(one training step, one IteRand re-draw) for a ``ptl`` model prepared by ``method``."""
+def mask_work(model: torch.nn.Module) -> Callable[[], None]:
+    """The work a supermask adds to a step, alone: every layer's selection and ``W ⊙ m`` (forward),
+    and one more product of a weight-sized tensor (``dL/dS = g ⊙ W``, backward). Timing it on its
+    own bounds the true overhead, which the step ratios measure only through the machine's noise."""
+    from ptl_prune import supermask
+
+    layers = [(supermask.original(module), mask) for *_, module, mask in supermask.masked_layers(model)]
+
+    def work() -> None:
+        with torch.no_grad():
+            for weight, mask in layers:
+                masked = supermask.masked_weight(weight, mask.scores, mask.kept())
+                masked.mul_(weight)  # stands for the backward's g ⊙ W
+
+    return work
+
+
+def ptl_step(
+    model_name: str, method: str, x: torch.Tensor, y: torch.Tensor
+) -> tuple[Callable, Callable, torch.nn.Module]:
+    """(one training step, one IteRand re-draw, the model) for a ``ptl`` model prepared by ``method``."""
     from ptl_prune.build import build_pruner
 
     params = {"method": method}
@@ -60,7 +82,7 @@ def ptl_step(model_name: str, method: str, x: torch.Tensor, y: torch.Tensor) -> 
         optimizer.step()
 
     redraw = (lambda: pruner.redraw(model, 300)) if method == "iterand" else (lambda: None)
-    return step, redraw
+    return step, redraw, model
 
 
 def reference_step(
@@ -132,28 +154,39 @@ def main() -> None:
         f"{args.clock} clock"
     )
     for model_name in args.models:
-        methods = {m: ptl_step(model_name, m, x, y) for m in ("sgd", "edge-popup", "iterand")}
+        methods = {}
+        for m in ("sgd", "edge-popup", "iterand"):
+            step, redraw, model = ptl_step(model_name, m, x, y)
+            methods[m] = (step, redraw)
+            if m == "edge-popup":
+                masks = mask_work(model)
         if args.reference:
             methods["reference"] = reference_step(args.reference, model_name, x, y)
         times: dict[str, list[float]] = {m: [] for m in methods}
         redraws: dict[str, list[float]] = {m: [] for m in ("iterand", "reference") if m in methods}
         for step, _ in methods.values():  # warm-up: allocator, kernels, lazy imports
             step()
+        mask_times = []
         for _ in range(args.reps):
             for name, (step, redraw) in methods.items():
                 times[name].append(timed(step, clock))
                 if name in redraws:
                     redraws[name].append(timed(redraw, clock))
+            mask_times.append(timed(masks, clock))
         med = {m: statistics.median(t) for m, t in times.items()}
         red = {m: statistics.median(t) for m, t in redraws.items()}
         iterand = med["iterand"] + red["iterand"] / args.k_per
+        mask = statistics.median(mask_times)
         print(f"\n{model_name}: median step time over {args.reps} interleaved steps")
         print(f"  dense SGD step            {med['sgd'] * 1e3:9.1f} ms")
         print(f"  edge-popup step           {med['edge-popup'] * 1e3:9.1f} ms")
         print(f"  IteRand re-draw           {red['iterand'] * 1e3:9.1f} ms (once per {args.k_per} steps)")
         print(f"  IteRand step (amortized)  {iterand * 1e3:9.1f} ms")
+        print(f"  supermask work alone      {mask * 1e3:9.1f} ms (selection, W*m, g*W: all layers)")
         print(f"  supermask / dense         {med['edge-popup'] / med['sgd']:9.3f}")
+        print(f"  (dense + work) / dense    {1 + mask / med['sgd']:9.3f}  (the overhead without noise)")
         print(f"  IteRand / edge-popup      {iterand / med['edge-popup']:9.3f}  (K_per={args.k_per})")
+        print(f"  1 + re-draw / K_per step  {1 + red['iterand'] / args.k_per / med['iterand']:9.4f}")
         if "reference" in methods:
             print(f"  reference step            {med['reference'] * 1e3:9.1f} ms")
             print(f"  reference re-draw         {red['reference'] * 1e3:9.1f} ms")

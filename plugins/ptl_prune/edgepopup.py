@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ptl_cli.errors import UserError
 from ptl_prune import inits, supermask
 
 
@@ -53,6 +54,7 @@ class EdgePopup:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         layers = supermask.prunable_layers(model)
+        self._check_patterns([name for name, _ in layers])
         for index, (name, module) in enumerate(layers):
             weight = inits.initial_weight(self.weight_init, module.weight.shape, self.seed, index)
             with torch.no_grad():
@@ -72,6 +74,16 @@ class EdgePopup:
         else:
             supermask.make_batchnorm_nonaffine(model)
         return model
+
+    def _check_patterns(self, names: list[str]) -> None:
+        """A ``layer_sparsity`` glob that matches no layer is a typo: fail before anything trains."""
+        for pattern in self.layer_sparsity:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+                raise UserError(
+                    f"pruner.layer_sparsity pattern {pattern!r} matches no Conv/Linear layer of the "
+                    f"model; its {len(names)} layers are named like: {shown}"
+                )
 
     def layer_rate(self, name: str, index: int, count: int) -> float:
         """The sparsity of one layer: the global rate, first/last exceptions, then name overrides."""

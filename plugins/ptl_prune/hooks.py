@@ -1,7 +1,7 @@
 """Registers the pruners, the ``prune`` workflow and the ``ptl prune`` command.
 
-Only pydantic schemas and ``module:attr`` strings are touched here: listing pruners or printing
-``ptl --help`` never imports torch.
+Factories are ``module:attr`` strings and the pydantic schemas are imported inside the hooks, so
+``ptl --help`` pays for neither torch nor pydantic; listing pruners never imports torch.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ptl_cli import hookimpl
-from ptl_prune import params
-from ptl_prune.recipe import PruneRecipe
 
 
 @hookimpl
 def ptl_register_pruners(register: Any) -> None:
+    from ptl_prune import params
+
     register(
         "edge-popup",
         "ptl_prune.edgepopup:EdgePopup",
@@ -38,6 +38,8 @@ def ptl_register_pruners(register: Any) -> None:
 
 @hookimpl
 def ptl_register_workflows(register: Any) -> None:
+    from ptl_prune.recipe import PruneRecipe
+
     register(
         "prune",
         "ptl_prune.workflow:PruneWorkflow",

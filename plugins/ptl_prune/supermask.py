@@ -5,9 +5,10 @@
 works: the module's ``weight`` becomes ``W ⊙ m(S)``, computed once per access (once per forward).
 
 Cost, per layer and step, beyond the dense layer's own work: one O(n) selection (a k-th value, no
-sort), one multiply forward (``W ⊙ m``) and one backward (``dL/dS = dL/d(W⊙m) ⊙ W``). No gradient
-is computed for ``W`` when it is frozen, nothing is copied to the host on accelerators, and the
-mask is saved for backward as one byte per weight.
+sort: a sampled bracket on the CPU, a multi-block radix select on accelerators), one multiply
+forward (``W ⊙ m``) and one backward (``dL/dS = dL/d(W⊙m) ⊙ W``). No gradient is computed for
+``W`` when it is frozen, nothing is copied to the host on accelerators, and the mask is saved for
+backward as one byte per weight.
 """
 
 from __future__ import annotations
@@ -68,14 +69,16 @@ def _break_ties(flat: torch.Tensor, kept: torch.Tensor, threshold: torch.Tensor,
 def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest entry (1-based) of a 1-D tensor, as a 0-dim tensor, in O(n).
 
-    Accelerators use ``kthvalue`` (a radix select there). On the CPU ``kthvalue`` runs a
-    quickselect over a full copy; instead a fixed random sample of 4096 entries brackets the
-    answer with a ~6% band (one compare pass, one gather), and only the band is selected in.
-    The bracket holds with overwhelming probability; when it does not, the exact full select
-    runs, so the result is always exact.
+    Accelerators use :func:`kth_smallest_topk`. On the CPU ``kthvalue`` runs a quickselect over a
+    full copy; instead a fixed random sample of 4096 entries brackets the answer with a ~6% band
+    (one compare pass, one gather), and only the band is selected in. The bracket holds with
+    overwhelming probability; when it does not, the exact full select runs, so the result is
+    always exact.
     """
     n = flat.numel()
-    if flat.device.type != "cpu" or n <= _SMALL:
+    if flat.device.type != "cpu":
+        return kth_smallest_topk(flat, k)
+    if n <= _SMALL:
         return flat.kthvalue(k).values
     sample = flat[_sample_index(n)].sort().values
     m = sample.numel()
@@ -96,6 +99,21 @@ def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
         if k - below <= band.numel():
             return band.kthvalue(k - below).values
     return flat.kthvalue(k).values
+
+
+def kth_smallest_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest entry through ``topk``, without a host synchronization.
+
+    On CUDA ``kthvalue`` runs its radix select in a single thread block per slice, so one large
+    layer is one block on the whole GPU (pytorch/pytorch#75599: 20× slower than a full sort);
+    ``topk`` spreads the same radix select over many blocks. Of the two equivalent forms, the one
+    that returns fewer values is used: the max of the ``k`` smallest or the min of the
+    ``n - k + 1`` largest.
+    """
+    n = flat.numel()
+    if k <= n - k + 1:
+        return flat.topk(k, largest=False, sorted=False).values.max()
+    return flat.topk(n - k + 1, largest=True, sorted=False).values.min()
 
 
 def _sample_index(n: int) -> torch.Tensor:

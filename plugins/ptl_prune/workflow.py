@@ -41,7 +41,8 @@ class PruneWorkflow:
         steps += ["flip"] if a.flip else []
         schedule = t.schedule
         if t.warmup_epochs or t.tail_epochs:
-            schedule = f"{t.warmup_epochs} warm-up + {schedule} + {t.tail_epochs} at {t.tail_lr}"
+            main = t.epochs - t.warmup_epochs - t.tail_epochs
+            schedule = f"{t.warmup_epochs} warm-up + {main} {schedule} + {t.tail_epochs} at {t.tail_lr:g}"
         limits = ([f"train ≤ {d.train_limit}"] if d.train_limit else []) + (
             [f"test ≤ {d.test_limit}"] if d.test_limit else []
         )
@@ -101,8 +102,14 @@ class PruneWorkflow:
         # on the device; DDP (floating-point buffers broadcast, IteRand's int16 `sources` kept
         # by each rank), channels_last and torch.compile as [compute] asks
         model, train_model = prepare_model(pruner.prepare(build_model(arch), r.seed), r.compute, device, dist)
+        trainable = list(pruner.trainable_parameters(model))
+        if not trainable:  # e.g. sparsity 0 everywhere: no layer gets scores, nothing could learn
+            raise UserError(
+                f"pruner {r.method} leaves nothing to train on {r.model.name} (no layer is pruned, so "
+                "there are no scores); set pruner.sparsity above 0 or a pruner.layer_sparsity entry above 0"
+            )
         optimizer = torch.optim.SGD(
-            list(pruner.trainable_parameters(model)),
+            trainable,
             lr=t.lr,
             momentum=t.momentum,
             weight_decay=t.weight_decay,

@@ -15,6 +15,7 @@ import torch
 
 from ptl_cli import plugins
 from ptl_cli.cli import main
+from ptl_prune import inits
 from ptl_prune.export import bit_equal
 
 # Conv-2 at width 1/4 on 256 real images: 8 steps of 32 per epoch, re-draws every 3 steps.
@@ -79,6 +80,29 @@ def test_iterand_run_reports_accuracy_and_exact_sparsity(capsys, iterand_run):
     assert (iterand_run / "report.md").is_file()
 
 
+def test_iterand_weights_are_each_the_initial_draw_or_one_of_its_redraws(iterand_run):
+    """Through the whole loop (16 steps, re-draws at 3, 6, 9, 12, 15), every weight of the final
+    network is bit-identical to the draw its ``sources`` entry names: kept weights were never
+    touched except by re-draws that happened while they were pruned."""
+    final = torch.load(iterand_run / "final.pt", weights_only=True)
+    events, seed = final["pruner"]["events"], final["seed"]
+    assert events == [3, 6, 9, 12, 15]
+    state = final["model"]
+    originals = [k for k in state if k.endswith("parametrizations.weight.original")]  # in layer order
+    assert len(originals) == 5
+    redrawn = 0
+    for index, key in enumerate(originals):  # registration order = layer index (features.*, classifier.*)
+        weight, sources = state[key], state[key.replace("original", "0.sources")]
+        expected = inits.initial_weight("kaiming_uniform", weight.shape, seed, index)
+        for event, step in enumerate(events, start=1):
+            fresh = inits.draw("kaiming_uniform", weight.shape, inits.redraw_generator(seed, step, index))
+            expected = torch.where(sources == event, fresh, expected)
+        assert bit_equal(weight, expected), key
+        redrawn += int((sources > 0).sum())
+    total = sum(state[k].numel() for k in originals)
+    assert 0.02 * total < redrawn < 0.5 * total  # some re-drawn, never a kept-only pattern
+
+
 @pytest.mark.parametrize("method", ["edge-popup", "sgd"])
 def test_other_methods_run(capsys, tmp_path, method):
     code, out, err = ptl(capsys, "prune", "--method", method, *TINY, "--out", tmp_path / "run")
@@ -86,6 +110,22 @@ def test_other_methods_run(capsys, tmp_path, method):
     metrics = show(capsys, tmp_path / "run")["metrics"]
     assert metrics["sparsity"] == (0.0 if method == "sgd" else pytest.approx(0.5, abs=1e-6))
     assert "test accuracy" in out
+    state = final_state(tmp_path / "run")
+    if method == "edge-popup":  # 16 real steps later, every weight is still its seeded initial draw
+        originals = [k for k in state if k.endswith("parametrizations.weight.original")]
+        assert len(originals) == 5
+        for index, key in enumerate(originals):
+            initial = inits.initial_weight("kaiming_uniform", state[key].shape, 0, index)
+            assert bit_equal(state[key], initial), key
+        assert all(not v.any() for k, v in state.items() if k.endswith(".bias"))  # zero and untrained
+
+
+def test_rerand_freq_per_epoch(capsys, tmp_path):
+    """``rerand_freq_unit = epochs``: K re-draws per epoch of 8 steps, counted over the whole run."""
+    args = [*ITERAND, "--rerand-freq", "2", "--set", "pruner.rerand_freq_unit=epochs"]
+    code, _, err = ptl(capsys, "prune", *args, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert torch.load(tmp_path / "run" / "final.pt", weights_only=True)["pruner"]["events"] == [4, 8, 12, 16]
 
 
 def test_resume_after_interruption_is_bit_identical(capsys, tmp_path, iterand_run):
@@ -169,6 +209,9 @@ def test_dry_run_shows_the_plan(capsys):
     )
     code, out, _ = ptl(capsys, "prune", "--recipe", "iterand-conv6-cifar10", "--dry-run")
     assert code == 0 and "rerand_freq=300" in out and "cifar10" in out
+    code, out, _ = ptl(capsys, "prune", "--recipe", "iterand-resnet50-imagenet", "--dry-run", "--json")
+    plan = dict(json.loads(out)["plan"]) if code == 0 else {}
+    assert plan.get("lr schedule") == "5 warm-up + 95 cosine + 5 at 1e-05 (per epoch)", out
 
 
 @pytest.mark.parametrize(
@@ -186,6 +229,19 @@ def test_dry_run_shows_the_plan(capsys):
 def test_bad_input_is_one_line_with_exit_2(capsys, args, expected):
     code, _, err = ptl(capsys, "prune", *args, "--dry-run")
     assert code == 2
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--method", "edge-popup", "--sparsity", "0"], "leaves nothing to train"),
+        (["--set", 'pruner.layer_sparsity={"clasifier.*" = 0.9}'], "matches no Conv/Linear layer"),
+    ],
+)
+def test_settings_that_prune_nothing_or_nothing_named_fail_clearly(capsys, tmp_path, args, expected):
+    code, _, err = ptl(capsys, "prune", *TINY, *args, "--out", tmp_path / "run")
+    assert code == 2, err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 
 

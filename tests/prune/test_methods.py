@@ -27,7 +27,12 @@ def test_edge_popup_never_changes_weights(fashion):
     before = _weights(model)
     scores = {n: m.scores.detach().clone() for _, n, _, m in supermask.masked_layers(model)}
     stats = {n: b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     train_steps(model, pruner, images, labels, steps=2, batch=16)
+    # the whole state dict: only scores and BatchNorm statistics may differ (biases, weights: never)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(state[k], v)}
+    allowed = (".scores", ".running_mean", ".running_var", ".num_batches_tracked")
+    assert all(k.endswith(allowed) for k in changed), sorted(changed)
     after = _weights(model)
     assert all(torch.equal(before[n], after[n]) for n in before)  # bit-identical to the initialization
     for index, (name, _) in enumerate(supermask.prunable_layers(model)):  # which is the seeded draw

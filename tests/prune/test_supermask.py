@@ -50,6 +50,20 @@ def test_fast_cpu_selection_equals_kthvalue(n):
             assert kth_smallest(values, k) == values.kthvalue(k).values
 
 
+@pytest.mark.parametrize("n", [5, 1000, 100_001])
+def test_accelerator_selection_path_is_exact(n):
+    """The path accelerators take (topk-based k-th value, the tie fix applied unconditionally),
+    run here on the CPU: the same threshold as kthvalue and the same mask as the CPU path."""
+    gen = torch.Generator().manual_seed(n)
+    for values in (torch.randn(n, generator=gen), torch.randint(0, 4, (n,), generator=gen).float()):
+        for k in sorted({1, 2, n // 3, n // 2, n // 2 + 1, n - 1, n}):
+            threshold = supermask.kth_smallest_topk(values, k)
+            assert threshold == values.kthvalue(k).values
+            if k < n:
+                kept = supermask._break_ties(values, values > threshold, threshold, n - k)
+                assert torch.equal(kept, kept_mask(values, k))
+
+
 def test_straight_through_gradient_matches_autograd(fashion):
     """dL/dS == dL/d(W⊙m) ⊙ W, with dL/d(W⊙m) computed by autograd on a plain leaf tensor."""
     images, labels = fashion
