@@ -2,8 +2,8 @@
 
     python benchmarks/generators_quality.py classifier
     python benchmarks/generators_quality.py biggan --per-class 200 [--truncation 1.0,0.7,0.5]
-    python benchmarks/generators_quality.py diffusers --per-class 200 [--steps 5,10,25,50] [--guidance 2]
-    python benchmarks/generators_quality.py soft NAME --pair 1,4 --n 100
+    python benchmarks/generators_quality.py diffusers --per-class 200 [--steps 5,10,25,50] [--eta 0,1]
+    python benchmarks/generators_quality.py soft NAME --pair 1,4 --n 100 [--steps 25 --eta 1]
 
 * classifier: accuracy of the ``bundled`` classifier on the Fashion-MNIST test images of classes
   0–4 (full test split from the Debian location, and the bundled pack), overall and per class;
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--truncation", default="1.0")
     parser.add_argument("--steps", default="25")
     parser.add_argument("--guidance", default="2.0")
+    parser.add_argument("--eta", default="", help="DDIM eta values (default: the model's own)")
     parser.add_argument("--pair", default="1,4")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -93,15 +94,21 @@ def main() -> None:
         settings = [{"truncation": float(t)} for t in args.truncation.split(",")]
         generator_report("biggan", settings, args.per_class)
     elif args.what == "diffusers":
+        etas = [float(e) for e in args.eta.split(",")] if args.eta else [None]
         settings = [
-            {"steps": int(s), "guidance_scale": float(g)}
+            {"steps": int(s), "guidance_scale": float(g), **({} if e is None else {"eta": e})}
+            for e in etas
             for g in args.guidance.split(",")
             for s in args.steps.split(",")
         ]
         generator_report("diffusers", settings, args.per_class)
     else:
         a, b = (int(x) for x in args.pair.split(","))
-        params = {"steps": int(args.steps.split(",")[0])} if args.generator == "diffusers" else {}
+        params: dict = {}
+        if args.generator == "diffusers":
+            params["steps"] = int(args.steps.split(",")[0])
+            if args.eta:
+                params["eta"] = float(args.eta.split(",")[0])
         soft_report(args.generator, (a, b), args.n, params)
 
 

@@ -17,8 +17,10 @@ because it is unmaintained since 2019, pulls in boto3/requests, loads with ``str
 * two config keys generalize the published configs for small models: ``bottom_width`` (the
   first feature map's side, 4 in the published ones) and ``out_channels`` (1 for grey images);
   ``rgb_conv_channels`` keeps the published ``conv_to_rgb`` shape (ch → ch, first 3 kept);
-* truncation between two precomputed rows interpolates linearly (the original weights the two
-  rows the other way round; on the 0.02 grid the results are identical).
+* the statistics for ψ come from row ``ψ·(n_stats-1)``, interpolated linearly between two rows.
+  The original computes ``modf(ψ / 0.02)`` and weights the two rows the other way round, so
+  between rows it leans to the far one, and floating-point rounding sends ψ = 0.14, 0.28, 0.56,
+  0.58 and 0.94 to a neighbouring row; elsewhere on the 0.02 grid (0.4, 0.5, 1.0…) both agree.
 
 The class input is a bias-free linear layer on a ``num_classes`` vector, so a probability vector
 gives the probability-weighted mix of class embeddings directly (soft conditioning for PCS).
@@ -151,7 +153,7 @@ class SNConv2d(_SpectralNorm):
         kernel_size: int,
         padding: int = 0,
         bias: bool = True,
-        eps=1e-12,
+        eps: float = 1e-12,
     ) -> None:
         super().__init__()
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)

@@ -7,8 +7,11 @@
 * a ``.safetensors`` file written by ``ptl train-source generator --kind biggan`` (or exported);
 * a local directory with ``config.json`` and ``pytorch_model.bin`` or ``model.safetensors``
   (the published BigGAN-deep layout);
-* a hub id: ``biggan-deep-128|256|512`` (short for ``huggingface/biggan-deep-*``) or any
-  ``org/name`` repository with that layout, taken from the Hugging Face cache or downloaded.
+* ``biggan-deep-128|256|512``: the published checkpoints, at the URLs where they were released
+  (the ones ``pytorch-pretrained-biggan`` downloads), cached in ``<ptl cache>/biggan/NAME/`` as
+  ``config.json`` + ``pytorch_model.bin`` — the directory an offline user can fill by hand;
+* any Hugging Face hub id ``org/name`` with that layout (e.g. ``osanseviero/BigGAN-deep-128``,
+  a copy of the published 128 checkpoint), taken from the hub cache or downloaded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from ptl_generators.conditioning import as_probs, default_class_names
 
 BUNDLED_FILE = "biggan-fashion04.safetensors"
 FORMAT = "biggan"
-SHORT_IDS = {f"biggan-deep-{r}": f"huggingface/biggan-deep-{r}" for r in (128, 256, 512)}
+#: where the converted BigGAN-deep checkpoints were published: ``{base}-config.json`` and
+#: ``{base}-pytorch_model.bin`` (the URLs ``pytorch-pretrained-biggan`` downloads from)
+PUBLISHED = {
+    f"biggan-deep-{r}": f"https://s3.amazonaws.com/models.huggingface.co/biggan/biggan-deep-{r}"
+    for r in (128, 256, 512)
+}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -122,21 +130,44 @@ def resolve(weights: str) -> tuple[BigGAN, list[Path], tuple[str, ...] | None, s
         names_file = path / "class_names.json"  # written by `ptl export --format dir`
         names = tuple(json.loads(names_file.read_text())) if names_file.is_file() else None
         return net, files, names, str(path)
-    repo = SHORT_IDS.get(weights, weights)
-    if repo.count("/") == 1 and not weights.startswith((".", "/", "~")):
+    if weights in PUBLISHED:
+        net, files = load_directory(published_directory(weights))
+        return net, files, None, weights
+    if weights.count("/") == 1 and not weights.startswith((".", "/", "~")):
         local = W.hub_snapshot(
-            repo,
+            weights,
             "biggan weights",
             allow_patterns=["config.json", *_WEIGHT_FILES],
             fix="pass weights=DIR with config.json and pytorch_model.bin",
         )
         net, files = load_directory(local)
-        return net, files, None, repo
+        return net, files, None, weights
     raise UserError(
         f"biggan weights {weights!r}: no such file or directory, and not a hub id; use 'bundled', "
-        "a .safetensors file, a directory with config.json + pytorch_model.bin, or one of "
-        f"{sorted(SHORT_IDS)}"
+        "a .safetensors file, a directory with config.json + pytorch_model.bin, a hub id (org/name), "
+        f"or one of {sorted(PUBLISHED)}"
     )
+
+
+def published_directory(name: str) -> Path:
+    """``<ptl cache>/biggan/NAME`` with the published ``config.json`` + ``pytorch_model.bin``.
+
+    Files already there are used as they are (so an offline machine can be given them by hand);
+    missing ones are downloaded when online. Either way :func:`load_directory` then loads them
+    strictly, so a wrong or truncated file is an error, not a partial model.
+    """
+    from ptl_cli.data.locations import cache_dir
+
+    directory = cache_dir() / "biggan" / name
+    base = PUBLISHED[name]
+    urls = {"config.json": f"{base}-config.json", "pytorch_model.bin": f"{base}-pytorch_model.bin"}
+    fix = (
+        f"where there is internet download {' and '.join(urls.values())} into {directory}/ as "
+        f"{' and '.join(urls)}, or pass weights=DIR with those two files"
+    )
+    for filename, url in urls.items():
+        W.cached_url(url, directory / filename, f"biggan weights {name!r}", str(directory), fix)
+    return directory
 
 
 def build(device: Any = "cpu", weights: str = "bundled", truncation: float = 1.0) -> BigGANGenerator:

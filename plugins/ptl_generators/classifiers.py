@@ -7,7 +7,6 @@ matching, resize, normalization), so callers never need to know what the network
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,23 +192,8 @@ def _cached_torchvision_file(url: str, name: str) -> Path:
     if target.is_file():
         return target
     fix = f"download {url} where there is internet into {checkpoints}/, or use source classifier 'checkpoint'"
-    if W.offline():
-        raise UserError(
-            f"{name}: weights file {target.name} is not in the torch hub cache and ptl is offline; {fix}"
-        )
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=20) as response, tmp.open("wb") as fh:
-            while chunk := response.read(1 << 20):
-                fh.write(chunk)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"{name}: weights file {target.name} is not cached and could not be downloaded ({exc}); {fix}"
-        ) from None
-    _check_hash_prefix(tmp, target.name)
-    tmp.replace(target)
+    W.cached_url(url, target, name, "the torch hub cache", fix)
+    _check_hash_prefix(target, target.name)
     return target
 
 

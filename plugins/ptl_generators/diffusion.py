@@ -11,7 +11,9 @@ change and no global state is patched.
 
 ``z`` is the initial noise ``x_T`` of shape ``(B, *latent_shape)``: ``(B, C, H, W)`` at image
 resolution for the UNet, ``(B, 4, H/8, W/8)`` VAE latents for DiT. ``latent_dim`` is its size
-``C·H·W``. Given ``z`` (and ``eta = 0``) sampling is deterministic.
+``C·H·W``. Given ``z`` and ``eta = 0`` sampling is deterministic; with ``eta > 0`` each DDIM step
+also draws noise (from ``generator``, so a seeded generator still reproduces the samples). ``eta``
+defaults to what the model file records (the bundled DDPM: 1, see its model card), else 0.
 
 ``weights``: ``"bundled"``; a ptl ``ddpm`` .safetensors file (``ptl train-source generator --kind
 ddpm``); a local diffusers directory (a pipeline with ``unet/`` or ``transformer/`` + ``vae/`` +
@@ -239,8 +241,30 @@ def load_model(directory: Path, expect: tuple[str, ...]) -> tuple[nn.Module, lis
     state: dict[str, Any] = {}
     for path in paths:
         state.update(W.read_state_dict(path))
-    W.strict_load(model, state, str(directory))
+    W.strict_load(model, _renamed_legacy_keys(model, state), str(directory))
     return model, [config_path, *paths]
+
+
+def _renamed_legacy_keys(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints saved before diffusers 0.15 name attention weights ``query/key/value/proj_attn``.
+
+    Many hub models still ship that way (the Stable Diffusion VAE that DiT decodes with, older
+    ``UNet2DModel`` uploads). diffusers renames them on load (``_fix_state_dict_keys_on_load``:
+    ``to_q/to_k/to_v/to_out.0``, same tensors); ptl applies the same documented renaming before
+    its strict load, so those files load while anything else that does not match stays an error.
+    """
+    fix = getattr(model, "_fix_state_dict_keys_on_load", None)
+    return fix(dict(state)) if callable(fix) else state
+
+
+def _has_weights(directory: Path) -> bool:
+    """Whether every model directory of this (pipeline) directory has a weights file."""
+    parts = [directory / sub for sub in ("unet", "transformer", "vae") if (directory / sub).is_dir()]
+    for part in parts or [directory]:
+        names = [*_MODEL_FILES, "diffusion_pytorch_model.safetensors.index.json"]
+        if not any((part / name).is_file() for name in names):
+            return False
+    return True
 
 
 def _scheduler_config(directory: Path | None) -> dict[str, Any]:
@@ -295,6 +319,7 @@ def load_single(path: Path) -> dict[str, Any]:
         "class_names": meta.get("class_names"),
         "channels": meta.get("channels"),
         "image_size": meta.get("image_size"),
+        "eta": (meta.get("sampling") or {}).get("eta"),
     }
 
 
@@ -307,12 +332,14 @@ def resolve(weights: str) -> dict[str, Any]:
     if path.is_dir():
         return load_directory(path)
     if weights.count("/") == 1 and not weights.startswith((".", "/", "~")):
+        fix = "pass weights=DIR holding the diffusers directory"
         local = W.hub_snapshot(
-            weights,
-            "diffusers weights",
-            allow_patterns=["*.json", "*.safetensors"],
-            fix="pass weights=DIR holding the diffusers directory",
+            weights, "diffusers weights", allow_patterns=["*.json", "*.safetensors"], fix=fix
         )
+        if not _has_weights(local):  # a repository with .bin files only: fetch those instead
+            local = W.hub_snapshot(
+                weights, "diffusers weights", allow_patterns=["*.json", "*.bin"], fix=fix, cache_first=False
+            )
         return load_directory(local)
     raise UserError(
         f"diffusers weights {weights!r}: no such file or directory, and not a hub id; use 'bundled', a "
@@ -326,11 +353,13 @@ def build(
     weights: str = "bundled",
     steps: int = 25,
     guidance_scale: float = 2.0,
-    eta: float = 0.0,
+    eta: float | None = None,
     dtype: str = "float32",
 ) -> DiffusionGenerator:
-    """The ``diffusers`` factory."""
+    """The ``diffusers`` factory. ``eta=None``: the value the model file records, else 0 (DDIM)."""
     parts = resolve(weights)
+    if eta is None:
+        eta = float(parts.get("eta") or 0.0)
     model = parts["model"]
     if parts["arch"] == "unet":
         cfg = model.config

@@ -39,6 +39,8 @@ def export_directory(source: Path, target: Path) -> list[str]:
         extra = {
             k: meta[k] for k in ("patch", "null_class", "class_names", "channels", "image_size") if k in meta
         }
+        if (meta.get("sampling") or {}).get("eta") is not None:
+            extra["eta"] = meta["sampling"]["eta"]  # the model's DDIM eta default
         (target / SIDE_CAR).write_text(json.dumps(extra, indent=2) + "\n")
     elif fmt == "classifier":
         shutil.copyfile(source, target / "model.safetensors")

@@ -1,7 +1,8 @@
 """Registers source generators, source classifiers, the ``train-source`` workflow and commands.
 
-Entry point ``generators = "ptl_generators.hooks"``. Only pydantic schemas are imported here;
-torch, diffusers and the models load when a component is built.
+Entry point ``generators = "ptl_generators.hooks"``. The pydantic schemas are imported inside the
+hooks (``ptl --help`` never pays for them); torch, diffusers and the models load when a
+component is built.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ptl_cli import hookimpl
-from ptl_generators import params
 
 
 @hookimpl
 def ptl_register_generators(register: Any) -> None:
+    from ptl_generators import params
+
     register(
         "biggan",
         "ptl_generators.biggan_generator:build",
@@ -31,6 +33,8 @@ def ptl_register_generators(register: Any) -> None:
 
 @hookimpl
 def ptl_register_classifiers(register: Any) -> None:
+    from ptl_generators import params
+
     register(
         "bundled",
         "ptl_generators.classifiers:bundled",
@@ -53,6 +57,8 @@ def ptl_register_classifiers(register: Any) -> None:
 
 @hookimpl
 def ptl_register_workflows(register: Any) -> None:
+    from ptl_generators import params
+
     register(
         "train-source",
         "ptl_generators.train:TrainSourceWorkflow",

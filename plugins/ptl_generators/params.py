@@ -16,7 +16,10 @@ WEIGHTS_HELP = (
 
 
 class BigGANParams(Params):
-    weights: str = Field("bundled", description=WEIGHTS_HELP + "; biggan-deep-128|256|512 are short ids")
+    weights: str = Field(
+        "bundled",
+        description=WEIGHTS_HELP + "; biggan-deep-128|256|512 = the published checkpoints (cached download)",
+    )
     truncation: float = Field(1.0, gt=0.0, le=1.0, description="ψ: latents are ψ·truncated-normal on [-2, 2]")
 
 
@@ -26,7 +29,12 @@ class DiffusersParams(Params):
     guidance_scale: float = Field(
         2.0, ge=0.0, description="classifier-free guidance (1 = off; needs a null class in the model)"
     )
-    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic given z)")
+    eta: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="DDIM eta (0 = deterministic given z); default: the model file's (bundled: 1), else 0",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="weights/compute dtype")
 
 
@@ -114,6 +122,9 @@ class DDPMTrain(Params):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     sample_steps: int = Field(25, ge=1, description="DDIM steps for the final quality measurement")
     guidance_scale: float = Field(2.0, ge=0)
+    sample_eta: float = Field(
+        1.0, ge=0, le=1, description="DDIM eta recorded in the model file as its sampling default"
+    )
 
 
 class ClassifierTrain(Params):

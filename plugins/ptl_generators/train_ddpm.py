@@ -125,6 +125,7 @@ class DDPMTrainer:
             "channels": self.info.channels,
             "image_size": self.info.image_size,
             "dataset": self.info.name,
+            "sampling": {"eta": self.cfg.sample_eta},
         }
         return self.ema.state_dict(), meta
 
@@ -132,7 +133,11 @@ class DDPMTrainer:
         from ptl_generators.diffusion import build
 
         return build(
-            device, weights=str(path), steps=self.cfg.sample_steps, guidance_scale=self.cfg.guidance_scale
+            device,
+            weights=str(path),
+            steps=self.cfg.sample_steps,
+            guidance_scale=self.cfg.guidance_scale,
+            eta=self.cfg.sample_eta,
         )
 
     def evaluate(

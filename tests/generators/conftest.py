@@ -36,15 +36,15 @@ def biggan_config():
 
 @pytest.fixture
 def offline_env(tmp_path, monkeypatch):
-    """No network allowed and empty caches: HF_HUB_OFFLINE=1, HF_HOME and TORCH_HOME in tmp."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PTL_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return {
+    """No network allowed and empty caches: HF_HUB_OFFLINE=1; HF_HOME, TORCH_HOME, PTL_CACHE_DIR in tmp."""
+    env = {
         "HF_HUB_OFFLINE": "1",
         "PTL_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
         "TORCH_HOME": str(tmp_path / "torch"),
+        "PTL_CACHE_DIR": str(tmp_path / "ptl-cache"),
     }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return env

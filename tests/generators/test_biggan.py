@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ptl_cli.errors import UserError
-from ptl_generators.biggan import BigGAN, BigGANConfig, SNLinear, standing_statistics, truncated_noise
+from ptl_generators.biggan import (
+    BigGAN,
+    BigGANConfig,
+    SNConv2d,
+    SNLinear,
+    standing_statistics,
+    truncated_noise,
+)
 from ptl_generators.biggan_generator import build
 
 
@@ -171,3 +179,125 @@ def test_safetensors_directory_and_bad_inputs(tmp_path, biggan_config):
     (tmp_path / "g" / "config.json").write_text(json.dumps({**net.config.to_dict(), "bogus": 1}))
     with pytest.raises(UserError, match="bogus"):
         build("cpu", weights=str(tmp_path / "g"))
+
+
+# -- fidelity to the published checkpoints -----------------------------------------------------------
+@pytest.mark.parametrize(("resolution", "dump_mib"), [(128, 201), (256, 224), (512, 225)])
+def test_published_configs_have_every_published_tensor(resolution, dump_mib):
+    """The release notes give each dump's size (201/224/225 MB): parameters *and* buffers (u, v,
+    51 rows of standing statistics). A missing or extra buffer kind would change the total."""
+    with torch.device("meta"):
+        net = BigGAN(BigGANConfig.deep(resolution))
+    size = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    assert math.ceil(size / 2**20) == dump_mib
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_spectral_norm_layers_are_torch_spectral_norm_key_for_key(kind):
+    """The converted checkpoints were written by ``torch.nn.utils.spectral_norm`` modules: ours
+    load their state dicts strictly and compute the same weight, in eval (stored u, v) and in
+    training (one power iteration, same u/v updates)."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        ours, ref, x = SNLinear(6, 5), torch.nn.utils.spectral_norm(torch.nn.Linear(6, 5)), torch.randn(3, 6)
+    else:
+        ours = SNConv2d(4, 6, 3, padding=1)
+        ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(4, 6, 3, padding=1))
+        x = torch.randn(2, 4, 5, 5)
+    for _ in range(3):
+        ours(x)  # training mode: move u, v away from their initial values
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    assert set(ref.state_dict()) == set(ours.state_dict())
+    ours.eval(), ref.eval()
+    assert torch.allclose(ours(x), ref(x), atol=1e-6)
+    ours.train(), ref.train()
+    assert torch.allclose(ours(x), ref(x), atol=1e-6)
+    assert torch.allclose(ours.weight_u, ref.weight_u, atol=1e-6)
+    assert torch.allclose(ours.weight_v, ref.weight_v, atol=1e-6)
+
+
+@pytest.mark.parametrize("psi", [0.14, 0.28, 0.4, 0.56, 0.58, 0.94, 1.0])
+def test_truncation_on_the_grid_uses_exactly_its_own_row(psi):
+    """ψ = k/50 reads row k. (The original's ``modf(ψ / 0.02)`` lands on a neighbouring row for
+    0.14, 0.28, 0.56, 0.58 and 0.94 through floating-point rounding.)"""
+    from ptl_generators.biggan import BigGANBatchNorm
+
+    bn = BigGANBatchNorm(3, None, 51, 1e-4)
+    bn.running_means.copy_(torch.arange(51.0)[:, None].expand(51, 3))
+    mean, _ = bn._stats(psi)
+    assert torch.equal(mean, torch.full((3,), float(round(psi * 50))))
+
+
+# -- where published weights come from -----------------------------------------------------------------
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server for ``tmp_path/served`` (the download code path, with no internet)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=served))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_published_checkpoint_is_downloaded_once_then_read_from_the_ptl_cache(
+    tmp_path, monkeypatch, biggan_config, file_server
+):
+    from ptl_generators import biggan_generator
+
+    served, base = file_server
+    net = _ready(biggan_config())
+    (served / "biggan-deep-128-config.json").write_text(json.dumps(net.config.to_dict()))
+    torch.save(net.state_dict(), served / "biggan-deep-128-pytorch_model.bin")
+    monkeypatch.delenv("PTL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("PTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        biggan_generator,
+        "PUBLISHED",
+        {"biggan-deep-128": f"{base}/biggan-deep-128", "biggan-deep-256": f"{base}/biggan-deep-256"},
+    )
+    gen = build("cpu", weights="biggan-deep-128", truncation=0.5)
+    cached = tmp_path / "cache" / "biggan" / "biggan-deep-128"
+    assert sorted(p.name for p in cached.iterdir()) == ["config.json", "pytorch_model.bin"]
+    z = gen.noise(2, torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 2])
+    expected = net.eval()(z, F.one_hot(y, 3).float(), 0.5).add(1).div(2)
+    assert torch.allclose(gen.sample(y, z=z), expected, atol=1e-6)
+    for f in served.iterdir():
+        f.unlink()  # now only the cache has them
+    monkeypatch.setenv("PTL_OFFLINE", "1")
+    assert torch.equal(
+        build("cpu", weights="biggan-deep-128", truncation=0.5).sample(y, z=z), gen.sample(y, z=z)
+    )
+    monkeypatch.delenv("PTL_OFFLINE")
+    with pytest.raises(
+        UserError, match=r"could not be downloaded from http://127\.0\.0\.1:\d+/biggan-deep-256"
+    ) as err:
+        build("cpu", weights="biggan-deep-256")
+    assert "404" in str(err.value) and "\n" not in str(err.value)
+    assert not list((tmp_path / "cache" / "biggan" / "biggan-deep-256").iterdir())  # no partial file
+
+
+def test_hub_id_is_read_from_the_hugging_face_cache_offline(offline_env, biggan_config):
+    from pathlib import Path
+
+    net = _ready(biggan_config())
+    repo = Path(offline_env["HF_HOME"]) / "hub" / "models--someone--my-biggan"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _save_published_layout(net, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    gen = build("cpu", weights="someone/my-biggan")
+    assert gen.source == "someone/my-biggan" and gen.num_classes == 3

@@ -57,17 +57,26 @@ def test_conditional_samples_are_classified_as_their_class(request, classifier, 
 def test_soft_conditioning_moves_the_classifier_toward_both_classes(request, classifier, name):
     gen = request.getfixturevalue(name)
     a, b, n = 0, 4, 30  # T-shirt/top and Coat (the model cards list other pairs too)
-    pure_a = mean_probs(gen, classifier, [1.0 if i == a else 0.0 for i in range(5)], n, seed=2)
-    pure_b = mean_probs(gen, classifier, [1.0 if i == b else 0.0 for i in range(5)], n, seed=2)
-    mix = mean_probs(gen, classifier, [0.5 if i in (a, b) else 0.0 for i in range(5)], n, seed=2)
+    weights = (0.0, 0.25, 0.5, 0.75, 1.0)  # the weight of b in the row (1 - w) e_a + w e_b
+    probs = {}
+    for w in weights:
+        row = [0.0] * 5
+        row[a], row[b] = 1 - w, w
+        probs[w] = mean_probs(gen, classifier, row, n, seed=2)
+    pure_a, mix, pure_b = probs[0.0], probs[0.5], probs[1.0]
     assert mix[b] > pure_a[b] + 0.1, (pure_a, mix)  # toward b, seen from pure a
     assert mix[a] > pure_b[a] + 0.1, (pure_b, mix)  # toward a, seen from pure b
     assert mix[a] + mix[b] > 0.5, mix  # and mostly the two mixed classes
+    # graded, not a switch: the classifier follows the weight of the mix
+    p_a, p_b = [float(probs[w][a]) for w in weights], [float(probs[w][b]) for w in weights]
+    assert all(p_b[i + 1] >= p_b[i] - 0.02 for i in range(4)), p_b
+    assert all(p_a[i + 1] <= p_a[i] + 0.02 for i in range(4)), p_a
+    assert p_a[1] > p_b[1] and p_b[3] > p_a[3], (p_a, p_b)  # the heavier class leads
 
 
 def test_ids_name_the_weights_and_sampling_settings(biggan, ddpm):
     assert biggan.id.startswith("biggan-") and biggan.id.endswith("-t1")
-    assert ddpm.id.startswith("diffusers-") and "-s10-" in ddpm.id
+    assert ddpm.id.startswith("diffusers-") and "-s10-" in ddpm.id and ddpm.id.endswith("-e1")
     other = plugins.get("generators", "biggan").build("cpu", params={"truncation": 0.5})
     assert other.id != biggan.id and other.id.split("-t")[0] == biggan.id.split("-t")[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,84 @@ def test_unconditional_unet_is_refused(tmp_path):
     ).save_pretrained(tmp_path / "u")
     with pytest.raises(UserError, match="no class embedding"):
         build("cpu", weights=str(tmp_path / "u"))
+
+
+def test_checkpoints_with_pre_0_15_attention_names_load(tmp_path, dit_dir):
+    """The Stable Diffusion VAE that DiT decodes with (and older UNet2DModel uploads) name attention
+    weights query/key/value/proj_attn; they load under diffusers' own renaming, sample identically."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    legacy = tmp_path / "dit-legacy"
+    shutil.copytree(dit_dir, legacy)
+    file = legacy / "vae" / "diffusion_pytorch_model.safetensors"
+    old_names = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    renamed = {}
+    for key, tensor in load_file(str(file)).items():
+        for new, old in old_names.items():
+            key = key.replace(f"attentions.0.{new}.", f"attentions.0.{old}.")
+        renamed[key] = tensor
+    assert any(".query.weight" in k for k in renamed) and not any(".to_q." in k for k in renamed)
+    save_file(renamed, str(file))
+    y = torch.tensor([0, 2])
+    modern = build("cpu", weights=str(dit_dir), steps=2).sample(y, generator=torch.Generator().manual_seed(0))
+    old = build("cpu", weights=str(legacy), steps=2).sample(y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(modern, old)
+    save_file({**renamed, "decoder.mid_block.attentions.0.bogus.weight": torch.zeros(1)}, str(file))
+    with pytest.raises(UserError, match="unexpected keys: decoder.mid_block.attentions.0.bogus.weight"):
+        build("cpu", weights=str(legacy))  # the renaming is not a licence for anything else
+
+
+def test_eta_defaults_to_the_model_files_own_setting(tmp_path, unet_dir):
+    from ptl_generators import weights as W
+
+    assert build("cpu", weights=str(unet_dir)).eta == 0.0  # nothing recorded: deterministic DDIM
+    state, meta = W.read_single(W.bundled("ddpm-fashion04.safetensors"))
+    assert build("cpu").eta == meta["sampling"]["eta"] == 1.0  # the bundled DDPM's card explains why
+    assert build("cpu", eta=0.0).eta == 0.0
+    meta["sampling"] = {"eta": 0.5}
+    W.save_single(tmp_path / "m.safetensors", state, meta)
+    gen = build("cpu", weights=str(tmp_path / "m.safetensors"), steps=3)
+    assert gen.eta == 0.5 and gen.id.endswith("-e0.5")
+    # eta > 0 draws noise at every step from the generator: seeded, it still reproduces
+    y, z = torch.tensor([0, 4]), gen.noise(2, torch.Generator().manual_seed(1))
+    a = gen.sample(y, z=z, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, gen.sample(y, z=z, generator=torch.Generator().manual_seed(2)))
+    assert not torch.equal(a, gen.sample(y, z=z, generator=torch.Generator().manual_seed(3)))
+
+
+def test_hub_repository_with_bin_weights_only_is_fetched_as_bin(tmp_path, monkeypatch):
+    """From the hub, safetensors are asked for first; a repository that has only .bin weights is
+    asked again for those (a stand-in for the hub serves files by pattern, as snapshot_download)."""
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    monkeypatch.delenv("PTL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    repo = tmp_path / "remote"
+    _tiny_unet().save_pretrained(repo / "unet", safe_serialization=False)  # .bin only
+    assert not list(repo.rglob("*.safetensors"))
+    asked = []
+
+    def snapshot_download(repo_id, cache_dir, allow_patterns=None, local_files_only=False):
+        local = Path(cache_dir) / repo_id.replace("/", "--")
+        if local_files_only:
+            if not local.is_dir():
+                raise FileNotFoundError(repo_id)
+            return str(local)
+        asked.append(allow_patterns)
+        for file in repo.rglob("*"):
+            rel = file.relative_to(repo).as_posix()
+            if file.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                (local / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, local / rel)
+        return str(local)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    gen = build("cpu", weights="someone/unet-bin-only", steps=2, guidance_scale=1.0)
+    assert asked == [["*.json", "*.safetensors"], ["*.json", "*.bin"]]
+    assert gen.num_classes == 4  # no null class recorded: every table row is a class

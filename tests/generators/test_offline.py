@@ -1,4 +1,4 @@
-"""Hub and torchvision weights offline with empty caches: one clear line, never a hang."""
+"""Hub, published and torchvision weights offline with empty caches: one clear line, never a hang."""
 
 from __future__ import annotations
 
@@ -10,22 +10,29 @@ from ptl_cli.testing import run_ptl
 
 
 @pytest.mark.parametrize(
-    ("generator", "weights", "repo"),
-    [
-        ("biggan", "biggan-deep-256", "huggingface/biggan-deep-256"),
-        ("biggan", "someone/my-biggan", "someone/my-biggan"),
-        ("diffusers", "facebook/DiT-XL-2-256", "facebook/DiT-XL-2-256"),
-    ],
+    ("generator", "weights"),
+    [("biggan", "someone/my-biggan"), ("diffusers", "facebook/DiT-XL-2-256")],
 )
-def test_hub_weights_offline_without_cache_name_what_is_missing(offline_env, generator, weights, repo):
+def test_hub_weights_offline_without_cache_name_what_is_missing(offline_env, generator, weights):
     spec = plugins.get("generators", generator)
     with pytest.raises(UserError) as err:
         spec.build("cpu", params={"weights": weights})
     message = str(err.value)
     assert "\n" not in message
-    assert repr(repo) in message and "offline" in message
+    assert repr(weights) in message and "offline" in message
     assert offline_env["HF_HOME"] in message  # where it looked
     assert "weights=" in message  # how to provide it another way
+
+
+def test_published_biggan_offline_without_cache_says_where_to_put_which_files(offline_env):
+    with pytest.raises(UserError) as err:
+        plugins.get("generators", "biggan").build("cpu", params={"weights": "biggan-deep-256"})
+    message = str(err.value)
+    assert "\n" not in message and "offline" in message
+    assert message.startswith("biggan weights 'biggan-deep-256': config.json is not in ")
+    assert f"{offline_env['PTL_CACHE_DIR']}/biggan/biggan-deep-256" in message  # where to put them
+    assert "biggan-deep-256-pytorch_model.bin" in message  # the published URL
+    assert "weights=DIR" in message
 
 
 def test_torchvision_classifier_offline_without_cache(offline_env):
@@ -52,4 +59,4 @@ def test_cli_reports_missing_weights_in_one_line(offline_env):
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ptl: error: biggan weights 'huggingface/biggan-deep-128'")
+    assert len(lines) == 1 and lines[0].startswith("ptl: error: biggan weights 'biggan-deep-128'")
