@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ptl_cli import hookimpl
-from ptl_ssl import params
 
 
 @hookimpl
 def ptl_register_ssl_algorithms(register: Any) -> None:
+    from ptl_ssl import params  # pydantic: paid when algorithms are listed or built, not by --help
+
     register(
         "fixmatch",
         "ptl_ssl.fixmatch:FixMatch",

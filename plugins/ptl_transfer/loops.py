@@ -32,12 +32,14 @@ import torch.nn.functional as F
 from ptl_cli import atomic, plugins
 from ptl_cli.data.augment import batch_shard
 from ptl_cli.data.base import normalize, to_float
+from ptl_cli.data.loader import prefetch, step_batches
 from ptl_cli.engine import distributed
-from ptl_cli.engine.compute import prepare_model, to_device
+from ptl_cli.engine.compute import prepare_model
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
 from ptl_ssl.views import make_views, weak_view
 from ptl_transfer import nets, pcs, stages
+from ptl_transfer.kd import kd_loss
 from ptl_transfer.pool import Pool, PoolData
 from ptl_transfer.sampling import StepStream
 from ptl_transfer.sources import Sources
@@ -90,6 +92,15 @@ class Job:
         chunks = list(torch.arange(count).split(size))
         mine = distributed.rank_share(chunks, self.ctx.dist)
         return torch.cat(mine) if mine else torch.zeros(0, dtype=torch.long)
+
+    def batches(self, fetch: Any, start: int, stop: int, ahead: bool = True) -> Any:
+        """``fetch(step)`` for each step, moved to the device (pinned, on a side stream on CUDA).
+
+        With ``ahead`` a background thread fetches the next batches while a step runs, so
+        ``fetch`` must draw nothing from torch's global RNG (step streams have their own
+        generators): the run is then identical with or without prefetching.
+        """
+        return prefetch(step_batches(fetch, start, stop), self.device, depth=2 if ahead else 0)
 
     def in_sync(self, where: str, *modules: torch.nn.Module | None) -> None:
         """Rank 0's BatchNorm statistics everywhere, then check every rank holds the same weights."""
@@ -155,6 +166,7 @@ class Job:
             "shard_size": size,
             "image_size": t.info.image_size,
             "channels": t.info.channels,
+            **self._noise_key(),
         }
         return Pool(r.pool.root(), "pp", key, r.pp.samples, math.ceil(r.pp.samples / size))
 
@@ -172,9 +184,16 @@ class Job:
             "top_k": r.pcs.top_k,
             "seed": r.pcs.seed,
             "images_per_shard": per_shard,
+            **self._noise_key(),
         }
         count = t.images.shape[0] * r.pcs.per_image
         return Pool(r.pool.root(), "pcs", key, count, math.ceil(t.images.shape[0] / per_shard))
+
+    def _noise_key(self) -> dict[str, Any]:
+        """What else decides a shard's noise: the generator draws it one ``gen_batch_size`` call at a
+        time, from a generator on the pool device (CPU and CUDA streams differ), so both are keyed:
+        a pool directory then always holds exactly what its key generates."""
+        return {"gen_batch_size": self.recipe.pool.gen_batch_size, "device": torch.device(self.device).type}
 
     def pp_shard_maker(self):
         r, t, g = self.recipe, self.target, self.sources.generator
@@ -291,28 +310,28 @@ def train_pp(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
     scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
     start, elapsed = _restore(job, phase, state, model, None, optimizer, scheduler, None)
     mean, std = t.info.mean, t.info.std
+
+    def fetch(step: int) -> dict[str, torch.Tensor]:
+        if pool is not None:
+            return pool.gather(job.share(order.indices(step)))
+        # on the fly each rank generates its own share, the batch (step, rank), on the device
+        index = step * dist.world_size + dist.rank
+        size, channels = t.info.image_size, t.info.channels
+        return pcs.pp_batch(job.sources.generator, index, local, r.pp.seed, size, channels, job.device)
+
     source_acc = None
     began = time.perf_counter()
     model.train()
-    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
-        for step in range(start, opt_cfg.steps):
+    with (
+        ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance,
+        job.batches(fetch, start, opt_cfg.steps, ahead=pool is not None) as batches,
+    ):
+        for step, batch in zip(range(start, opt_cfg.steps), batches, strict=True):
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, None, optimizer, scheduler, None, elapsed, began)
-            if pool is not None:
-                batch = pool.gather(job.share(order.indices(step)))
-            else:  # each rank generates its own share: on-the-fly batch (step, rank)
-                batch = pcs.pp_batch(
-                    job.sources.generator,
-                    step * dist.world_size + dist.rank,
-                    local,
-                    r.pp.seed,
-                    t.info.image_size,
-                    t.info.channels,
-                    job.device,
-                )
             with job.augmenting():
-                x = make_views(to_device(batch["images"], job.device), ("weak",), mean, std)["weak"]
-            y = batch["labels"].to(job.device)
+                x = make_views(batch["images"], ("weak",), mean, std)["weak"]
+            y = batch["labels"]
             with ctx.precision.autocast():
                 logits = train_model(x)
                 loss = F.cross_entropy(logits, y)
@@ -372,22 +391,31 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     scheduler = nets.cosine(optimizer, opt_cfg.steps, opt_cfg.cosine_cycles)
     start, elapsed = _restore(job, phase, state, model, ema, optimizer, scheduler, algo)
     mean, std = t.info.mean, t.info.std
+
+    def fetch(step: int) -> dict[str, torch.Tensor]:
+        index = job.share(labeled.indices(step))
+        batch = {"x": t.images[index], "y": t.labels[index]}
+        if pool is not None:
+            batch["u"] = pool.gather(job.share(unlabeled.indices(step)))["images"]
+        return batch
+
     began = time.perf_counter()
     model.train()
-    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
-        for step in range(start, opt_cfg.steps):
+    with (
+        ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance,
+        job.batches(fetch, start, opt_cfg.steps) as batches,
+    ):
+        for step, batch in zip(range(start, opt_cfg.steps), batches, strict=True):
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, ema, optimizer, scheduler, algo, elapsed, began)
-            index = job.share(labeled.indices(step))
-            x = to_device(t.images[index], job.device)
-            y = t.labels[index].to(job.device)
+            y = batch["y"]
             views_u = {}
             with job.augmenting():
-                views_x = make_views(x, algo.labeled_views, mean, std)
+                views_x = make_views(batch["x"], algo.labeled_views, mean, std)
                 if pool is not None:
-                    u = to_device(pool.gather(job.share(unlabeled.indices(step)))["images"], job.device)
-                    views_u = make_views(u, algo.unlabeled_views, mean, std)
-            with ctx.precision.autocast():
+                    views_u = make_views(batch["u"], algo.unlabeled_views, mean, std)
+            # The loss too draws under augmenting(): MeanTeacher makes its two weak views in there.
+            with job.augmenting(), ctx.precision.autocast():
                 loss, logs = algo.loss(train_model, views_x, y, views_u, step, opt_cfg.steps)
             optimizer.zero_grad(set_to_none=True)
             ctx.precision.backward_and_step(loss, optimizer)
@@ -410,9 +438,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
 def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
     """Knowledge distillation: ``CE(f(x), y) + w·D(aux(x), C_s(x))`` on weakly augmented target images.
 
-    ``aux`` is a ``K_s``-way head on the features of the ``K_t`` head; ``D`` is the
-    temperature-scaled KL divergence to ``softmax(C_s(x)/T)`` (times T², Hinton et al.) or the
-    mean squared difference of the logits (logit matching, Ba & Caruana).
+    ``aux`` is a ``K_s``-way head on the features of the ``K_t`` head; ``D`` is
+    :func:`ptl_transfer.kd.kd_loss`: the T²-scaled KL divergence to ``softmax(C_s(x)/T)``
+    (Hinton et al.) or the mean squared difference of the logits (logit matching, Ba & Caruana).
     """
     ctx, r, t = job.ctx, job.recipe, job.target
     opt_cfg, kd = r.train, r.kd
@@ -428,30 +456,26 @@ def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
     mean, std = t.info.mean, t.info.std
     began = time.perf_counter()
     model.train()
-    with ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance:
-        for step in range(start, opt_cfg.steps):
+
+    def fetch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = job.share(labeled.indices(step))
+        return t.images[index], t.labels[index]
+
+    with (
+        ctx.progress.task(phase.name, total=opt_cfg.steps, completed=start) as advance,
+        job.batches(fetch, start, opt_cfg.steps) as batches,
+    ):
+        for step, (images, y) in zip(range(start, opt_cfg.steps), batches, strict=True):
             if ctx.should_stop():
                 _interrupt(job, phase, step, model, ema, optimizer, scheduler, None, elapsed, began)
-            index = job.share(labeled.indices(step))
             with job.augmenting():
-                x01 = weak_view(to_float(to_device(t.images[index], job.device)))
-            y = t.labels[index].to(job.device)
+                x01 = weak_view(to_float(images))
             with torch.no_grad():
                 teacher = classifier(x01).float()
             with ctx.precision.autocast():
                 logits = train_model(normalize(x01, mean, std))
-                aux = model.aux_logits.float()
                 loss_x = F.cross_entropy(logits, y)
-                if kd.mode == "kl":
-                    temp = kd.temperature
-                    loss_kd = F.kl_div(
-                        F.log_softmax(aux / temp, 1),
-                        F.log_softmax(teacher / temp, 1),
-                        reduction="batchmean",
-                        log_target=True,
-                    ) * (temp * temp)
-                else:
-                    loss_kd = F.mse_loss(aux, teacher)
+                loss_kd = kd_loss(model.aux_logits, teacher, kd.mode, kd.temperature)
                 loss = loss_x + kd.weight * loss_kd
             optimizer.zero_grad(set_to_none=True)
             ctx.precision.backward_and_step(loss, optimizer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from ptl_ssl.fixmatch import FixMatch, pseudo_labels
 
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from ptl_ssl.meanteacher import MeanTeacher, sigmoid_rampup
 
 from ptl_cli.data.base import normalize
+from ptl_ssl.meanteacher import MeanTeacher, sigmoid_rampup
 
 
 def _batches(fashion, step: int):
@@ -105,3 +105,48 @@ def test_consistency_weight_ramps_up_like_a_sigmoid():
     assert sigmoid_rampup(20, 40) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(40, 40) == sigmoid_rampup(1000, 40) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
+
+
+def test_loss_equals_hand_computation_on_fixed_logits(logits_model):
+    """Constant images survive flip + pad-crop unchanged, so the views are known exactly: the
+    consistency term is the MSE between the student's and the teacher's softmax, weighted by the
+    sigmoid ramp-up, and only the student gets a gradient."""
+    student_rows, teacher_scale = [[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]], 0.5
+
+    def constant_images(rows):  # (B, K, 4, 4) images whose spatial mean is the logit row
+        return torch.tensor(rows).view(len(rows), 3, 1, 1).expand(-1, -1, 4, 4).contiguous()
+
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), logits_model(3))
+    teacher_state = {
+        k: v * teacher_scale if k.endswith("weight") else v for k, v in model.state_dict().items()
+    }
+    algo = MeanTeacher(3, ema_decay=0.99, lambda_u=50.0, rampup_fraction=0.4)
+    algo.load_state_dict({"teacher": teacher_state})  # a teacher that differs from the student
+    labeled = [[0.0, 3.0, 0.0]]
+    loss, logs = algo.loss(
+        model,
+        {"weak": constant_images(labeled)},
+        torch.tensor([1]),
+        {"none": constant_images(student_rows)},
+        20,
+        100,
+    )
+
+    def softmax(row):
+        exps = [math.exp(z) for z in row]
+        return [e / sum(exps) for e in exps]
+
+    squares = [
+        (s - t) ** 2
+        for row in student_rows
+        for s, t in zip(softmax(row), softmax([teacher_scale * z for z in row]), strict=True)
+    ]
+    loss_u = sum(squares) / len(squares)
+    weight = 50.0 * math.exp(-5 * (1 - 20 / 40) ** 2)
+    loss_x = math.log(sum(math.exp(z) for z in labeled[0])) - labeled[0][1]
+    assert math.isclose(logs["loss_u"].item(), loss_u, rel_tol=1e-5)
+    assert math.isclose(logs["weight_u"].item(), weight, rel_tol=1e-6)
+    assert math.isclose(loss.item(), loss_x + weight * loss_u, rel_tol=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in algo.teacher.parameters())
+    assert all(p.grad is not None for p in model.parameters())

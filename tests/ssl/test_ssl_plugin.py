@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
-from ptl_ssl.views import VIEW_NAMES, make_views
 
 from ptl_cli import plugins
 from ptl_cli.contracts import SSLAlgorithm
 from ptl_cli.errors import UserError
+from ptl_ssl.views import VIEW_NAMES, make_views
 
 NAMES = ("fixmatch", "meanteacher", "pseudolabel", "supervised", "uda")
 LOG_KEYS = {

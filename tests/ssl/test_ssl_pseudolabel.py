@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from ptl_ssl.pseudolabel import PseudoLabel, linear_rampup
 
 UNLABELED = [[4.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 3.5]]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+
 from ptl_ssl.randaugment import OPS, cutout, rand_augment, strong
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from ptl_ssl.uda import UDA, soft_targets
 
 WEAK = [[2.0, 0.0, 0.0], [0.3, 0.0, 0.1], [0.0, 0.0, 4.0]]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ptl_ssl.views import crop_padding, make_views, weak_view
 
 from ptl_cli.data.base import normalize
+from ptl_ssl.views import crop_padding, make_views, weak_view
 
 
 def test_views_are_the_requested_names_and_normalized(fashion, fashion01):

@@ -142,10 +142,23 @@ def without_seconds(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not k.endswith("seconds")}
 
 
+def make_job(data: dict[str, Any], run_dir: Path):
+    """A :class:`ptl_transfer.loops.Job` for ``data`` outside any run: enough to ask it for its
+    pools' keys and its models (stage files are read from ``run_dir/stages``)."""
+    from types import SimpleNamespace
+
+    from ptl_transfer.loops import Job
+
+    spec = plugins.get("workflows", "transfer")
+    recipe = recipes.validate(data, spec.params, "test recipe").model
+    return Job(SimpleNamespace(recipe=recipe, device=torch.device("cpu"), run=SimpleNamespace(path=run_dir)))
+
+
 class Helpers:
     """What ``tx`` hands to tests."""
 
     tiny_recipe = staticmethod(tiny_recipe)
+    make_job = staticmethod(make_job)
     run_transfer = staticmethod(run_transfer)
     records = staticmethod(records)
     without_seconds = staticmethod(without_seconds)

@@ -131,3 +131,29 @@ def test_pcs_conditioning_follows_the_probability_vector(generator, classifier):
             verdicts.append(classifier(generator.sample(p, generator=same_noise)).argmax(1))
     hits = [(v == c).float().mean().item() for c, v in enumerate(verdicts)]
     assert sum(hits) / k > 3 / k, hits
+
+
+def test_pcs_records_the_tempered_top_k_soft_labels_it_conditioned_on(generator, classifier, target_images):
+    """With a temperature and top-k the recorded ``soft`` is exactly ``top_k(softmax(C_s(x)/T))``,
+    renormalized; each image's M samples share it, and their noise differs."""
+    images, _ = target_images
+    chunk = images[:6]
+    shard = pcs.pcs_shard(generator, classifier, chunk, 12, 0, 4, 0.5, 2, 7, 8, "cpu")
+    with torch.no_grad():
+        probs = torch.softmax(classifier(chunk.float() / 255).float() / 0.5, dim=1)
+    values, top = probs.topk(2, dim=1)
+    expected = torch.zeros_like(probs).scatter_(1, top, values / values.sum(1, keepdim=True))
+    assert torch.equal(shard["index"], torch.arange(12, 18).repeat_interleave(4))
+    assert torch.allclose(shard["soft"], expected.repeat_interleave(4, dim=0), atol=1e-6)
+    assert ((shard["soft"] > 0).sum(1) == 2).all() and torch.equal(shard["labels"], shard["soft"].argmax(1))
+    same_condition = shard["images"][:4].float()
+    assert (same_condition[1:] - same_condition[0]).abs().amax() > 0  # M draws, not M copies
+
+
+def test_pp_samples_are_resized_and_channel_matched_to_the_target(generator):
+    """A 28×28 grey generator feeding a 32×32 RGB target: shards come out in the target's format."""
+    shard = pcs.pp_shard(generator, 0, 6, 0, 32, 3, 6, "cpu")
+    images = shard["images"]
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 32, 32)
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    assert images.float().std() > 10  # real content, not a blank fill

@@ -172,3 +172,54 @@ def test_an_image_folder_target_in_rgb(tmp_path, tx):
     assert metrics["labeled"] == 9 and 0.0 <= metrics["pssl_test_acc"] <= 1.0
     pools = list((tmp_path / "pools").glob("pcs-*/shard-00000.pt"))
     assert torch.load(pools[0], weights_only=True)["images"].shape[1:] == (3, 28, 28)
+
+
+def test_pp_stages_start_from_the_pretrained_body_with_a_fresh_target_head(uninterrupted, tx, generator):
+    """PP trains a K_s-way head; ``pp``/``pp+pssl`` keep every body weight and replace that head."""
+    from ptl_transfer import nets
+
+    run_dir, _ = uninterrupted
+    job = tx.make_job(tx.tiny_recipe(run_dir.parent / "pools"), run_dir)
+    pretrained = torch.load(run_dir / "stages" / "pp-pretrain.pt", weights_only=True)
+    source = job.new_model("source")
+    assert nets.get_head(source).out_features == generator.num_classes
+    assert source.state_dict().keys() == pretrained.keys()
+    model = job.new_model("pp")
+    head = nets.head_name(model)
+    state = model.state_dict()
+    body = [k for k in pretrained if not k.startswith(f"{head}.")]
+    assert body and all(torch.equal(state[k], pretrained[k]) for k in body)
+    assert not torch.equal(state[f"{head}.weight"], pretrained[f"{head}.weight"])  # swapped, not kept
+    assert torch.equal(state[f"{head}.weight"], job.new_model("pp").state_dict()[f"{head}.weight"])  # seeded
+
+
+def test_pools_are_keyed_by_what_generates_them_and_shared_by_the_rest(tmp_path, tx):
+    def paths(**sets):
+        job = tx.make_job(tx.tiny_recipe(tmp_path, **sets), tmp_path)
+        return job.pp_pool().path, job.pcs_pool().path
+
+    pp, pcs_ = paths()
+    assert paths(seed=5) == (pp, pcs_)  # another run seed reuses both pools
+    assert paths(**{"model.arch": "resnet18", "model.width": 0.125}) == (pp, pcs_)  # so does another net
+    assert paths(**{"pp.train.steps": 3, "train.steps": 2}) == (pp, pcs_)  # and other schedules
+    other_pp = paths(**{"pp.seed": 1})
+    assert other_pp[0] != pp and other_pp[1] == pcs_
+    for key, value in (("pcs.temperature", 0.5), ("pcs.top_k", 2), ("pcs.per_image", 4), ("pcs.seed", 1)):
+        other = paths(**{key: value})
+        assert other[0] == pp and other[1] != pcs_, key
+    weights = {"source.generator.params": {"weights": "bundled", "truncation": 0.5}}
+    assert all(a != b for a, b in zip(paths(**weights), (pp, pcs_), strict=True))  # generator id
+    assert all(a != b for a, b in zip(paths(**{"pool.gen_batch_size": 8}), (pp, pcs_), strict=True))
+    assert paths(**{"target.labels_per_class": 3})[1] != pcs_  # other target images
+
+
+def test_on_the_fly_pp_writes_no_pool_and_resumes_exactly(tmp_path, tx):
+    data = tx.tiny_recipe(tmp_path / "pools", stages=["pp"], **{"pp.mode": "on-the-fly"})
+    whole = tx.run_transfer(data, tmp_path / "whole")
+    assert not list((tmp_path / "pools").glob("pp-*"))
+    assert 0.0 <= whole["pp_test_acc"] <= 1.0 and 0.0 <= whole["pp_source_train_acc"] <= 1.0
+    out = tmp_path / "run"
+    assert tx.run_transfer(data, out, stop_after=3) is None  # mid pre-training (one poll per step)
+    resumed = tx.run_transfer(data, out, resuming=True)
+    assert tx.without_seconds(resumed) == tx.without_seconds(whole)
+    assert tx.records(out) == tx.records(tmp_path / "whole")

@@ -1,0 +1,103 @@
+"""Two controls for the quickstart's result (docs/transfer.md, "Why P-SSL does not help here").
+
+Both run the quickstart recipe unchanged except for one thing, over several seeds:
+
+* ``real`` -- the ``pssl`` stage with the PCS pool replaced by *real* unlabeled target images (the
+  bundled pack's classes 5-9 minus the labeled ones), i.e. plain FixMatch. If this beats scratch,
+  the SSL machinery and the quickstart's schedule (200 steps, τ, λ_u, EMA) leave room for SSL to
+  help, and what P-SSL lacks is in the pseudo samples.
+* ``matched`` -- the target is classes 0-4, the source models' own classes (this breaks the
+  issue's disjoint label spaces: a diagnostic, not a result). If PP+P-SSL beats scratch there,
+  the method is implemented right and the quickstart's pair is what leaves it nothing to transfer.
+
+    python benchmarks/transfer_quickstart_controls.py [--arms real matched] [--seeds 0 1 2] [-- ARGS]
+
+ARGS are passed on to every ``ptl transfer`` (e.g. ``-- --steps 20`` for a quick look).
+
+Runs go to ``$PTL_RUNS_DIR`` (default ./runs); pools to the usual cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+QUICKSTART = ["transfer", "--generator", "biggan", "--ssl", "fixmatch", "--json", "--quiet"]
+ARMS = {
+    "real": ["--stages", "scratch,pssl"],
+    "matched": ["--stages", "scratch,pp,pssl,pp+pssl", "--set", "target.classes=[0,1,2,3,4]"],
+}
+STAGES = ("scratch", "pp", "pssl", "pp_pssl")
+
+
+def worker(argv: list[str]) -> None:
+    """``ptl`` in this process, with the P-SSL loop's unlabeled data swapped for real images."""
+    import torch
+
+    from ptl_transfer import loops
+    from ptl_transfer.target import build_dataset, stack
+
+    class RealImages:
+        """Stands in for the PCS pool: same ``len``/``gather`` contract, real uint8 images."""
+
+        def __init__(self, images: torch.Tensor) -> None:
+            self.images = images
+
+        def __len__(self) -> int:
+            return self.images.shape[0]
+
+        def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"images": self.images[index]}
+
+    open_pool = loops.Job.open_pool
+
+    def real_unlabeled(job: loops.Job, kind: str):
+        if kind != "pcs":
+            return open_pool(job, kind)
+        train = build_dataset(job.recipe, job.recipe.target.train_split)
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[job.target.indices] = False  # the labeled images are not also unlabeled
+        return RealImages(stack(train, keep.nonzero().flatten()))
+
+    loops.Job.open_pool = real_unlabeled
+    from ptl_cli.cli import main
+
+    main(argv)
+
+
+def run(arm: str, seed: int, extra: list[str]) -> dict:
+    args = [*QUICKSTART, *ARMS[arm], "--seed", str(seed), *extra]
+    head = [sys.executable, __file__, "--worker"] if arm == "real" else [sys.executable, "-m", "ptl_cli"]
+    done = subprocess.run([*head, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{arm} seed {seed} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)["metrics"]
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["real", "matched"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    for arm in args.arms:
+        results = [run(arm, seed, extra) for seed in args.seeds]
+        print(f"{arm}: {' '.join([*ARMS[arm], *extra])}; seeds {args.seeds}")
+        for stage in STAGES:
+            accs = [r.get(f"{stage}_test_acc") for r in results]
+            if any(a is None for a in accs):
+                continue
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            per_seed = " / ".join(f"{a:.3f}" for a in accs)
+            print(f"  {stage:8s} {statistics.mean(accs):.4f} ± {std:.4f}   ({per_seed})")
+        shares = [r.get("pssl_pseudo_label_max_share") for r in results]
+        print(f"  pssl pseudo-label max share per seed: {shares}")
+
+
+if __name__ == "__main__":
+    main()
