@@ -20,7 +20,6 @@ Importing this module stays cheap (no torch): ``ptl --help`` lists the command.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +86,8 @@ def time_per_call(fn: Callable[[], Any], device: Any, steps: int, warmup: int, r
     The device is synchronized around each timed block, not inside it, so asynchronous
     execution (and prefetching) overlaps as it does in training.
     """
+    import statistics
+
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -362,8 +363,13 @@ def command(
     width: Annotated[float, typer.Option(help="Model width factor.")] = 1.0,
     dataset: Annotated[str, typer.Option(help="Dataset plugin (its train split).")] = "fashion-pack",
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Batch (labeled B for transfer).")
-    ] = 128,
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Batch (labeled B for transfer). Default: prune 128, transfer 64; on a CPU 32 and 8.",
+        ),
+    ] = None,
     mu: Annotated[int, typer.Option(help="Transfer: unlabeled batch = μ·B.")] = 7,
     k_per: Annotated[int, typer.Option("--k-per", help="Prune: IteRand re-draw interval.")] = 300,
     precision: Annotated[str, typer.Option(help="fp32 | bf16-mixed | fp16-mixed (GPU only).")] = "fp32",
@@ -382,18 +388,22 @@ def command(
         raise UserError(f"ptl bench: unknown {unknown[0]!r}; choose from {', '.join(WHATS)}")
     if precision not in ("fp32", "bf16-mixed", "fp16-mixed"):
         raise UserError(f"--precision {precision!r}: use fp32, bf16-mixed or fp16-mixed")
-    if steps < 1 or batch_size < 2:
+    if steps < 1 or (batch_size is not None and batch_size < 2):
         raise UserError("--steps must be >= 1 and --batch-size >= 2")
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     s = _setup(device or "auto", precision, channels_last, compile_, workers, steps, warmup)
+    # GPU-sized batches by default; a CPU gets small ones so that a bare `ptl bench` takes minutes
+    cpu = s.device.type == "cpu"
     reports = []
     if "prune" in chosen:
-        reports.append(bench_prune(s, model or "conv6", width, dataset, batch_size, k_per))
+        batch = batch_size or (32 if cpu else 128)
+        reports.append(bench_prune(s, model or "conv6", width, dataset, batch, k_per))
     if "transfer" in chosen:
-        reports.append(bench_transfer(s, model or "resnet18", width, dataset, batch_size, mu, 4096))
+        batch = batch_size or (8 if cpu else 64)
+        reports.append(bench_transfer(s, model or "resnet18", width, dataset, batch, mu, 4096))
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
         return
