@@ -39,7 +39,7 @@ class ClassSubset(ImageDataset):
 
     def __init__(self, base: ImageDataset, classes: Sequence[int]) -> None:
         classes = list(classes)
-        lookup = torch.full((base.num_classes,), -1, dtype=torch.long)
+        lookup = torch.full((base.info.num_classes,), -1, dtype=torch.long)
         lookup[torch.as_tensor(classes)] = torch.arange(len(classes))
         self.keep = torch.nonzero(torch.isin(base.targets, torch.as_tensor(classes))).flatten()
         self.base = base
@@ -68,10 +68,10 @@ def build_dataset(recipe: Any, split: str) -> ImageDataset:
         str(data_dir(t.data_dir)), split, t.download, params=t.params, where=f"[target] dataset {t.dataset}"
     )
     if t.classes:
-        bad = [c for c in t.classes if not 0 <= c < dataset.num_classes]
+        bad = [c for c in t.classes if not 0 <= c < dataset.info.num_classes]
         if bad:
             raise UserError(
-                f"[target] classes: {t.dataset} has classes 0..{dataset.num_classes - 1}, not {bad[0]}"
+                f"[target] classes: {t.dataset} has classes 0..{dataset.info.num_classes - 1}, not {bad[0]}"
             )
         dataset = select_classes(dataset, t.classes)
     return dataset

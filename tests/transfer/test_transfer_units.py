@@ -146,3 +146,30 @@ def test_target_flag_takes_a_dataset_or_a_folder(tmp_path):
 def test_arch_flag_resets_the_recipe_width():
     out = recipe_overrides("transfer-quickstart", arch="torchvision:mobilenet_v3_small")
     assert out["model.width"] == 1.0 and out["model.params"] == {}
+
+
+class ProtocolOnlyDataset:
+    """A third-party dataset with exactly the ImageDataset protocol: no ``num_classes`` attribute."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, info) -> None:
+        self.images, self.targets, self.info = images, targets, info
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.targets[index])
+
+
+def test_class_selection_works_on_a_dataset_with_only_the_protocol():
+    from ptl_transfer.target import select_classes
+
+    pack = plugins.get("datasets", "fashion-pack").build(None, "test", False)
+    plain = ProtocolOnlyDataset(pack.images, pack.targets, pack.info)
+    subset = select_classes(plain, [7, 5])
+    assert subset.info.num_classes == 2 and subset.info.class_names == ("Sneaker", "Sandal")
+    assert len(subset) == int(((pack.targets == 7) | (pack.targets == 5)).sum())
+    image, label = subset[0]
+    original = int(subset.keep[0])
+    assert torch.equal(image, pack.images[original])
+    assert label == {7: 0, 5: 1}[int(pack.targets[original])]
