@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ptl_cli import plugins, recipes
@@ -63,8 +64,29 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
             print_plan(workflow, resolved, common)
         return
     dist, _ = start_distributed(resolved.model.compute.device)
+    out_existed = bool(common.out) and Path(common.out).is_dir()  # an empty folder the user made
     path = create_on_main(dist, lambda: Run.create(kind, resolved.model.name, resolved.data, common.out))
-    execute(workflow, Run(path), resolved.model, common, resuming=False)
+    try:
+        execute(workflow, Run(path), resolved.model, common, resuming=False)
+    except UserError:
+        if dist.is_main:
+            discard_unstarted(Run(path), keep_folder=out_existed)
+        raise
+
+
+def discard_unstarted(run: Run, keep_folder: bool) -> None:
+    """Remove a run that bad input (a missing dataset, say) stopped before its first checkpoint.
+
+    It holds nothing but the recipe and the failed status, and leaving it would make every typo
+    a run in ``ptl runs list``; a run with a checkpoint is kept for ``ptl resume``.
+    """
+    import shutil
+
+    if run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir()):
+        return
+    shutil.rmtree(run.path, ignore_errors=True)
+    if keep_folder:
+        run.path.mkdir(parents=True, exist_ok=True)
 
 
 def distributed_info():
@@ -240,7 +262,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "path": str(run.path),
         "kind": info["kind"],
         "name": info.get("name"),
-        "status": info["status"],
+        "status": "interrupted" if run.abandoned() else info["status"],  # killed: nothing runs it
         "error": info.get("error", ""),
         "created": info.get("created"),
         "updated": info.get("updated"),

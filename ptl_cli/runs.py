@@ -151,6 +151,18 @@ class Run:
             return None
         return pid if _alive(pid) else None
 
+    def abandoned(self) -> bool:
+        """True for a run left ``running`` on this machine by a process that no longer exists.
+
+        Such a run is interrupted in fact (killed, power loss). A run owned by another machine
+        cannot be checked from here and is never called abandoned.
+        """
+        info = self.info()
+        pid = info.get("pid")
+        if info.get("status") != "running" or not isinstance(pid, int) or info.get("host") != _host():
+            return False
+        return not _alive(pid)
+
     @property
     def kind(self) -> str:
         return self.info()["kind"]

@@ -92,6 +92,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_run(cli, existing, tmp_path
         assert "Traceback" not in err, what
         assert expected in err, f"{what}: {err!r}"
         assert snapshot(existing, mine) == before, f"{what} changed an existing run or folder"
+    # bad input found once a run started (the missing dataset) leaves no half-made run behind
+    made = sorted(p.name for p in (tmp_path / "new").iterdir()) if (tmp_path / "new").exists() else []
+    assert not made, f"runs left behind by bad input: {made}"
 
 
 def test_debug_shows_the_traceback(cli, demo_site):

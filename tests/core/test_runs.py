@@ -147,3 +147,18 @@ def test_runs_list_and_show_json(tmp_path):
     out = run_ptl("runs", "show", str(run.path), "--json")
     shown = json.loads(out.stdout)
     assert shown["status"] == "interrupted" and shown["recipe"] == {"kind": "demo"}
+
+
+def test_a_run_whose_process_died_shows_as_interrupted(tmp_path):
+    """A run left `running` by a killed process (no signal handler ran) reads as interrupted."""
+    import json
+    import subprocess
+    import sys
+
+    run = Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "r"))
+    assert not run.abandoned()  # this process owns it and is alive
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    run.write_info({**run.info(), "pid": int(gone.stdout)})  # the owner exited without a word
+    assert run.abandoned()
+    assert json.loads(run_ptl("runs", "show", str(run.path), "--json").stdout)["status"] == "interrupted"
+    assert run.info()["status"] == "running"  # reading never rewrites the run
