@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +40,45 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("PTL_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("PTL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread, here and in child processes: the suite shares two cores (oversubscribed
+    OpenMP threads spin), and bit-exact comparisons across processes need one reduction order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run the ``ptl`` CLI in this process: ``cli(*args) -> (exit status, stdout, stderr)``."""
+    from ptl_cli.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def show(cli: Callable[..., tuple[int, str, str]]) -> Callable[[Path], dict]:
+    """``show(run)``: ``ptl runs show RUN --json``, parsed."""
+
+    def run_show(run: Path) -> dict:
+        code, out, err = cli("runs", "show", run, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    return run_show

@@ -40,10 +40,5 @@ def train_steps(model, pruner, images, labels, steps: int, start: int = 0, lr: f
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tests share two cores with other suites, and OpenMP's spinning
-    threads slow down by an order of magnitude when the cores are oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread):
+    """Every prune test runs with one intra-op thread (the shared ``one_thread`` fixture)."""

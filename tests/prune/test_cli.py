@@ -27,23 +27,6 @@ TINY = [
 ITERAND = ["--method", "iterand", "--rerand-freq", "3", *TINY]
 
 
-def ptl(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the ``ptl`` CLI in this process; (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def show(capsys, run: Path) -> dict:
-    code, out, _ = ptl(capsys, "runs", "show", run, "--json")
-    assert code == 0
-    return json.loads(out)
-
-
 def final_state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "final.pt", weights_only=True)["model"]
 
@@ -67,8 +50,8 @@ def iterand_run(tmp_path_factory) -> Path:
     return run
 
 
-def test_iterand_run_reports_accuracy_and_exact_sparsity(capsys, iterand_run):
-    summary = show(capsys, iterand_run)
+def test_iterand_run_reports_accuracy_and_exact_sparsity(cli, show, iterand_run):
+    summary = show(iterand_run)
     assert summary["kind"] == "prune" and summary["status"] == "completed"
     metrics = summary["metrics"]
     assert 0.0 <= metrics["test_acc"] <= 1.0
@@ -104,10 +87,10 @@ def test_iterand_weights_are_each_the_initial_draw_or_one_of_its_redraws(iterand
 
 
 @pytest.mark.parametrize("method", ["edge-popup", "sgd"])
-def test_other_methods_run(capsys, tmp_path, method):
-    code, out, err = ptl(capsys, "prune", "--method", method, *TINY, "--out", tmp_path / "run")
+def test_other_methods_run(cli, show, tmp_path, method):
+    code, out, err = cli("prune", "--method", method, *TINY, "--out", tmp_path / "run")
     assert code == 0, err
-    metrics = show(capsys, tmp_path / "run")["metrics"]
+    metrics = show(tmp_path / "run")["metrics"]
     assert metrics["sparsity"] == (0.0 if method == "sgd" else pytest.approx(0.5, abs=1e-6))
     assert "test accuracy" in out
     state = final_state(tmp_path / "run")
@@ -120,31 +103,31 @@ def test_other_methods_run(capsys, tmp_path, method):
         assert all(not v.any() for k, v in state.items() if k.endswith(".bias"))  # zero and untrained
 
 
-def test_rerand_freq_per_epoch(capsys, tmp_path):
+def test_rerand_freq_per_epoch(cli, show, tmp_path):
     """``rerand_freq_unit = epochs``: K re-draws per epoch of 8 steps, counted over the whole run."""
     args = [*ITERAND, "--rerand-freq", "2", "--set", "pruner.rerand_freq_unit=epochs"]
-    code, _, err = ptl(capsys, "prune", *args, "--out", tmp_path / "run")
+    code, _, err = cli("prune", *args, "--out", tmp_path / "run")
     assert code == 0, err
     assert torch.load(tmp_path / "run" / "final.pt", weights_only=True)["pruner"]["events"] == [4, 8, 12, 16]
 
 
-def test_resume_after_interruption_is_bit_identical(capsys, tmp_path, iterand_run):
+def test_resume_after_interruption_is_bit_identical(cli, show, tmp_path, iterand_run):
     """Stopped at step 5 (after the re-draw at 3, mid-epoch), resumed: same weights, same log."""
     run = tmp_path / "stopped"
-    code, _, _ = ptl(capsys, "prune", *ITERAND, "--out", run, "--set", "train.stop_after_steps=5")
+    code, _, _ = cli("prune", *ITERAND, "--out", run, "--set", "train.stop_after_steps=5")
     assert code == 130
-    assert show(capsys, run)["status"] == "interrupted"
+    assert show(run)["status"] == "interrupted"
     saved = torch.load(sorted((run / "checkpoints").iterdir())[-1], weights_only=True)
     assert saved["step"] == 5 and saved["pruner"]["events"] == [3]
-    code, _, err = ptl(capsys, "resume", run, "--quiet")
+    code, _, err = cli("resume", run, "--quiet")
     assert code == 0, err
-    assert show(capsys, run)["metrics"]["test_acc"] == show(capsys, iterand_run)["metrics"]["test_acc"]
+    assert show(run)["metrics"]["test_acc"] == show(iterand_run)["metrics"]["test_acc"]
     a, b = final_state(iterand_run), final_state(run)
     assert a.keys() == b.keys() and all(bit_equal(a[k], b[k]) for k in a)
     assert records(run) == records(iterand_run)
 
 
-def test_real_sigint_then_resume_is_bit_identical(capsys, tmp_path):
+def test_real_sigint_then_resume_is_bit_identical(cli, show, tmp_path):
     args = ["--method", "iterand", "--rerand-freq", "3", *TINY, "--epochs", "8"]
     args += [
         "--set",
@@ -163,19 +146,17 @@ def test_real_sigint_then_resume_is_bit_identical(capsys, tmp_path):
         pytest.skip("the run finished before it could be interrupted")
     proc.send_signal(signal.SIGINT)
     assert proc.wait() == 130
-    assert show(capsys, run)["status"] == "interrupted"
-    assert ptl(capsys, "resume", run, "--quiet")[0] == 0
+    assert show(run)["status"] == "interrupted"
+    assert cli("resume", run, "--quiet")[0] == 0
     reference = tmp_path / "reference"
-    assert ptl(capsys, "prune", *args, "--out", reference)[0] == 0
+    assert cli("prune", *args, "--out", reference)[0] == 0
     a, b = final_state(reference), final_state(run)
     assert all(bit_equal(a[k], b[k]) for k in a)
     assert records(run) == records(reference)
 
 
-def test_exports_load_with_plain_torch_and_verify(capsys, tmp_path, iterand_run):
-    code, out, err = ptl(
-        capsys, "export", iterand_run, "--format", "pt", "--out", tmp_path / "m.pt", "--verify"
-    )
+def test_exports_load_with_plain_torch_and_verify(cli, show, tmp_path, iterand_run):
+    code, out, err = cli("export", iterand_run, "--format", "pt", "--out", tmp_path / "m.pt", "--verify")
     assert code == 0, err
     assert "verified" in out
     blob = torch.load(tmp_path / "m.pt", weights_only=True)  # plain torch, no ptl classes inside
@@ -187,29 +168,27 @@ def test_exports_load_with_plain_torch_and_verify(capsys, tmp_path, iterand_run)
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     assert all(int((w == 0).sum()) == round(w.numel() * 0.5) for w in weights)
 
-    code, out, err = ptl(
-        capsys, "export", iterand_run, "--format", "safetensors", "--out", tmp_path / "m.st", "--verify"
+    code, out, err = cli(
+        "export", iterand_run, "--format", "safetensors", "--out", tmp_path / "m.st", "--verify"
     )
     assert code == 0 and "verified" in out, err
 
-    code, out, err = ptl(
-        capsys, "export", iterand_run, "--format", "ticket", "--out", tmp_path / "t.st", "--verify"
-    )
+    code, out, err = cli("export", iterand_run, "--format", "ticket", "--out", tmp_path / "t.st", "--verify")
     assert code == 0, err
     assert "ticket" in out and "smaller" in out and "verified" in out
     assert (tmp_path / "t.st").stat().st_size * 4 < (tmp_path / "m.st").stat().st_size
 
 
-def test_dry_run_shows_the_plan(capsys):
-    code, out, _ = ptl(capsys, "prune", "--method", "iterand", "--dry-run", "--json")
+def test_dry_run_shows_the_plan(cli, show):
+    code, out, _ = cli("prune", "--method", "iterand", "--dry-run", "--json")
     assert code == 0
     plan = json.loads(out)
     assert (
         plan["recipe"]["name"] == "iterand-quickstart" and plan["recipe"]["data"]["dataset"] == "fashion-pack"
     )
-    code, out, _ = ptl(capsys, "prune", "--recipe", "iterand-conv6-cifar10", "--dry-run")
+    code, out, _ = cli("prune", "--recipe", "iterand-conv6-cifar10", "--dry-run")
     assert code == 0 and "rerand_freq=300" in out and "cifar10" in out
-    code, out, _ = ptl(capsys, "prune", "--recipe", "iterand-resnet50-imagenet", "--dry-run", "--json")
+    code, out, _ = cli("prune", "--recipe", "iterand-resnet50-imagenet", "--dry-run", "--json")
     plan = dict(json.loads(out)["plan"]) if code == 0 else {}
     assert plan.get("lr schedule") == "5 warm-up + 95 cosine + 5 at 1e-05 (per epoch)", out
 
@@ -226,8 +205,8 @@ def test_dry_run_shows_the_plan(capsys):
         (["--recipe", "no-such-recipe"], "unknown recipe"),
     ],
 )
-def test_bad_input_is_one_line_with_exit_2(capsys, args, expected):
-    code, _, err = ptl(capsys, "prune", *args, "--dry-run")
+def test_bad_input_is_one_line_with_exit_2(cli, show, args, expected):
+    code, _, err = cli("prune", *args, "--dry-run")
     assert code == 2
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -239,20 +218,23 @@ def test_bad_input_is_one_line_with_exit_2(capsys, args, expected):
         (["--set", 'pruner.layer_sparsity={"clasifier.*" = 0.9}'], "matches no Conv/Linear layer"),
     ],
 )
-def test_settings_that_prune_nothing_or_nothing_named_fail_clearly(capsys, tmp_path, args, expected):
-    code, _, err = ptl(capsys, "prune", *TINY, *args, "--out", tmp_path / "run")
+def test_settings_that_prune_nothing_or_nothing_named_fail_clearly(cli, show, tmp_path, args, expected):
+    code, _, err = cli("prune", *TINY, *args, "--out", tmp_path / "run")
     assert code == 2, err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_missing_data_and_impossible_exports_are_clear(capsys, tmp_path, iterand_run):
+def test_missing_data_and_impossible_exports_are_clear(cli, show, tmp_path, iterand_run):
     run = tmp_path / "nodata"
-    code, _, err = ptl(
-        capsys, "prune", "--dataset", "cifar10", "--data-dir", tmp_path / "empty", "--out", run, "--quiet"
+    code, _, err = cli(
+        "prune", "--dataset", "cifar10", "--data-dir", tmp_path / "empty", "--out", run, "--quiet"
     )
     assert code == 2 and "not found" in err and err.count("\n") == 1
-    assert show(capsys, run)["status"] == "failed"
-    code, _, err = ptl(capsys, "export", run, "--format", "pt")
+    assert not run.exists()  # bad input before the first checkpoint leaves no run behind
+    stopped = tmp_path / "stopped"
+    code, _, _ = cli("prune", *ITERAND, "--out", stopped, "--set", "train.stop_after_steps=1")
+    assert code == 130 and show(stopped)["status"] == "interrupted"
+    code, _, err = cli("export", stopped, "--format", "pt")
     assert code == 2 and "no final model" in err
-    code, _, err = ptl(capsys, "export", iterand_run, "--format", "onnx")
+    code, _, err = cli("export", iterand_run, "--format", "onnx")
     assert code == 2 and "pt, safetensors, ticket" in err

@@ -7,16 +7,11 @@ Helpers are handed out through the ``scale`` fixture because tests run with
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the suite shares two cores, and oversubscribed OpenMP threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread):
+    """Every scale test runs with one intra-op thread (the shared ``one_thread`` fixture)."""
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: float = 240, check: bool = True):
