@@ -8,9 +8,10 @@ over a PCS pool that the two ranks generate between them). Checked:
   bit-identical weights (it fails the run otherwise);
 * the PCS pool is the same, shard for shard, as one process makes, and each shard was made
   by exactly one rank;
-* ``scratch`` (weak augmentation only) and ``pssl`` (FixMatch: weak and strong views, whose
-  RandAugment and Cutout draws are rank-sharded) log the same metrics as one process with the
-  same global batch, within float tolerance;
+* ``scratch`` (weak augmentation only), ``pssl`` with FixMatch (weak and strong views, whose
+  RandAugment and Cutout draws are rank-sharded) and with MeanTeacher (two weak views drawn
+  inside its loss) log the same metrics as one process with the same global batch, within
+  float tolerance;
 * an interrupted 2-process run resumed under 2 processes ends exactly as an uninterrupted one.
 """
 
@@ -117,6 +118,21 @@ def test_scratch_matches_one_process(runs):
 def test_fixmatch_matches_one_process(runs):
     pick = [r for r in records(runs["one"]) if r["stage"] == "pssl"]
     _compare(pick, [r for r in records(runs["two"]) if r["stage"] == "pssl"])
+
+
+def test_meanteacher_matches_one_process(tmp_path, scale):
+    """MeanTeacher draws its two weak views inside its ``loss``: the loop calls the loss inside
+    ``job.augmenting()``, so those draws too are rank shares (without it, both ranks drew the
+    same numbers for different images and the runs differed from step 2 on)."""
+    extra = {"stages": '["pssl"]', "ssl.name": '"meanteacher"', "train.steps": "6"}
+    one = run_ptl(*args(tmp_path / "one", tmp_path / "pool", **extra), env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    scale.torchrun(["-m", "ptl_cli", *args(tmp_path / "two", tmp_path / "pool", **extra)])
+    a, b = (
+        [r for r in records(tmp_path / run) if r["stage"] == "pssl" and "loss" in r] for run in ("one", "two")
+    )
+    assert [r["step"] for r in a] == list(range(1, 7)) and any(r["loss_u"] > 0 for r in a)
+    _compare(a, b)
 
 
 def test_resume_under_two_processes_is_exact(runs, tmp_path, scale):
