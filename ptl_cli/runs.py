@@ -145,11 +145,8 @@ class Run:
         A run left ``running`` by a process that is gone (killed, power loss) has no owner: it
         is interrupted in fact, and ``ptl resume`` continues it from its last checkpoint.
         """
-        info = self.info()
-        pid = info.get("pid")
-        if info.get("status") != "running" or not isinstance(pid, int) or info.get("host") != _host():
-            return None
-        return pid if _alive(pid) else None
+        pid = self._local_owner()
+        return pid if pid is not None and _alive(pid) else None
 
     def abandoned(self) -> bool:
         """True for a run left ``running`` on this machine by a process that no longer exists.
@@ -157,11 +154,16 @@ class Run:
         Such a run is interrupted in fact (killed, power loss). A run owned by another machine
         cannot be checked from here and is never called abandoned.
         """
+        pid = self._local_owner()
+        return pid is not None and not _alive(pid)
+
+    def _local_owner(self) -> int | None:
+        """The recorded owner's process id when the run is ``running`` on this machine, else None."""
         info = self.info()
         pid = info.get("pid")
         if info.get("status") != "running" or not isinstance(pid, int) or info.get("host") != _host():
-            return False
-        return not _alive(pid)
+            return None
+        return pid
 
     @property
     def kind(self) -> str:
