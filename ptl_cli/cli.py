@@ -350,7 +350,7 @@ _bench()
 
 # -- entry point --------------------------------------------------------------------------------
 #: How many commands and sub-apps the core itself registers; plugins' come after these.
-_CORE_COMMANDS = (len(app.registered_commands), len(app.registered_groups))
+_CORE_COMMANDS = plugins.command_marks(app)
 
 
 def build_app() -> typer.Typer:
@@ -360,8 +360,7 @@ def build_app() -> typer.Typer:
     :func:`ptl_cli.plugins.reset`) are dropped first, so calling ``main`` again in one process
     (tests, notebooks) neither duplicates commands nor keeps those of plugins now gone.
     """
-    del app.registered_commands[_CORE_COMMANDS[0] :]
-    del app.registered_groups[_CORE_COMMANDS[1] :]
+    plugins.drop_commands_after(app, _CORE_COMMANDS)
     plugins.manager().add_commands(app)
     return app
 

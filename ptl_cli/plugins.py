@@ -206,18 +206,18 @@ class PluginManager:
         """
         owners = {name: "ptl" for name in _command_names(app)}
         for impl in self.pm.hook.ptl_register_commands.get_hookimpls():  # load order, as registries
-            marks = (len(app.registered_commands), len(app.registered_groups))
+            marks = command_marks(app)
             info = self.plugins.get(impl.plugin_name)
             try:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001
-                _undo_commands(app, marks)
+                drop_commands_after(app, marks)
                 self._registration_failed(info, f"ptl_register_commands raised {type(exc).__name__}: {exc}")
                 continue
             added = _command_names(app, marks)
             clash = next((n for i, n in enumerate(added) if n in owners or n in added[:i]), None)
             if clash is not None:
-                _undo_commands(app, marks)
+                drop_commands_after(app, marks)
                 owner = owners.get(clash, impl.plugin_name)
                 where = "a core command" if owner == "ptl" else f"a command of plugin {owner!r}"
                 self._registration_failed(
@@ -247,7 +247,14 @@ def _command_names(app: Any, marks: tuple[int, int] = (0, 0)) -> list[str]:
     return names
 
 
-def _undo_commands(app: Any, marks: tuple[int, int]) -> None:
+def command_marks(app: Any) -> tuple[int, int]:
+    """How many commands and sub-apps ``app`` has now: a point to go back to with
+    :func:`drop_commands_after`."""
+    return len(app.registered_commands), len(app.registered_groups)
+
+
+def drop_commands_after(app: Any, marks: tuple[int, int]) -> None:
+    """Remove the commands and sub-apps registered on ``app`` after ``marks`` (counts of each)."""
     del app.registered_commands[marks[0] :]
     del app.registered_groups[marks[1] :]
 
