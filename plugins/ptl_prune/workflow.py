@@ -161,8 +161,7 @@ class PruneWorkflow:
 
         def save() -> None:
             ctx.check_finite(sums[0], f"step {step}")  # never checkpoint a diverged model
-            distributed.sync_buffers(dist, model)  # rank 0's BatchNorm statistics, as written
-            ctx.verify_in_sync(model, f"step {step}")  # data-parallel ranks hold the same network
+            ctx.verify_in_sync(model, f"step {step}")  # ranks hold the same network (and BN stats)
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

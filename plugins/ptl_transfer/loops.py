@@ -103,10 +103,9 @@ class Job:
         return prefetch(step_batches(fetch, start, stop), self.device, depth=2 if ahead else 0)
 
     def in_sync(self, where: str, *modules: torch.nn.Module | None) -> None:
-        """Rank 0's BatchNorm statistics everywhere, then check every rank holds the same weights."""
+        """Check every rank holds the same weights (rank 0's BatchNorm statistics copied first)."""
         for module in modules:
             if module is not None:
-                distributed.sync_buffers(self.ctx.dist, module)
                 self.ctx.verify_in_sync(module, where)
 
     # -- seeding and models ----------------------------------------------------------------

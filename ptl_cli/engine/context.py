@@ -90,9 +90,15 @@ class RunContext:
         return distributed.mean_over_ranks(self.dist, values)
 
     def verify_in_sync(self, module: Any, where: str) -> str:
-        """Fail clearly if data-parallel ranks hold different weights (a collective; returns a digest)."""
+        """Fail clearly if data-parallel ranks hold different weights (a collective; returns a digest).
+
+        Rank 0's BatchNorm statistics are copied to every rank first: DDP leaves each rank with
+        statistics of its own share after a step, which is expected, not a divergence; after the
+        copy every rank holds the network rank 0 checkpoints, so resumes are exact.
+        """
         if not self.dist.enabled:
             return ""
+        distributed.sync_buffers(self.dist, module)
         return distributed.verify_in_sync(self.dist, module, where)
 
     def check_finite(self, value: Any, where: str) -> None:
