@@ -322,9 +322,12 @@ def _plain(signature: inspect.Signature) -> str:
     return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
-def factory_call_problem(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+def factory_call_problem(
+    kind: str, factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
     """Why ``factory(*args, **kwargs)`` would fail to bind (a parameter the schema has and the
-    factory lacks, a positional argument ptl passes and it does not take), or ``None``."""
+    factory lacks, a positional argument ptl passes and it does not take), as the phrase both
+    the CLI and :mod:`ptl_cli.testing` report after the component's name; ``None`` if it binds."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -333,21 +336,20 @@ def factory_call_problem(factory: Any, args: tuple[Any, ...], kwargs: dict[str, 
         signature.bind(*args, **kwargs)
     except TypeError as exc:
         name = getattr(factory, "__qualname__", type(factory).__qualname__)
-        return f"{name}{_plain(signature)}: {exc}"
+        return (
+            f"its factory cannot be called as ptl calls it, {FACTORY_CALLS.get(kind, 'factory(...)')} "
+            f"with params {', '.join(kwargs) or 'none'}: {name}{_plain(signature)}: {exc} "
+            "(every field of the parameter schema is passed as a keyword argument)"
+        )
     return None
 
 
 def ensure_factory_accepts(kind: str, factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any], what: str):
     """Raise a one-line :class:`UserError` naming ``what`` (component and plugin) when ``factory``
     cannot take the call ptl is about to make, instead of a bare ``TypeError`` from inside it."""
-    problem = factory_call_problem(factory, args, kwargs)
+    problem = factory_call_problem(kind, factory, args, kwargs)
     if problem:
-        call = FACTORY_CALLS.get(kind, "factory(...)")
-        raise UserError(
-            f"{what}: its factory cannot be called as ptl calls it, {call} "
-            f"with params {', '.join(kwargs) or 'none'}: {problem} (every field of the parameter schema "
-            "is passed as a keyword argument)"
-        )
+        raise UserError(f"{what}: {problem}")
 
 
 def describe_problems(obj: Any, protocol: type) -> str:

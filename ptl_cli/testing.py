@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ptl_cli.contracts import FACTORY_CALLS, PROTOCOLS, describe_problems, factory_call_problem
+from ptl_cli.contracts import PROTOCOLS, describe_problems, factory_call_problem
 from ptl_cli.registry import KINDS, ComponentSpec
 
 #: View names an SSL algorithm may ask for (what the transfer workflow can supply).
@@ -153,13 +153,8 @@ def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[
         )
 
     def build(*args: Any) -> Any:
-        problem = factory_call_problem(factory, args, values)
-        _require(
-            problem is None,
-            what,
-            f"its factory cannot be called as ptl calls it, {FACTORY_CALLS[kind]} with params "
-            f"{', '.join(values) or 'none'}: {problem}",
-        )
+        problem = factory_call_problem(kind, factory, args, values)
+        _require(problem is None, what, str(problem))
         with calling(what, "its factory"):
             obj = factory(*args, **values)
         return _conforming(kind, obj, what)
