@@ -82,3 +82,18 @@ def show(cli: Callable[..., tuple[int, str, str]]) -> Callable[[Path], dict]:
         return json.loads(out)
 
     return run_show
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """``tests/reference.py``: loads single modules of reference code (e.g. semilearn's) without
+    running their packages' heavy ``__init__``; a fixture because tests cannot import siblings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ptl_tests_reference", Path(__file__).with_name("reference.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,8 +8,13 @@ Why every op is computed for the whole batch and picked per image with ``torch.w
 images by op needs their indices on the host (a device sync per op), while the ops are cheap
 next to a forward pass. The affine ops (rotate, shear, translate) share one ``grid_sample`` and
 the four blend ops (brightness, color, contrast, sharpness) one interpolation, so a round costs
-about ten elementwise passes, one 3×3 box filter, one histogram and one resampling. Like the
-reference PIL ops, affine ops resample with nearest neighbour and fill uncovered pixels with 0.
+about ten elementwise passes, one 3×3 box filter, one histogram and one resampling.
+
+Each op equals USB's PIL op (semilearn's ``randaugment.py``) at the same magnitude: affine ops
+resample with nearest neighbour, fill uncovered pixels with 0 and, like PIL, shear about the
+top-left corner (rotations are about the centre); solarize inverts levels at or above 256·m.
+The blend ops and autocontrast keep floats where PIL rounds to 8 bits (within one grey level);
+``tests/ssl/test_reference_randaugment.py`` checks every op against the installed reference.
 
 Images are float ``(B, C, H, W)`` in ``[0, 1]`` with 1 or 3 channels. Randomness comes from
 torch's RNG on the images' device, or from ``generator``: seeded, the output is reproducible.
@@ -111,8 +116,10 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(step > 0, equalized, x.reshape(b * c, h * w)).view(b, c, h, w)
 
 
-def _apply_round(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
-    """Apply op ``op[i]`` with magnitude ``mag[i]`` in [0, 1) to image ``i``, for every image."""
+def apply_round(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """Apply op ``op[i]`` (an index into :data:`OPS`) with magnitude ``mag[i]`` in [0, 1) to image
+    ``i``, for every image: one round of :func:`rand_augment` once its draws are made (public so
+    that tests can choose the magnitudes)."""
     b, c, h, w = x.shape
 
     def picks(*names: str) -> torch.Tensor:
@@ -136,7 +143,8 @@ def _apply_round(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.
 
     out = torch.where(per_image(picks("autocontrast")), _autocontrast(x), out)
     out = torch.where(per_image(picks("equalize")), _equalize(x), out)
-    solarized = torch.where(x < per_image(mag), x, 1.0 - x)  # invert pixels above the threshold
+    # invert levels at or above the threshold 256 * mag, PIL's rule for the reference's U[0, 256)
+    solarized = torch.where(x * 255.0 < per_image(256.0 * mag), x, 1.0 - x)
     out = torch.where(per_image(picks("solarize")), solarized, out)
     bits = 4 + (mag * 4).floor().clamp_(max=3)  # 4..7 bits kept, as int(U[4, 8)) in the reference
     bucket = per_image(torch.pow(2.0, 8 - bits))
@@ -154,8 +162,10 @@ def _apply_round(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.
     t01 = torch.where(rotate, -sin, torch.where(shear_x, _SHEAR * signed, zero)) * (h / w)
     t10 = torch.where(rotate, sin, torch.where(shear_y, _SHEAR * signed, zero)) * (w / h)
     t11 = torch.where(rotate, cos, one)
-    t02 = torch.where(picks("translate_x"), 2.0 * _TRANSLATE * signed, zero)
-    t12 = torch.where(picks("translate_y"), 2.0 * _TRANSLATE * signed, zero)
+    # Shears are about the top-left corner, as PIL's: x_in = x_out + s * y_out in pixels, which in
+    # normalized coordinates adds the shift s * (h / w) (the shear of the centre row).
+    t02 = torch.where(picks("translate_x"), 2.0 * _TRANSLATE * signed, torch.where(shear_x, t01, zero))
+    t12 = torch.where(picks("translate_y"), 2.0 * _TRANSLATE * signed, torch.where(shear_y, t10, zero))
     theta = torch.stack([t00, t01, t02, t10, t11, t12], dim=1).view(b, 2, 3)
     grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
     warped = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -179,7 +189,7 @@ def rand_augment(
     for _ in range(n_ops):
         draw = uniform((2, x.shape[0]), x, generator)
         choice = (draw[0] * len(names)).long().clamp_(max=len(names) - 1)
-        x = _apply_round(x, _op_ids(choice, names), draw[1])
+        x = apply_round(x, _op_ids(choice, names), draw[1])
     return x.to(images.dtype)
 
 

@@ -1,0 +1,149 @@
+"""ptl's batched RandAugment and Cutout against USB's own PIL ops (semilearn 0.3.2).
+
+The reference is the installed ``semilearn/datasets/augmentation/randaugment.py``, loaded as a
+single module (its package ``__init__`` needs the whole USB stack). Every op of the pool runs
+on real images at magnitudes on both sides of the middle (the signed ops' two directions):
+a 32×32 RGB image made of three different Fashion-MNIST garments (one per channel, resized
+bilinearly), and the 28×28 grey originals, plus non-square crops for the resampling ops.
+ptl's magnitude ``m`` in [0, 1) is the reference's ``lo + (hi - lo) * m`` over the op's range
+from the reference's own ``augment_list()``.
+
+Tolerance, in 8-bit grey levels: 0 for the look-up and resampling ops (identity, equalize,
+posterize, solarize, rotate, shears, translations); at most 1 for the four blend ops and
+autocontrast, where PIL rounds intermediate results to 8 bits and ptl keeps floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ptl_cli import plugins
+from ptl_ssl import randaugment as ra
+
+#: USB's op functions by ptl's op names.
+USB_NAMES = {
+    "identity": "Identity",
+    "autocontrast": "AutoContrast",
+    "equalize": "Equalize",
+    "rotate": "Rotate",
+    "solarize": "Solarize",
+    "color": "Color",
+    "posterize": "Posterize",
+    "contrast": "Contrast",
+    "brightness": "Brightness",
+    "sharpness": "Sharpness",
+    "shear_x": "ShearX",
+    "shear_y": "ShearY",
+    "translate_x": "TranslateX",
+    "translate_y": "TranslateY",
+}
+EXACT = {
+    "identity",
+    "equalize",
+    "posterize",
+    "solarize",
+    "rotate",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+}
+NO_MAGNITUDE = {"identity", "autocontrast", "equalize"}
+#: Magnitudes in [0, 1): below 0.5 the signed ops (rotate, shears, translations) go one way,
+#: above it the other.
+MAGNITUDES = (0.0, 0.07, 0.2, 0.35, 0.48, 0.52, 0.66, 0.8, 0.93, 0.999)
+
+
+@pytest.fixture(scope="module")
+def usb(reference):
+    return reference.load_file("semilearn", "datasets/augmentation/randaugment.py")
+
+
+@pytest.fixture(scope="module")
+def ranges(usb) -> dict[str, tuple[object, float, float]]:
+    """ptl op name -> (USB function, low, high) from USB's ``augment_list()``."""
+    by_usb_name = {fn.__name__: (fn, float(lo), float(hi)) for fn, lo, hi in usb.augment_list()}
+    return {name: by_usb_name[usb_name] for name, usb_name in USB_NAMES.items()}
+
+
+@pytest.fixture(scope="module")
+def pack_images() -> torch.Tensor:
+    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
+    return dataset.images[torch.arange(0, 12 * 101, 101)]
+
+
+@pytest.fixture(scope="module")
+def grey28(pack_images) -> torch.Tensor:
+    """Four real 28×28 grey images, uint8 levels as floats in [0, 1]."""
+    return pack_images[:4].float() / 255.0
+
+
+@pytest.fixture(scope="module")
+def rgb32(pack_images) -> torch.Tensor:
+    """Four real-content 32×32 RGB images: three garments per image as R, G, B, quantized to 8 bits."""
+    channels = pack_images[:12, 0].float().view(4, 3, 28, 28) / 255.0
+    resized = F.interpolate(channels, size=(32, 32), mode="bilinear", align_corners=False)
+    return (resized * 255).round().clamp(0, 255) / 255.0
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    levels = (image * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(levels[..., 0] if levels.shape[2] == 1 else levels)
+
+
+def _levels(image: Image.Image) -> torch.Tensor:
+    array = np.array(image, dtype=np.float32)
+    return torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+
+
+def _both(
+    images: torch.Tensor, name: str, ranges, magnitudes=MAGNITUDES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ptl, USB) outputs in grey levels for every image × magnitude, ptl in one batched call."""
+    fn, lo, hi = ranges[name]
+    x = images.repeat_interleave(len(magnitudes), 0)
+    m = torch.tensor(magnitudes).repeat(len(images))
+    op = torch.full((len(x),), ra.OPS.index(name), dtype=torch.long)
+    ours = (ra.apply_round(x, op, m) * 255).round()
+    theirs = torch.stack([_levels(fn(_pil(x[i]), lo + (hi - lo) * float(m[i]))) for i in range(len(x))])
+    return ours, theirs
+
+
+def test_the_pool_is_usbs(usb):
+    assert sorted(USB_NAMES) == sorted(ra.OPS)
+    assert sorted(fn.__name__ for fn, _, _ in usb.augment_list()) == sorted(USB_NAMES.values())
+
+
+@pytest.mark.parametrize("name", ra.OPS)
+@pytest.mark.parametrize("kind", ["rgb32", "grey28"])
+def test_each_op_equals_usbs_pil_op(name, kind, ranges, request):
+    images = request.getfixturevalue(kind)
+    ours, theirs = _both(images, name, ranges)
+    diff = (ours - theirs).abs()
+    if name in EXACT:
+        assert diff.max() == 0, f"{name} on {kind}: mean |ptl - USB| = {diff.mean():.3f} levels"
+    else:
+        assert diff.max() <= 1, f"{name} on {kind}: max |ptl - USB| = {diff.max():.0f} levels"
+        assert diff.mean() < 0.6, f"{name} on {kind}: mean |ptl - USB| = {diff.mean():.3f} levels"
+
+
+@pytest.mark.parametrize("name", ["rotate", "shear_x", "shear_y", "translate_x", "translate_y"])
+@pytest.mark.parametrize("crop", [(slice(None), slice(4, 28)), (slice(6, 26), slice(None))])
+def test_resampling_ops_equal_usb_on_non_square_images(name, crop, rgb32, ranges):
+    images = rgb32[:2, :, crop[0], crop[1]].contiguous()  # 32×24 and 20×32
+    ours, theirs = _both(images, name, ranges)
+    assert torch.equal(ours, theirs), (
+        f"{name} on {tuple(images.shape[-2:])}: {(ours - theirs).abs().mean():.3f}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(set(ra.OPS) - NO_MAGNITUDE))
+def test_the_magnitude_matters(name, rgb32, ranges):
+    """The comparison can fail: at another magnitude, USB's output is far from ptl's."""
+    ours, _ = _both(rgb32, name, ranges, magnitudes=(0.1,))
+    _, theirs = _both(rgb32, name, ranges, magnitudes=(0.9,))
+    assert (ours - theirs).abs().mean() > 2.0
