@@ -25,10 +25,13 @@ it, as spinning worker threads count too) or wall time (``--clock wall``, for an
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +39,11 @@ import torch.nn.functional as F
 from ptl_cli import plugins
 
 
-def real_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` real Fashion-MNIST images as a CIFAR-shaped batch (3×32×32), with labels."""
+def real_batch(batch: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` real Fashion-MNIST images as a CIFAR-shaped batch (3×size×size), with labels."""
     data = plugins.get("datasets", "fashion-pack").build(None, "train", False)
     images = data.images[:batch].float() / 255.0
-    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    images = F.interpolate(images, size=size, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
     return (images - 0.5) / 0.25, data.targets[:batch]
 
 
@@ -62,34 +65,70 @@ def mask_work(model: torch.nn.Module) -> Callable[[], None]:
 
 
 def ptl_step(
-    model_name: str, method: str, x: torch.Tensor, y: torch.Tensor
+    model_name: str,
+    method: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    compute: Any = None,
+    precision: Any = None,
 ) -> tuple[Callable, Callable, torch.nn.Module]:
-    """(one training step, one IteRand re-draw, the model) for a ``ptl`` model prepared by ``method``."""
+    """(one training step, one IteRand re-draw, the model) for a ``ptl`` model prepared by ``method``.
+
+    The model is built for ``x``'s image size. With ``compute`` (``channels_last``, ``compile``) it
+    goes to ``x``'s device through the engine's ``prepare_model`` and the step runs under
+    ``precision`` (a :class:`ptl_cli.engine.device.Precision`), as the prune workflow does; without
+    them it is the plain CPU step.
+    """
     from ptl_prune.build import build_pruner
 
     params = {"method": method}
     if method != "sgd":
         params["sparsity"] = 0.5
     pruner = build_pruner(params)
-    model = plugins.get("models", model_name).build(10, 3, 32, 1.0)
+    model = plugins.get("models", model_name).build(10, 3, x.shape[-1], 1.0)
     model = pruner.prepare(model, seed=0).train()
+    train_model = model
+    if compute is not None:
+        from ptl_cli.engine.compute import prepare_model
+
+        model, train_model = prepare_model(model, compute, x.device)
     lr = 0.01 if method == "sgd" else 0.1
     optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=lr, momentum=0.9, weight_decay=1e-4)
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    if precision is None:
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    else:
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                loss = F.cross_entropy(train_model(x), y)
+            precision.backward_and_step(loss, optimizer)
 
     redraw = (lambda: pruner.redraw(model, 300)) if method == "iterand" else (lambda: None)
     return step, redraw, model
 
 
+#: the official code's ResNets: (block class, blocks per stage)
+REFERENCE_RESNETS = {
+    "resnet18": ("BasicBlock", [2, 2, 2, 2]),
+    "resnet34": ("BasicBlock", [3, 4, 6, 3]),
+    "torchvision:resnet50": ("Bottleneck", [3, 4, 6, 3]),
+}
+
+
 def reference_step(
-    checkout: str, model_name: str, x: torch.Tensor, y: torch.Tensor
+    checkout: str, model_name: str, x: torch.Tensor, y: torch.Tensor, precision: Any = None
 ) -> tuple[Callable, Callable]:
-    """The official code's score-only step (its ``SupervisedLearning`` with ``train_mode=score_only``)."""
-    sys.path.insert(0, checkout)
+    """The official code's score-only step (its ``SupervisedLearning`` with ``train_mode=score_only``),
+    on ``x``'s device and image size; ``precision`` adds the same autocast as :func:`ptl_step`."""
+    if checkout not in sys.path:
+        sys.path.insert(0, checkout)
     from models.networks.convs import Conv6  # the official checkout, imported in place
     from models.networks.resnet import ResNet
 
@@ -106,32 +145,90 @@ def reference_step(
         "bn_track_running_stats": True,
         "bn_affine": False,
     }
-    dataset_cfg = {"image_size": 32, "num_channels": 3, "num_classes": 10}
+    dataset_cfg = {"image_size": x.shape[-1], "num_channels": 3, "num_classes": 10}
     if model_name == "conv6":
         model = Conv6(dataset_cfg, {"factor": 1.0}, cfg)
     else:
-        blocks = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}[model_name]
-        model = ResNet(dataset_cfg, {"block_class": "BasicBlock", "num_blocks": blocks, "factor": 1.0}, cfg)
-    model.train()
+        block, blocks = REFERENCE_RESNETS[model_name]
+        model = ResNet(dataset_cfg, {"block_class": block, "num_blocks": blocks, "factor": 1.0}, cfg)
+    model.to(x.device).train()
     scores = [p for p in model.parameters() if getattr(p, "is_score", False)]
     optimizer = torch.optim.SGD(scores, lr=0.1, momentum=0.9, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
 
     def step() -> None:
         optimizer.zero_grad()
-        criterion(model(x), y).backward()
+        with autocast():
+            loss = criterion(model(x), y)
+        loss.backward()
         optimizer.step()
 
     return step, (lambda: model.rerandomize("bernoulli", 0.1, None))
 
 
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+def cuda_clock() -> float:
+    """Wall time after the GPU has finished everything queued: a step's time, not its launch's."""
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter, "cuda": cuda_clock}
 
 
 def timed(fn: Callable[[], None], clock: Callable[[], float]) -> float:
     start = clock()
     fn()
     return clock() - start
+
+
+def interleaved(
+    fns: dict[str, Callable[[], None]],
+    reps: int,
+    clock: Callable[[], float],
+    warmup: int = 1,
+    until: float = math.inf,
+) -> dict[str, list[float]]:
+    """Each function's time in ``reps`` rounds of A B C ... (after ``warmup`` untimed rounds), so
+    that a change in machine load hits all of them alike. Rounds stop early, with at least one
+    done, once ``time.monotonic()`` passes ``until``."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(reps):
+        if i and time.monotonic() > until:
+            break
+        for name, fn in fns.items():
+            times[name].append(timed(fn, clock))
+    return times
+
+
+def iqr(values: list[float]) -> float:
+    """Interquartile range (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def summary(times: dict[str, list[float]], k_per: int) -> dict[str, float]:
+    """Medians (seconds) of every timed function and the ratios the benchmark reports.
+
+    ``times`` holds ``sgd``, ``edge-popup``, ``iterand`` and ``iterand re-draw``, optionally
+    ``mask work``, ``reference`` and ``reference re-draw``. The IteRand step is amortized: its
+    step plus one re-draw every ``k_per`` steps.
+    """
+    out = {name: statistics.median(t) for name, t in times.items()}
+    out["iterand amortized"] = out["iterand"] + out["iterand re-draw"] / k_per
+    out["supermask / dense"] = out["edge-popup"] / out["sgd"]
+    out["iterand / edge-popup"] = out["iterand amortized"] / out["edge-popup"]
+    out["1 + re-draw / K_per step"] = 1 + out["iterand re-draw"] / k_per / out["iterand"]
+    if "mask work" in out:
+        out["(dense + work) / dense"] = 1 + out["mask work"] / out["sgd"]
+    if "reference" in out:
+        out["reference / edge-popup"] = out["reference"] / out["edge-popup"]
+    return out
 
 
 def main() -> None:
@@ -154,43 +251,33 @@ def main() -> None:
         f"{args.clock} clock"
     )
     for model_name in args.models:
-        methods = {}
+        fns: dict[str, Callable[[], None]] = {}
         for m in ("sgd", "edge-popup", "iterand"):
             step, redraw, model = ptl_step(model_name, m, x, y)
-            methods[m] = (step, redraw)
+            fns[m] = step
+            if m == "iterand":
+                fns["iterand re-draw"] = redraw
             if m == "edge-popup":
                 masks = mask_work(model)
         if args.reference:
-            methods["reference"] = reference_step(args.reference, model_name, x, y)
-        times: dict[str, list[float]] = {m: [] for m in methods}
-        redraws: dict[str, list[float]] = {m: [] for m in ("iterand", "reference") if m in methods}
-        for step, _ in methods.values():  # warm-up: allocator, kernels, lazy imports
-            step()
-        mask_times = []
-        for _ in range(args.reps):
-            for name, (step, redraw) in methods.items():
-                times[name].append(timed(step, clock))
-                if name in redraws:
-                    redraws[name].append(timed(redraw, clock))
-            mask_times.append(timed(masks, clock))
-        med = {m: statistics.median(t) for m, t in times.items()}
-        red = {m: statistics.median(t) for m, t in redraws.items()}
-        iterand = med["iterand"] + red["iterand"] / args.k_per
-        mask = statistics.median(mask_times)
+            fns["reference"], fns["reference re-draw"] = reference_step(args.reference, model_name, x, y)
+        fns["mask work"] = masks
+        s = summary(interleaved(fns, args.reps, clock), args.k_per)
         print(f"\n{model_name}: median step time over {args.reps} interleaved steps")
-        print(f"  dense SGD step            {med['sgd'] * 1e3:9.1f} ms")
-        print(f"  edge-popup step           {med['edge-popup'] * 1e3:9.1f} ms")
-        print(f"  IteRand re-draw           {red['iterand'] * 1e3:9.1f} ms (once per {args.k_per} steps)")
-        print(f"  IteRand step (amortized)  {iterand * 1e3:9.1f} ms")
-        print(f"  supermask work alone      {mask * 1e3:9.1f} ms (selection, W*m, g*W: all layers)")
-        print(f"  supermask / dense         {med['edge-popup'] / med['sgd']:9.3f}")
-        print(f"  (dense + work) / dense    {1 + mask / med['sgd']:9.3f}  (the overhead without noise)")
-        print(f"  IteRand / edge-popup      {iterand / med['edge-popup']:9.3f}  (K_per={args.k_per})")
-        print(f"  1 + re-draw / K_per step  {1 + red['iterand'] / args.k_per / med['iterand']:9.4f}")
-        if "reference" in methods:
-            print(f"  reference step            {med['reference'] * 1e3:9.1f} ms")
-            print(f"  reference re-draw         {red['reference'] * 1e3:9.1f} ms")
-            print(f"  reference / ptl edge-popup {med['reference'] / med['edge-popup']:8.3f}")
+        print(f"  dense SGD step            {s['sgd'] * 1e3:9.1f} ms")
+        print(f"  edge-popup step           {s['edge-popup'] * 1e3:9.1f} ms")
+        redraw_ms = s["iterand re-draw"] * 1e3
+        print(f"  IteRand re-draw           {redraw_ms:9.1f} ms (once per {args.k_per} steps)")
+        print(f"  IteRand step (amortized)  {s['iterand amortized'] * 1e3:9.1f} ms")
+        print(f"  supermask work alone      {s['mask work'] * 1e3:9.1f} ms (selection, W*m, g*W: all layers)")
+        print(f"  supermask / dense         {s['supermask / dense']:9.3f}")
+        print(f"  (dense + work) / dense    {s['(dense + work) / dense']:9.3f}  (the overhead without noise)")
+        print(f"  IteRand / edge-popup      {s['iterand / edge-popup']:9.3f}  (K_per={args.k_per})")
+        print(f"  1 + re-draw / K_per step  {s['1 + re-draw / K_per step']:9.4f}")
+        if "reference" in s:
+            print(f"  reference step            {s['reference'] * 1e3:9.1f} ms")
+            print(f"  reference re-draw         {s['reference re-draw'] * 1e3:9.1f} ms")
+            print(f"  reference / ptl edge-popup {s['reference / edge-popup']:8.3f}")
 
 
 if __name__ == "__main__":
