@@ -8,15 +8,21 @@ pool is made once (its time is printed separately). Steps alternate between the 
 load from other processes hits both alike; the medians' ratio is reported.
 
     python benchmarks/transfer_pssl_step.py [--arch conv2 --width 0.5 --batch 16 --mu 7 --steps 30]
+
+The pieces (target set, PCS pool, one arm, one step) are functions that
+``benchmarks/gpu_check.py`` reuses on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,10 +30,107 @@ from ptl_cli import plugins
 from ptl_cli.data.splits import per_class_split
 from ptl_ssl.views import make_views
 from ptl_transfer import nets, pcs
-from ptl_transfer.pool import Pool
+from ptl_transfer.pool import Pool, PoolData
 from ptl_transfer.recipe import Optim
 from ptl_transfer.sampling import StepStream
 from ptl_transfer.target import select_classes
+
+
+def target_set(per_class: int = 10) -> dict[str, Any]:
+    """The quickstart's target: Fashion-MNIST classes 5-9, ``per_class`` labeled images each."""
+    pack = plugins.get("datasets", "fashion-pack").build(None, "train", False)
+    target = select_classes(pack, [5, 6, 7, 8, 9])
+    labeled, _ = per_class_split(target.targets, per_class, seed=0)
+    return {
+        "pack": pack,
+        "images": target.images[labeled],
+        "labels": target.targets[labeled],
+        "mean": target.info.mean,
+        "std": target.info.std,
+    }
+
+
+def pcs_pool(
+    root: Path, generator: Any, classifier: Any, images: torch.Tensor, per_image: int, device: Any = "cpu"
+) -> tuple[PoolData, float]:
+    """The PCS pool of ``images`` (``per_image`` samples each) under ``root``, and its build time (s)."""
+    per_shard = 25
+    pool = Pool(Path(root), "pcs", {"bench": 1}, len(images) * per_image, -(-len(images) // per_shard))
+
+    def make(index: int):
+        first = index * per_shard
+        chunk = images[first : first + per_shard]
+        return pcs.pcs_shard(generator, classifier, chunk, first, index, per_image, 1.0, 0, 0, 250, device)
+
+    began = time.perf_counter()
+    pool.build(make)
+    return pool.open(), time.perf_counter() - began
+
+
+def make_arm(
+    arch: str,
+    width: float,
+    count: int,
+    n_labeled: int,
+    batch: int,
+    mu: int,
+    fetch: Callable[[torch.Tensor], torch.Tensor],
+    device: Any = "cpu",
+    image_size: int = 28,
+) -> dict[str, Any]:
+    """One arm: a fresh 5-class 1-channel model, FixMatch, SGD, cosine schedule, EMA, batch streams.
+
+    ``fetch(indices)`` returns the uint8 unlabeled images (on the CPU, as a pool gives them).
+    """
+    cfg = Optim(steps=10_000, batch_size=batch)
+    torch.manual_seed(1)
+    model = plugins.get("models", arch).build(5, 1, image_size, width).to(device)
+    optimizer = nets.sgd(model, cfg)
+    return {
+        "model": model,
+        "algo": plugins.get("ssl", "fixmatch").build(5),
+        "optimizer": optimizer,
+        "scheduler": nets.cosine(optimizer, cfg.steps, cfg.cosine_cycles),
+        "ema": nets.EMA(model, cfg.ema_decay),
+        "labeled": StepStream(n_labeled, batch, 0, 1),
+        "unlabeled": StepStream(count, mu * batch, 0, 2),
+        "fetch": fetch,
+        "steps": cfg.steps,
+        "device": torch.device(device),
+        "times": [],
+    }
+
+
+def fetch_batch(arm: dict, i: int, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Step ``i``'s labeled images and labels and unlabeled images, on the arm's device."""
+    device = arm["device"]
+    index = arm["labeled"].indices(i)
+    u = arm["fetch"](arm["unlabeled"].indices(i))
+    return images[index].to(device), labels[index].to(device), u.to(device)
+
+
+def train_on(arm: dict, i: int, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, mean, std, precision=None):
+    """The training part of a step on a batch already on the device: views, loss, SGD, EMA."""
+    views_x = make_views(x, arm["algo"].labeled_views, mean, std)
+    views_u = make_views(u, arm["algo"].unlabeled_views, mean, std)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        loss, _ = arm["algo"].loss(arm["model"], views_x, y, views_u, i, arm["steps"])
+    arm["optimizer"].zero_grad(set_to_none=True)
+    if precision is not None:
+        precision.backward_and_step(loss, arm["optimizer"])
+    else:
+        loss.backward()
+        arm["optimizer"].step()
+    arm["scheduler"].step()
+    arm["algo"].after_step(arm["model"], i)
+    arm["ema"].update(arm["model"], i)
+
+
+def step(arm: dict, i: int, images, labels, mean, std, clock=time.perf_counter, precision=None) -> float:
+    """One full step (batch fetch included), timed with ``clock``."""
+    start = clock()
+    train_on(arm, i, *fetch_batch(arm, i, images, labels), mean, std, precision)
+    return clock() - start
 
 
 def main() -> None:
@@ -45,76 +148,27 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    pack = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    target = select_classes(pack, [5, 6, 7, 8, 9])
-    labeled, _ = per_class_split(target.targets, 10, seed=0)
-    images, labels = target.images[labeled], target.targets[labeled]
-    mean, std = target.info.mean, target.info.std
-
+    t = target_set()
+    images, labels, mean, std = t["images"], t["labels"], t["mean"], t["std"]
     generator = plugins.get("generators", "biggan").build("cpu", params={"weights": args.weights})
     classifier = plugins.get("classifiers", "bundled").build("cpu")
-    per_shard = 25
     with tempfile.TemporaryDirectory() as tmp:
-        pool = Pool(
-            Path(tmp), "pcs", {"bench": 1}, len(images) * args.per_image, -(-len(images) // per_shard)
-        )
-
-        def make(index: int):
-            first = index * per_shard
-            chunk = images[first : first + per_shard]
-            return pcs.pcs_shard(
-                generator, classifier, chunk, first, index, args.per_image, 1.0, 0, 0, 250, "cpu"
-            )
-
-        began = time.perf_counter()
-        pool.build(make)
-        gen_seconds = time.perf_counter() - began
-        data = pool.open()
+        data, gen_seconds = pcs_pool(Path(tmp), generator, classifier, images, args.per_image)
         print(f"PCS pool: {len(data)} samples generated in {gen_seconds:.1f} s (once; reused by every run)")
 
-        real = pack.images  # 5000 real Fashion-MNIST images, uint8 1×28×28 like the pool
-        cfg = Optim(steps=10_000, batch_size=args.batch)
-        arms = {}
-        for name, count, fetch in (
-            ("pool", len(data), lambda idx: data.gather(idx)["images"]),
-            ("real", len(real), lambda idx: real[idx]),
-        ):
-            torch.manual_seed(1)
-            model = plugins.get("models", args.arch).build(5, 1, 28, args.width)
-            algo = plugins.get("ssl", "fixmatch").build(5)
-            optimizer = nets.sgd(model, cfg)
-            arms[name] = {
-                "model": model,
-                "algo": algo,
-                "optimizer": optimizer,
-                "scheduler": nets.cosine(optimizer, cfg.steps, cfg.cosine_cycles),
-                "ema": nets.EMA(model, cfg.ema_decay),
-                "labeled": StepStream(len(images), args.batch, 0, 1),
-                "unlabeled": StepStream(count, args.mu * args.batch, 0, 2),
-                "fetch": fetch,
-                "times": [],
-            }
-
-        def step(arm: dict, i: int) -> float:
-            start = time.perf_counter()
-            index = arm["labeled"].indices(i)
-            views_x = make_views(images[index], arm["algo"].labeled_views, mean, std)
-            u = arm["fetch"](arm["unlabeled"].indices(i))
-            views_u = make_views(u, arm["algo"].unlabeled_views, mean, std)
-            loss, _ = arm["algo"].loss(arm["model"], views_x, labels[index], views_u, i, cfg.steps)
-            arm["optimizer"].zero_grad(set_to_none=True)
-            loss.backward()
-            arm["optimizer"].step()
-            arm["scheduler"].step()
-            arm["algo"].after_step(arm["model"], i)
-            arm["ema"].update(arm["model"], i)
-            return time.perf_counter() - start
-
+        real = t["pack"].images  # 5000 real Fashion-MNIST images, uint8 1×28×28 like the pool
+        arms = {
+            name: make_arm(args.arch, args.width, count, len(images), args.batch, args.mu, fetch)
+            for name, count, fetch in (
+                ("pool", len(data), lambda idx: data.gather(idx)["images"]),
+                ("real", len(real), lambda idx: real[idx]),
+            )
+        }
         for i in range(args.steps + 3):
             for name in ("pool", "real") if i % 2 == 0 else ("real", "pool"):
-                t = step(arms[name], i)
+                seconds = step(arms[name], i, images, labels, mean, std)
                 if i >= 3:  # warm-up steps are not timed
-                    arms[name]["times"].append(t)
+                    arms[name]["times"].append(seconds)
         gather = [time.perf_counter()]
         for i in range(50):
             data.gather(arms["pool"]["unlabeled"].indices(i))
