@@ -2,7 +2,8 @@
 
 Each image gets ``n_ops`` operations drawn uniformly from the 14 of FixMatch's pool, each with
 its own magnitude drawn uniformly from the op's range (the FixMatch paper's ranges, as USB uses
-them), then a Cutout square of random side up to half the image filled with gray 0.5.
+them), then a Cutout square of random side up to half the image's width filled with USB's
+grey (125, 123, 114), placed as USB places it (:func:`cutout_at`).
 
 Why every op is computed for the whole batch and picked per image with ``torch.where``: grouping
 images by op needs their indices on the host (a device sync per op), while the ops are cheap
@@ -203,22 +204,59 @@ def _op_ids(choice: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
     return ids
 
 
+#: USB's Cutout colour, 8-bit RGB (its ``CutoutAbs``); grey images get its ITU-R 601 luminance.
+CUTOUT_RGB: tuple[int, int, int] = (125, 123, 114)
+
+
 def cutout(
     images: torch.Tensor,
     max_fraction: float = 0.5,
-    fill: float = 0.5,
+    fill: float | Sequence[float] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Fill a square of side ``U[0, max_fraction) × min(H, W)`` at a uniform random centre
-    (clipped at the border) with ``fill``, independently per image."""
-    b, _, h, w = images.shape
-    draw = uniform((3, b), images, generator)
-    half = (draw[0] * max_fraction * min(h, w) / 2).view(b, 1)
-    rows = torch.arange(h, device=images.device, dtype=draw.dtype) + 0.5  # pixel centres
-    cols = torch.arange(w, device=images.device, dtype=draw.dtype) + 0.5
-    in_rows = ((rows.view(1, h) - (draw[1] * h).view(b, 1)).abs() < half).view(b, 1, h, 1)
-    in_cols = ((cols.view(1, w) - (draw[2] * w).view(b, 1)).abs() < half).view(b, 1, 1, w)
-    return torch.where(in_rows & in_cols, torch.full_like(images, fill), images)
+    """USB's Cutout, independently per image: a square of side ``U[0, max_fraction) × W`` filled
+    with ``fill`` (default :data:`CUTOUT_RGB` / 255; see :func:`cutout_at` for the placement)."""
+    draw = uniform((3, images.shape[0]), images, generator)
+    return cutout_at(images, draw, max_fraction, fill)
+
+
+def cutout_at(
+    images: torch.Tensor,
+    draw: torch.Tensor,
+    max_fraction: float = 0.5,
+    fill: float | Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Cutout from given draws ``(3, B)`` in [0, 1): side fraction, column and row of the centre.
+
+    The placement is USB's (``Cutout``/``CutoutAbs``), so that FixMatch here is FixMatch there:
+    side ``v = draw[0] · max_fraction · W`` (the *width*, for both sides); centre
+    ``W - (W - 1) · draw[1]``, i.e. uniform on (1, W] — what its ``np.random.uniform(w)`` (low = w,
+    high = 1) draws — and likewise for rows; the top-left corner ``floor(max(0, centre - v / 2))``
+    and the last pixel ``floor(min(W, corner + v))``, both included as PIL's rectangle does, so
+    a square pushed past the top or left border is shifted, past the others clipped, and a
+    positive side always fills at least one pixel. Box arithmetic runs in ``draw``'s dtype.
+    """
+    b, c, h, w = images.shape
+    side = draw[0] * max_fraction * w
+
+    def span(size: int, centre_draw: torch.Tensor) -> torch.Tensor:
+        centre = size - (size - 1) * centre_draw
+        first = (centre - side / 2).clamp_min(0).floor()
+        last = torch.minimum(first + side, torch.full_like(first, size)).floor()
+        index = torch.arange(size, device=images.device, dtype=draw.dtype).view(1, size)
+        return (index >= first.view(b, 1)) & (index <= last.view(b, 1)) & (side > 0).view(b, 1)
+
+    inside = span(h, draw[2]).view(b, 1, h, 1) & span(w, draw[1]).view(b, 1, 1, w)
+    if fill is None:
+        rgb = [level / 255.0 for level in CUTOUT_RGB]
+        fill = rgb if c == 3 else [sum(k * v for k, v in zip(_LUMA, rgb, strict=True))]
+    values = [float(fill)] * c if isinstance(fill, int | float) else [float(v) for v in fill]
+    if len(values) != c:
+        raise ValueError(f"cutout fill has {len(values)} values for {c} channels")
+    colour = torch.cat(
+        [torch.full((1, 1, 1, 1), v, dtype=images.dtype, device=images.device) for v in values], 1
+    )
+    return torch.where(inside, colour, images)
 
 
 def strong(images: torch.Tensor, n_ops: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -153,22 +153,27 @@ def test_value_ranges_and_types(images):
 
 
 def test_cutout_sizes_and_centres(images):
-    """Cutout fills one square of side U[0, 0.5)·28 with gray 0.5 at a uniform centre."""
+    """Cutout fills one box per image with the grey of USB's colour, placed as USB does: side
+    ``v = U[0, 0.5)·28``, ``floor(v) + 1`` pixels; shifted, not clipped, at the top and left
+    borders; centre uniform on (1, 28]. Box by box against USB: tests/ssl/test_reference_randaugment.py."""
     blank = torch.zeros(4000, 1, 28, 28)
     out = ra.cutout(blank, generator=torch.Generator().manual_seed(2))
-    filled = out == 0.5
+    filled = out > 0
+    assert torch.allclose(out[filled], out[filled][0]) and 0.45 < out[filled][0] < 0.5  # one grey
     rows = filled.any(dim=3).sum(dim=(1, 2))
     cols = filled.any(dim=2).sum(dim=(1, 2))
     area = filled.sum(dim=(1, 2, 3))
     assert torch.equal(area, rows * cols)  # one axis-aligned rectangle per image
-    inside = ~(filled[..., 0, :].any(-1) | filled[..., -1, :].any(-1) | filled[..., 0].any(-1))
-    inside &= ~filled[..., -1].any(-1)
-    inside = inside.flatten()
-    assert inside.sum() > 1000  # most squares are not clipped; those are squares up to pixel rounding
-    assert (rows[inside] - cols[inside]).abs().max() <= 1
-    assert rows.max() <= 14 and 3 < rows.float().mean() < 7  # side U[0, 14): mean 7 before clipping
-    centre = torch.nonzero(filled.any(dim=3)[:, 0])[:, 1].float() + 0.5
-    assert abs(centre.mean().item() - 14.0) < 0.5  # centred on average
+    assert rows.min() >= 1 and rows.max() <= 14  # a positive side fills at least one pixel
+    unclipped = ~(filled[..., -1, :].any(-1) | filled[..., -1].any(-1)).flatten()
+    assert unclipped.sum() > 2000
+    assert torch.equal(rows[unclipped], cols[unclipped])  # squares, even against the top/left border
+    sides = torch.bincount(rows[unclipped], minlength=15)[1:]
+    assert (sides > 50).all()  # every side 1..14 occurs
+    top_left = filled[:, 0, 0, 0]
+    assert torch.equal(rows[top_left], cols[top_left]) and top_left.sum() > 20  # shifted into the corner
+    touches = filled[:, 0].any(2)[:, [0, -1]].float().mean(0), filled[:, 0].any(1)[:, [0, -1]].float().mean(0)
+    assert all(0.05 < p < 0.5 for pair in touches for p in pair)  # boxes reach every border
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

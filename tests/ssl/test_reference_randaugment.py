@@ -147,3 +147,79 @@ def test_the_magnitude_matters(name, rgb32, ranges):
     ours, _ = _both(rgb32, name, ranges, magnitudes=(0.1,))
     _, theirs = _both(rgb32, name, ranges, magnitudes=(0.9,))
     assert (ours - theirs).abs().mean() > 2.0
+
+
+# Cutout: USB's ``Cutout(img, v)`` draws the centre with numpy's global RNG; the same uniforms,
+# drawn from the same seed, are handed to ptl's ``cutout_at``, so every box must be the same.
+SIDE_FRACTIONS = (0.0, 0.01, 0.06, 0.13, 0.25, 0.31, 0.44, 0.499)
+
+
+def _usb_cutout(usb, images: torch.Tensor, fractions, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+    """(USB's outputs in grey levels, the draws ``(3, B)`` that give ptl the same boxes)."""
+    outs, draws = [], []
+    for image, fraction, seed in zip(images, fractions, seeds, strict=True):
+        np.random.seed(seed)
+        u_column, u_row = np.random.random_sample(2)  # what np.random.uniform(w), (h) consume
+        np.random.seed(seed)
+        outs.append(_levels(usb.Cutout(_pil(image), fraction)))
+        draws.append((fraction / 0.5, u_column, u_row))
+    return torch.stack(outs), torch.tensor(draws, dtype=torch.float64).T
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 32), (32, 20)])
+def test_cutout_boxes_and_colour_equal_usbs(usb, rgb32, size):
+    images = rgb32[..., : size[0], : size[1]].repeat(len(SIDE_FRACTIONS) * 3, 1, 1, 1)
+    fractions = [f for f in SIDE_FRACTIONS for _ in range(12)]
+    theirs, draws = _usb_cutout(usb, images, fractions, seeds=range(len(images)))
+    ours = (ra.cutout_at(images, draws) * 255).round()
+    assert torch.equal(ours, theirs), f"{(ours != theirs).any(1).sum()} pixels differ"
+    changed = (ours != (images * 255).round()).any(1).sum(dim=(1, 2))
+    assert (changed[:12] == 0).all() and (changed[12:] > 0).all()  # v = 0: untouched, as USB
+
+
+def test_cutout_another_draw_moves_the_box(usb, rgb32):
+    theirs, draws = _usb_cutout(usb, rgb32, [0.3] * 4, seeds=range(4))
+    moved = draws.clone()
+    moved[1] = (moved[1] + 0.5) % 1
+    assert not torch.equal((ra.cutout_at(rgb32, moved) * 255).round(), theirs)
+    bigger = draws.clone()
+    bigger[0] = 0.9
+    assert not torch.equal((ra.cutout_at(rgb32, bigger) * 255).round(), theirs)
+
+
+def test_cutout_of_a_grey_image_fills_the_luminance_of_usbs_colour(usb, grey28):
+    """A documented difference: USB's Cutout only takes RGB images (its colour is an RGB triple,
+    PIL refuses it on a grey image); ptl fills grey images with that colour's ITU-R 601 luma."""
+    with pytest.raises(TypeError):
+        usb.Cutout(_pil(grey28[0]), 0.3)
+    blank = torch.zeros(8, 1, 28, 28)
+    out = ra.cutout(blank, generator=torch.Generator().manual_seed(0))
+    luma = sum(k * v for k, v in zip((0.299, 0.587, 0.114), ra.CUTOUT_RGB, strict=True)) / 255
+    values = out.unique()
+    assert len(values) == 2 and values[0] == 0 and values[1] == pytest.approx(luma, abs=1e-6)
+
+
+def test_cutout_draws_sides_and_places_as_usb_does(usb):
+    """``cutout`` with its own RNG against USB's ``RandAugment`` draw (``random.random() * 0.5``,
+    then numpy's centre): mean side, left and top edges agree within 4 standard errors."""
+    import random
+
+    n = 3000
+    blank = torch.zeros(n, 3, 32, 32)
+    ours = ra.cutout(blank, generator=torch.Generator().manual_seed(1)).bool().any(1)
+    random.seed(1)
+    np.random.seed(1)
+    empty = Image.new("RGB", (32, 32))
+    theirs = torch.stack([_levels(usb.Cutout(empty, random.random() * 0.5))[0] > 0 for _ in range(n)])
+
+    def edges(filled: torch.Tensor) -> torch.Tensor:
+        rows, cols = filled.any(2), filled.any(1)
+        first = (
+            torch.where(cols, torch.arange(32), 99).amin(1),
+            torch.where(rows, torch.arange(32), 99).amin(1),
+        )
+        return torch.stack([cols.sum(1), rows.sum(1), *first], 1).double()  # width, height, left, top
+
+    a, b = edges(ours), edges(theirs)
+    error = ((a.var(0) + b.var(0)) / n).sqrt()
+    assert ((a.mean(0) - b.mean(0)).abs() < 4 * error).all(), (a.mean(0), b.mean(0))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from ptl_ssl.randaugment import OPS, cutout, rand_augment, strong
+from ptl_ssl.randaugment import CUTOUT_RGB, OPS, cutout, rand_augment, strong
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -78,10 +78,11 @@ def test_equalize_matches_pil(fashion_rgb):
 
 
 def test_cutout_fills_a_square_of_at_most_half_the_side_with_gray():
-    images = torch.zeros(64, 1, 32, 32)
+    images = torch.zeros(64, 3, 32, 32)
     out = cutout(images, generator=_seeded())
-    filled = out == 0.5
-    assert torch.all((out == 0) | filled)
+    colour = torch.tensor(CUTOUT_RGB).view(1, 3, 1, 1) / 255
+    filled = (out == colour).all(1, keepdim=True)
+    assert torch.all((out == 0).all(1, keepdim=True) | filled)
     rows, cols = filled.any(dim=3).sum(dim=(1, 2)), filled.any(dim=2).sum(dim=(1, 2))
     assert rows.max() <= 16 and cols.max() <= 16
     assert torch.equal(filled.sum(dim=(1, 2, 3)), rows * cols)  # each filled region is a rectangle
