@@ -145,7 +145,11 @@ class Workflow(Protocol):
     """A run kind (``prune``, ``transfer``): runs a validated recipe inside a run directory."""
 
     def plan(self, recipe: Any) -> list[tuple[str, str]]:
-        """Rows (what, value) that ``--dry-run`` prints: resolved without loading anything heavy."""
+        """Rows (what, value) that ``--dry-run`` prints: resolved without loading anything heavy.
+
+        Called before every new run as well, so its checks (names, impossible combinations)
+        fail a real run and ``--dry-run`` with the same one-line error, before anything trains.
+        """
 
     def run(self, ctx: Any) -> dict[str, Any]:
         """Run (or resume, when ``ctx.resuming``) and return the final metrics."""

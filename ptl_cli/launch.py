@@ -59,9 +59,13 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
     """
     _, resolved = resolve_recipe(kind, common, default_recipe, overrides)
     workflow = load_workflow(kind)
+    check_compute(resolved.model.compute)
+    # the plan's checks run before a real run too: --dry-run reports what the run would
+    # report before it trains, in the same words, and bad input leaves no run directory
+    rows = list(workflow.plan(resolved.model))
     if common.dry_run:
         if distributed_info().is_main:
-            print_plan(workflow, resolved, common)
+            print_plan(rows, resolved, common)
         return
     dist, _ = start_distributed(resolved.model.compute.device)
     out_existed = bool(common.out) and Path(common.out).is_dir()  # an empty folder the user made
@@ -72,6 +76,21 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
         if dist.is_main:
             discard_unstarted(Run(path), keep_folder=out_existed)
         raise
+
+
+def check_compute(compute: Any) -> None:
+    """The recipe's device and precision exist here: the errors the run's start would give.
+
+    ``auto`` and ``cpu`` always exist, so a CPU plan never imports torch; any other device
+    (``cuda:1``, ``mps``, a typo) is resolved as the run resolves it. bf16 support is
+    checked only where mixed precision is used (CUDA).
+    """
+    spec = (compute.device or "auto").strip().lower()
+    if spec == "cpu" or (spec == "auto" and compute.precision != "bf16-mixed"):
+        return
+    from ptl_cli.engine.device import Precision, resolve_device
+
+    Precision(compute.precision, resolve_device(spec))
 
 
 def discard_unstarted(run: Run, keep_folder: bool) -> None:
@@ -217,20 +236,17 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
         distributed.shutdown(dist)
 
 
-def print_plan(workflow: Any, resolved: recipes.ResolvedRecipe, common: Common) -> None:
+def print_plan(rows: list[tuple[str, str]], resolved: recipes.ResolvedRecipe, common: Common) -> None:
+    """The plan's rows (``workflow.plan``) as a table, or as JSON with ``--json``."""
     if common.json:
-        print(
-            json.dumps(
-                {"plan": dict(workflow.plan(resolved.model)), "recipe": resolved.data}, indent=2, default=str
-            )
-        )
+        print(json.dumps({"plan": dict(rows), "recipe": resolved.data}, indent=2, default=str))
         return
     from rich.table import Table
 
     table = Table(title=f"plan: {resolved.model.name} ({resolved.model.kind})", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for what, value in workflow.plan(resolved.model):
+    for what, value in rows:
         table.add_row(what, str(value))
     out = console()
     out.print(table)
