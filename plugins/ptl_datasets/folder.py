@@ -4,18 +4,19 @@ A folder holds ``<class>/<image>`` files, either once per split (``DIR/train/<cl
 ``DIR/test/<class>/``) or once for everything (``DIR/<class>/``). Labels follow the sorted class
 folders of the *train* split, so every split labels a class the same way even when a split lacks
 some class; a single folder is split into train and a seeded 20% test hold-out, so test images
-are never trained on.
+are never trained on. Items are :class:`ptl_cli.data.photo.PhotoDataset` photos: evaluated at
+``Resize(round(size·256/224)) + CenterCrop(size)``, cropped from the full image for training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ptl_cli.data.base import DatasetInfo, ImageDataset
+from ptl_cli.data.base import DatasetInfo
 from ptl_cli.data.locations import data_dir
+from ptl_cli.data.photo import PhotoDataset
 from ptl_cli.data.splits import holdout_split
 from ptl_cli.errors import UserError
 
@@ -26,32 +27,17 @@ SPLIT_DIRS = ("train", "val", "test")
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0
 
 
-class LazyImageDataset(ImageDataset):
-    """Items decoded on access by ``load(index) -> uint8 C×H×W``; labels known up front."""
+class _OpenFile:
+    """``open(i)``: image file ``i`` decoded as RGB (a class, not a closure: workers may be spawned)."""
 
-    def __init__(self, load: Callable[[int], torch.Tensor], targets: torch.Tensor, info: DatasetInfo) -> None:
-        self._load = load
-        self.targets = targets.long()
-        self.info = info
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self._load(index), int(self.targets[index])
+    def __call__(self, index: int):
+        from PIL import Image
 
-    def subset(self, indices: torch.Tensor) -> LazyImageDataset:
-        """The items at ``indices`` (still decoded lazily), with their labels."""
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        order = indices.tolist()
-        load = self._load
-        return LazyImageDataset(lambda i: load(order[i]), self.targets[indices], self.info)
-
-
-def photo_transform(image, size: int) -> torch.Tensor:
-    """PIL image -> uint8 RGB tensor: resize the short side to ``size``, centre-crop a square."""
-    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
-
-    image = image.convert("RGB")
-    image = resize(image, size, antialias=True)
-    return pil_to_tensor(center_crop(image, [size, size]))
+        with Image.open(self.files[index]) as image:
+            return image.convert("RGB")
 
 
 def class_names(directory: Path) -> list[str]:
@@ -80,7 +66,7 @@ def _scan(directory: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
 
 def load_folder(
     name: str, directory: Path, image_size: int, hint: str, split: str, classes: list[str] | None = None
-) -> LazyImageDataset:
+) -> PhotoDataset:
     """``directory/<class>/<image>``; ``classes`` (default: the sub-folders) fixes the labels."""
     if not directory.is_dir():
         raise UserError(f"{name} ({split}) not found — looked in {directory}; {hint}")
@@ -90,14 +76,8 @@ def load_folder(
         raise UserError(
             f"{name} ({split}): no images under {directory}; expected {directory}/<class>/<image>.jpg"
         )
-    from PIL import Image
-
-    def load(index: int) -> torch.Tensor:
-        with Image.open(files[index]) as image:
-            return photo_transform(image, image_size)
-
     info = DatasetInfo(name, len(classes), 3, image_size, tuple(classes), IMAGENET_MEAN, IMAGENET_STD)
-    return LazyImageDataset(load, torch.as_tensor(labels), info)
+    return PhotoDataset(_OpenFile(files), torch.as_tensor(labels), info)
 
 
 def _split_dir(base: Path, split: str) -> Path:
@@ -118,7 +98,7 @@ def _named_base(root: str | None, folder: str) -> Path:
     return data_dir(root) / folder
 
 
-def imagenet(root=None, split="train", download=False, image_size: int = 224) -> LazyImageDataset:
+def imagenet(root=None, split="train", download=False, image_size: int = 224) -> PhotoDataset:
     """ImageNet-1k from ``DIR/train/<wnid>/`` and ``DIR/val/<wnid>/`` (``test`` reads ``val``)."""
     if download:
         raise UserError("ImageNet cannot be downloaded automatically; get it from image-net.org")
@@ -133,7 +113,7 @@ def imagenet(root=None, split="train", download=False, image_size: int = 224) ->
     )
 
 
-def cub200(root=None, split="train", download=False, image_size: int = 224) -> LazyImageDataset:
+def cub200(root=None, split="train", download=False, image_size: int = 224) -> PhotoDataset:
     """CUB-200-2011 arranged as ``DIR/train/<class>/`` and ``DIR/test/<class>/``."""
     if download:
         raise UserError("CUB-200-2011 is not downloadable through torchvision; arrange it as an image folder")
@@ -150,7 +130,7 @@ def cub200(root=None, split="train", download=False, image_size: int = 224) -> L
 
 def imagefolder(
     root=None, split="train", download=False, image_size: int = 224, path: str | None = None
-) -> LazyImageDataset:
+) -> PhotoDataset:
     """Your own images: ``path/<split>/<class>/`` or one ``path/<class>/`` folder (split 80/20)."""
     base = Path(path).expanduser() if path else data_dir(root)
     hint = "point `path` (or --data-dir) at a folder with one sub-folder of images per class"

@@ -1,7 +1,8 @@
 """torchvision datasets as ptl datasets, with clear errors when the files are missing.
 
 Small fixed-size datasets are decoded once into memory (uint8); photo datasets are decoded
-lazily, resized (short side) and centre-cropped to ``image_size``. Each dataset is described
+lazily as :class:`ptl_cli.data.photo.PhotoDataset` items (evaluated at ``Resize(round(size·256/224))
++ CenterCrop(size)``, cropped from the full image for training). Each dataset is described
 once in :data:`SOURCES`: the torchvision class, the folder it reads under the data directory
 (what a "not found" message names), and how ptl's splits map onto torchvision's.
 """
@@ -16,9 +17,10 @@ import torch
 
 from ptl_cli.data.base import DatasetInfo, TensorImageDataset
 from ptl_cli.data.locations import data_dir
+from ptl_cli.data.photo import PhotoDataset
 from ptl_cli.data.splits import holdout_split
 from ptl_cli.errors import UserError
-from ptl_datasets.folder import IMAGENET_MEAN, IMAGENET_STD, LazyImageDataset, photo_transform
+from ptl_datasets.folder import IMAGENET_MEAN, IMAGENET_STD
 
 _TRAIN_TEST = {"train": {"train": True}, "test": {"train": False}}
 #: Caltech-101 has no official test split: ``test`` is this seeded share of the images.
@@ -126,7 +128,17 @@ def _targets(ds: Any) -> list[int]:
     return [int(ds[i][1]) for i in range(len(ds))]
 
 
-def _photos(name: str, root: str | None, split: str, download: bool, image_size: int) -> LazyImageDataset:
+class _OpenItem:
+    """``open(i)``: the PIL image of item ``i`` of a torchvision dataset (picklable, for workers)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, index: int):
+        return self.dataset[index][0]
+
+
+def _photos(name: str, root: str | None, split: str, download: bool, image_size: int) -> PhotoDataset:
     ds = _open(name, root, split, download)
     targets = _targets(ds)
     names = tuple(
@@ -136,11 +148,7 @@ def _photos(name: str, root: str | None, split: str, download: bool, image_size:
     )
     source = SOURCES[name]
     info = DatasetInfo(name, len(names), 3, image_size, names, source.mean, source.std)
-
-    def load(index: int) -> torch.Tensor:
-        return photo_transform(ds[index][0], image_size)
-
-    dataset = LazyImageDataset(load, torch.as_tensor(targets), info)
+    dataset = PhotoDataset(_OpenItem(ds), torch.as_tensor(targets), info)
     if name == "caltech101":
         train, test = holdout_split(len(dataset), CALTECH_TEST_FRACTION, CALTECH_SPLIT_SEED)
         dataset = dataset.subset(train if split == "train" else test)

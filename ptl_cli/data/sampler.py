@@ -2,6 +2,8 @@
 
 Resuming mid-epoch only needs ``(epoch, batches_done)``; under data parallelism each rank
 takes a disjoint strided share of the same permutation, so one global batch is split exactly.
+With ``keyed=True`` it yields ``(epoch, index)`` keys, for datasets whose items depend on the
+epoch (:class:`ptl_cli.data.photo.RandomCrops`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ class ResumableSampler(Sampler[int]):
 
     Under data parallelism the last ``length % world_size`` items of each permutation are left
     out so that every rank gets the same number; ``drop_last`` is accepted for DataLoader-style
-    call sites and changes nothing (whole batches are the caller's business).
+    call sites and changes nothing (whole batches are the caller's business). ``keyed`` yields
+    ``(epoch, index)`` tuples instead of indices (the same indices in the same order).
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        keyed: bool = False,
     ) -> None:
         self.length = length
         self.seed = seed
@@ -35,6 +39,7 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.keyed = keyed
         self.epoch = 0
         self.start = 0  # items of this rank's share already consumed in ``epoch``
 
@@ -53,8 +58,11 @@ class ResumableSampler(Sampler[int]):
             order = order[:usable][self.rank :: self.world_size]
         return order
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.start :].tolist())
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        indices = self._order()[self.start :].tolist()
+        if self.keyed:
+            return iter([(self.epoch, i) for i in indices])
+        return iter(indices)
 
     def __len__(self) -> int:
         share = self.length // self.world_size if self.world_size > 1 else self.length
