@@ -3,6 +3,9 @@
 As in both papers, a share of the train split (10% by default) is held out for validation and
 the test split is only evaluated at the end. Images stay uint8 until they reach the device,
 where augmentation draws from torch's RNG (part of every checkpoint) so resumes are exact.
+Photos (ImageNet, image folders, ...) are the exception for the random-resized crop: it is taken
+from the full photo in the loader workers (:mod:`ptl_cli.data.photo`), and only the flip is left
+to the device.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch.utils.data import Dataset, Subset
 from ptl_cli import plugins
 from ptl_cli.data import augment
 from ptl_cli.data.base import DatasetInfo, normalize, to_float
+from ptl_cli.data.photo import PhotoDataset
 from ptl_cli.data.splits import holdout_split
 
 
@@ -54,11 +58,26 @@ def load(section: Any) -> PruneData:
     return PruneData(_subset(full, train_idx), val, test, full.info)
 
 
-def train_views(images: torch.Tensor, section: Any, info: DatasetInfo) -> torch.Tensor:
-    """uint8 batch on the device -> augmented, normalized float batch (the papers' pipeline)."""
+def crop_in_loader(train: Dataset, section: Any, seed: int) -> Dataset:
+    """The training set, as random-resized crops of the full photos when it holds photos.
+
+    Photos have no common size to crop on the device from, so with ``crop = "random-resized"``
+    each is cropped (``pad``, then torchvision's RandomResizedCrop at ``crop_scale``) in the loader
+    workers, seeded by ``(seed, epoch, index)``; other datasets are returned as they are.
+    """
+    if section.crop != "random-resized" or not isinstance(train, PhotoDataset):
+        return train
+    return train.random_crops(seed, scale=tuple(section.crop_scale), pad=section.pad)
+
+
+def train_views(images: torch.Tensor, section: Any, info: DatasetInfo, cropped: bool = False) -> torch.Tensor:
+    """uint8 batch on the device -> augmented, normalized float batch (the papers' pipeline).
+
+    ``cropped``: the loader already took the random-resized crops (:func:`crop_in_loader`).
+    """
     x = to_float(images)
     size = x.shape[-1]
-    if section.crop == "random-resized":
+    if section.crop == "random-resized" and not cropped:
         if section.pad:
             x = F.pad(x, (section.pad,) * 4)
         x = augment.random_resized_crop(x, size=size, scale=tuple(section.crop_scale))
@@ -74,12 +93,27 @@ def eval_views(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 
 def eval_batches(
-    dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1
+    dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed-order batches; each data-parallel rank takes a strided share."""
+    """Fixed-order batches; each data-parallel rank takes a strided share. Photos are decoded
+    by ``workers`` loader processes (in-memory datasets are sliced here, which is faster)."""
+    from torch.utils.data import DataLoader
+
     from ptl_cli.data.base import collate
 
     indices = list(range(rank, len(dataset), world_size))
+    if workers and isinstance(dataset, PhotoDataset):
+        # its own generator: a loader seeds its workers from the global RNG otherwise (exact resume)
+        loader = DataLoader(
+            dataset,
+            batch_size,
+            sampler=indices,
+            num_workers=workers,
+            collate_fn=collate,
+            generator=torch.Generator(),
+        )
+        yield from loader
+        return
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         if hasattr(dataset, "__getitems__"):

@@ -123,14 +123,19 @@ class PruneWorkflow:
                 "choose a multiple of the world size"
             )
         per_rank = t.batch_size // dist.world_size
-        sampler = ResumableSampler(len(data.train), r.seed, rank=dist.rank, world_size=dist.world_size)
+        # photos are random-resized-cropped in the loader, per image, keyed by (epoch, index)
+        train_set = prune_data.crop_in_loader(data.train, r.augment, r.seed)
+        cropped = train_set is not data.train
+        sampler = ResumableSampler(
+            len(train_set), r.seed, rank=dist.rank, world_size=dist.world_size, keyed=cropped
+        )
         share = len(sampler)
         drop_last = share % per_rank == 1  # a batch of one breaks BatchNorm in training mode
         steps_per_epoch = share // per_rank if drop_last else math.ceil(share / per_rank)
         if steps_per_epoch == 0:
             raise UserError(f"{share} training images make no batch of {per_rank}; lower train.batch_size")
         loader = DataLoader(
-            data.train,
+            train_set,
             batch_size=per_rank,
             sampler=sampler,
             collate_fn=collate,
@@ -194,7 +199,7 @@ class PruneWorkflow:
                 with Prefetcher(loader, device) as batches:  # fetches the next batches during a step
                     for images, targets in batches:
                         with augment.batch_shard(dist.rank, dist.world_size):  # as one process would
-                            x = prune_data.train_views(images, r.augment, data.info)
+                            x = prune_data.train_views(images, r.augment, data.info, cropped)
                         if r.compute.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
                         with ctx.precision.autocast():
@@ -271,7 +276,10 @@ class PruneWorkflow:
         model.eval()
         counts = torch.zeros(2, dtype=torch.float64, device=ctx.device)
         with torch.no_grad(), parametrize.cached(), ctx.precision.autocast():
-            for images, targets in eval_batches(dataset, batch_size, ctx.dist.rank, ctx.dist.world_size):
+            shares = eval_batches(
+                dataset, batch_size, ctx.dist.rank, ctx.dist.world_size, ctx.recipe.compute.workers
+            )
+            for images, targets in shares:
                 images, targets = images.to(ctx.device), targets.to(ctx.device)
                 logits = model(eval_views(images, info))
                 counts[0] += (logits.argmax(1) == targets).sum()
