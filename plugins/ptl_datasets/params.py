@@ -12,9 +12,14 @@ class NoParams(Params):
 
 
 class ResizedParams(Params):
-    """Datasets of variable-size photos, resized (short side) and centre-cropped on load."""
+    """Datasets of variable-size photos, decoded on load: evaluated at a centre crop, trained on
+    random-resized crops of the full photo (:mod:`ptl_cli.data.photo`)."""
 
-    image_size: int = Field(224, ge=8, description="side of the square images after resizing")
+    image_size: int = Field(
+        224,
+        ge=8,
+        description="side of the square crops (evaluation first resizes the short side to size·256/224)",
+    )
 
 
 class FolderParams(ResizedParams):
