@@ -1,4 +1,11 @@
-"""Fashion-MNIST: the bundled pack (package data) and the full dataset from known locations."""
+"""Fashion-MNIST: the bundled pack (package data) and the full dataset from known locations.
+
+The transfer quickstart mirrors ImageNet -> fine-grained targets inside Fashion-MNIST: the train
+split is cut into two seeded, class-stratified halves; the bundled source models see only half A,
+with *coarse* labels (top, trouser, footwear, bag), and the pack's training images come only from
+half B, where the target's fine classes (T-shirt, Pullover, ... Ankle boot) are labeled. So no
+source model sees a target image, and the label sets are disjoint while the content is covered.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,10 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
+#: The coarse label of each fine class: Dress is a one-piece upper-body garment, so a "top".
+COARSE_NAMES = ("top", "trouser", "footwear", "bag")
+COARSE_OF = (0, 1, 0, 0, 0, 2, 0, 2, 3, 2)
+HALF_SEED = 0  # the seed of the A/B halves of the train split: fixed, the bundled models depend on it
 MEAN, STD = (0.2860,), (0.3530,)
 PACK_PATH = Path(__file__).parent / "data" / "fashion-pack.safetensors"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -33,28 +44,77 @@ _FILES = {
 }
 
 
-def info(name: str) -> DatasetInfo:
+#: The pack's validation split: this many images per class of its train split, seeded; "fit" is the rest.
+PACK_VAL_PER_CLASS = 100
+PACK_VAL_SEED = 0
+
+
+def info(name: str, coarse: bool = False) -> DatasetInfo:
     """Fashion-MNIST's metadata (the pack and the full dataset share it)."""
+    if coarse:
+        return DatasetInfo(name, len(COARSE_NAMES), 1, 28, COARSE_NAMES, MEAN, STD)
     return DatasetInfo(name, 10, 1, 28, CLASS_NAMES, MEAN, STD)
 
 
-def _check_split(split: str) -> str:
-    if split not in _FILES:
-        raise UserError(f"Fashion-MNIST has splits 'train' and 'test', not {split!r}")
+def _check_split(split: str, allowed: tuple[str, ...] = tuple(_FILES)) -> str:
+    if split not in allowed:
+        names = ", ".join(repr(s) for s in allowed[:-1]) + f" and {allowed[-1]!r}"
+        raise UserError(f"Fashion-MNIST has splits {names}, not {split!r}")
     return split
 
 
-def load_pack(root: str | None = None, split: str = "train", download: bool = False) -> TensorImageDataset:
-    """The bundled subset: real Fashion-MNIST images made by ``scripts/make_data_pack.py``."""
+def half_indices(labels: torch.Tensor, half: str, seed: int = HALF_SEED) -> torch.Tensor:
+    """Sorted indices of half ``A`` or ``B`` of a split: per class, a seeded permutation's first
+    (A) or second (B) half, so both halves keep the class balance and never overlap."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = []
+    for cls in range(int(labels.max()) + 1):
+        idx = torch.nonzero(labels == cls).flatten()
+        perm = idx[torch.randperm(idx.numel(), generator=gen)]
+        cut = perm.numel() // 2
+        keep.append(perm[:cut] if half == "A" else perm[cut:])
+    return torch.sort(torch.cat(keep)).values
+
+
+def to_coarse(labels: torch.Tensor) -> torch.Tensor:
+    """Fine labels (0-9) -> coarse labels (0 top, 1 trouser, 2 footwear, 3 bag)."""
+    return torch.as_tensor(COARSE_OF, dtype=torch.long)[labels]
+
+
+def pack_val_indices(labels: torch.Tensor) -> torch.Tensor:
+    """The pack's validation images: ``PACK_VAL_PER_CLASS`` per class of its train split, seeded."""
+    from ptl_cli.data.splits import per_class_split
+
+    return per_class_split(labels, PACK_VAL_PER_CLASS, PACK_VAL_SEED)[0]
+
+
+def load_pack(
+    root: str | None = None, split: str = "train", download: bool = False, coarse: bool = False
+) -> TensorImageDataset:
+    """The bundled subset: real Fashion-MNIST images made by ``scripts/make_data_pack.py``.
+
+    Splits: ``train`` (half B of the full train split only), ``test``, and for tuning without the
+    test split ``val`` (100/class of ``train``, seeded) and ``fit`` (the rest of ``train``).
+    """
     from safetensors.torch import load_file
 
-    split = _check_split(split)
+    split = _check_split(split, ("train", "test", "fit", "val"))
     if not PACK_PATH.is_file():
         raise UserError(
             f"the bundled pack {PACK_PATH} is missing; rebuild it with `python scripts/make_data_pack.py`"
         )
     tensors = load_file(str(PACK_PATH))
-    return TensorImageDataset(tensors[f"{split}_images"], tensors[f"{split}_labels"], info("fashion-pack"))
+    part = "test" if split == "test" else "train"
+    images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
+    if split in ("fit", "val"):
+        val = pack_val_indices(labels)
+        mask = torch.zeros(labels.numel(), dtype=torch.bool)
+        mask[val] = True
+        keep = val if split == "val" else torch.nonzero(~mask).flatten()
+        images, labels = images[keep], labels[keep]
+    if coarse:
+        labels = to_coarse(labels)
+    return TensorImageDataset(images, labels, info("fashion-pack", coarse))
 
 
 def candidate_dirs(root: str | Path | None) -> list[Path]:
@@ -96,8 +156,18 @@ def find_files(root: str | Path | None, split: str) -> tuple[Path, Path] | None:
     return None
 
 
-def load_full(root: str | None = None, split: str = "train", download: bool = False) -> TensorImageDataset:
-    """All 60k/10k images from the first location that has them (downloads with ``download``)."""
+def load_full(
+    root: str | None = None,
+    split: str = "train",
+    download: bool = False,
+    half: str = "all",
+    coarse: bool = False,
+) -> TensorImageDataset:
+    """All 60k/10k images from the first location that has them (downloads with ``download``).
+
+    ``half`` ("A"/"B") keeps one seeded half of the *train* split (the test split is always whole:
+    it is for measuring, and no model trains on it); ``coarse`` maps labels to the 4 superclasses.
+    """
     split = _check_split(split)
     found = find_files(root, split)
     if found is None and download:
@@ -119,4 +189,9 @@ def load_full(root: str | None = None, split: str = "train", download: bool = Fa
     labels = read_idx(found[1]).long()
     if images.shape[0] != labels.shape[0] or images.shape[-2:] != (28, 28):
         raise UserError(f"{found[0].parent}: images and labels of Fashion-MNIST ({split}) do not match")
-    return TensorImageDataset(images, labels, info("fashion-mnist"))
+    if half != "all" and split == "train":
+        keep = half_indices(labels, half)
+        images, labels = images[keep], labels[keep]
+    if coarse:
+        labels = to_coarse(labels)
+    return TensorImageDataset(images, labels, info("fashion-mnist", coarse))

@@ -26,20 +26,22 @@ PHOTOS = {
 @hookimpl
 def ptl_register_datasets(register) -> None:
     # Schemas import pydantic: only pay for it when components are listed or built.
-    from ptl_datasets.params import FolderParams, NoParams, ResizedParams
+    from ptl_datasets.params import FashionPackParams, FashionParams, FolderParams, NoParams, ResizedParams
 
     register(
         "fashion-pack",
         "ptl_datasets.fashion:load_pack",
-        description="bundled real subset of Fashion-MNIST (500/class train, 100/class test); offline",
-        params=NoParams,
+        description="bundled real subset of Fashion-MNIST (500/class of train half B, 100/class test; "
+        "val/fit splits); offline",
+        params=FashionPackParams,
         aliases=("bundled",),
     )
     register(
         "fashion-mnist",
         "ptl_datasets.fashion:load_full",
-        description="Fashion-MNIST, 28×28 grey, 10 classes (Debian dataset-fashion-mnist or torchvision)",
-        params=NoParams,
+        description="Fashion-MNIST, 28×28 grey, 10 classes (Debian dataset-fashion-mnist or torchvision); "
+        "half A/B, coarse labels",
+        params=FashionParams,
     )
     for name, (cls, text) in FIXED_SIZE.items():
         register(name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=NoParams)

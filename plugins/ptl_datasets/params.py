@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from ptl_cli.schema import Params
@@ -26,3 +28,17 @@ class FolderParams(ResizedParams):
     """A directory with one sub-directory of images per class (``root/split/class/*.jpg``)."""
 
     path: str | None = Field(None, description="the folder; defaults to the data directory")
+
+
+class FashionPackParams(Params):
+    """The bundled pack: fine labels (default) or the 4 coarse ones."""
+
+    coarse: bool = Field(False, description="labels top/trouser/footwear/bag instead of the 10 classes")
+
+
+class FashionParams(FashionPackParams):
+    """Full Fashion-MNIST; the bundled source models train on ``half="A"`` with ``coarse=true``."""
+
+    half: Literal["all", "A", "B"] = Field(
+        "all", description="a seeded class-stratified half of the train split (the test split stays whole)"
+    )
