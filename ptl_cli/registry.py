@@ -74,8 +74,15 @@ class ComponentSpec:
                 f"loaded ({self.factory}): {exc}"
             ) from exc
 
-    def validate_params(self, values: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
-        """Check ``values`` against the parameter schema; return them with defaults filled in."""
+    def validate_params(
+        self, values: dict[str, Any] | None, where: str = "", context: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Check ``values`` against the parameter schema; return them with defaults filled in.
+
+        The schema's validators get ``info.context``: ``name``, the name asked for (for a
+        ``prefix:*`` spec the full one, so ``torchvision:resnet5`` can be refused here, before
+        anything is built), plus what the caller passes in ``context`` (a model's ``width``).
+        """
         from ptl_cli.schema import validate_model
 
         values = dict(values or {})
@@ -87,7 +94,8 @@ class ComponentSpec:
                     f"parameters, got {keys}"
                 )
             return {}
-        return validate_model(self.params, values, where or self.name).model_dump()
+        context = {"name": self.name, **(context or {})}
+        return validate_model(self.params, values, where or self.name, context=context).model_dump()
 
     def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
         """Validate ``params``, call the factory with them (plus positional/keyword args), and

@@ -68,11 +68,19 @@ def _submodel(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
 
 
 def validate_model(
-    model: type[M], values: dict[str, Any], where: str, sources: dict[str, str] | None = None
+    model: type[M],
+    values: dict[str, Any],
+    where: str,
+    sources: dict[str, str] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> M:
-    """Validate ``values`` against ``model`` or raise a one-line :class:`UserError`."""
+    """Validate ``values`` against ``model`` or raise a one-line :class:`UserError`.
+
+    ``context`` reaches the model's validators as ``info.context`` (see
+    :meth:`ptl_cli.registry.ComponentSpec.validate_params`).
+    """
     try:
-        return model.model_validate(values)
+        return model.model_validate(values, context=context)
     except ValidationError as exc:
         raise UserError(describe_validation_error(model, exc, where, sources)) from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from ptl_cli.schema import Params
 
@@ -31,3 +31,16 @@ class TorchvisionParams(Params):
         "keep",
         description="'cifar' replaces a ResNet's 7×7/stride-2 stem and max-pool by a 3×3/stride-1 conv",
     )
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo) -> TorchvisionParams:
+        """``torchvision:NAME``, its weights, stem and width factor, checked when a recipe is read
+        (the name and width come as context): a typo fails ``--dry-run``, without torch."""
+        context = info.context or {}
+        if str(context.get("name", "")).startswith("torchvision:"):
+            from ptl_models.tv_catalog import model_problem
+
+            problem = model_problem(context["name"], self.weights, context.get("width"), self.stem)
+            if problem:
+                raise ValueError(problem)
+        return self

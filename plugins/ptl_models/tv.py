@@ -38,21 +38,12 @@ def build(
 ) -> nn.Module:
     import torchvision.models as tvm
 
+    from ptl_models.tv_catalog import model_problem
+
     arch = name.split(":", 1)[1]
-    available = tvm.list_models(module=tvm)
-    if arch not in available:
-        from ptl_cli.errors import did_you_mean
-
-        raise UserError(f"unknown torchvision model {arch!r}; {did_you_mean(arch, available)}")
-    if width != 1.0:
-        raise UserError(f"{name}: torchvision models have no width factor; remove `width` (got {width})")
-    if weights:
-        enum = tvm.get_model_weights(arch)
-        known = [w.name for w in enum] + ["DEFAULT"]
-        if weights not in known and weights not in {f"{enum.__name__}.{k}" for k in known}:
-            from ptl_cli.errors import did_you_mean
-
-            raise UserError(f"{name}: unknown weights {weights!r}; {did_you_mean(weights, known)}")
+    problem = model_problem(name, weights, width, stem)  # what the recipe's check says, too
+    if problem:
+        raise UserError(f"{name}: {problem}")
     try:
         if weights:
             net = tvm.get_model(arch, weights=weights)

@@ -16,13 +16,15 @@ from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
 
 
-def _lookup(kind: str, name: str, params: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+def _lookup(
+    kind: str, name: str, params: dict[str, Any], where: str, context: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Canonical component name and its validated parameters; errors become pydantic errors."""
     from ptl_cli import plugins
 
     try:
         spec = plugins.get(kind, name)
-        return spec.name, spec.validate_params(params, where)
+        return spec.name, spec.validate_params(params, where, context)
     except UserError as exc:
         raise ValueError(str(exc)) from None
 
@@ -34,7 +36,8 @@ class ModelSection(Params):
 
     @model_validator(mode="after")
     def _known(self) -> ModelSection:
-        self.name, self.params = _lookup("models", self.name, self.params, f"model {self.name}")
+        where, width = f"model {self.name}", {"width": self.width}  # torchvision:* has no width factor
+        self.name, self.params = _lookup("models", self.name, self.params, where, width)
         return self
 
 
