@@ -5,6 +5,9 @@ Anything specific to one algorithm (its targets, masks, ramp-ups) stays in that 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -31,6 +34,36 @@ def forward_split(model: nn.Module, *batches: torch.Tensor) -> tuple[torch.Tenso
         logits = model(torch.cat(batches) if len(batches) > 1 else batches[0])
         return tuple(logits.split([b.shape[0] for b in batches]))
     return tuple(model(b) for b in batches)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave BatchNorm's running statistics as they were.
+
+    The batch is still normalized with its own statistics in training mode; only the running
+    mean, variance and batch count come back unchanged. This is USB's ``bn_controller`` around
+    the unlabeled passes of PseudoLabel and Mean Teacher, whose labeled batch alone then drives
+    the statistics used at evaluation. Inside, the buffers hold copies the passes may update;
+    afterwards they hold their own storage again, untouched: restoring by an in-place copy would
+    bump the version of tensors autograd saved for the backward pass.
+    """
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    buffers = [
+        getattr(m, name)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.running_mean is not None
+        for name in names
+    ]
+    kept = [b.data for b in buffers]
+    for buffer, data in zip(buffers, kept, strict=True):
+        buffer.data = data.clone()
+    try:
+        yield
+    finally:
+        for buffer, data in zip(buffers, kept, strict=True):
+            buffer.data = data
 
 
 def check_logits(logits: torch.Tensor, num_classes: int, algorithm: str) -> None:

@@ -3,7 +3,9 @@
 ``L = CE(f(weak(x_l)), y_l) + lambda_u * mean_u[ 1(max q >= tau) * CE(argmax q, f(strong(x_u))) ]``
 with ``q = softmax(f(weak(x_u)) / T)`` taken without gradient. The mean runs over *all*
 unlabeled samples, masked ones included, as in the paper, so the unlabeled term grows as the
-model becomes confident.
+model becomes confident. At the default ``T = 1`` this equals USB's hard-label FixMatch
+(``tests/ssl/test_reference_losses.py``); USB's hard-label path ignores its ``T``, while here ``T``
+scales the logits whose softmax gives the confidence, as in kekmodel's FixMatch-pytorch.
 """
 
 from __future__ import annotations

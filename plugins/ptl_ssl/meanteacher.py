@@ -4,7 +4,10 @@
 are two independent weak views of ``x_u`` and ``f_ema`` is the teacher, whose weights follow
 ``teacher <- decay * teacher + (1 - decay) * student`` after every optimizer step. The weight
 ramps up as ``lambda_u * exp(-5 (1 - t)^2)``, t going from 0 to 1 over the first
-``rampup_fraction`` of training (the paper's sigmoid-shaped schedule; max 50 as in USB).
+``rampup_fraction`` of training (the paper's sigmoid-shaped schedule, where USB ramps up
+linearly; max 50 as in USB). As in USB, the labeled batch alone updates BatchNorm's running
+statistics: the student's unlabeled pass runs with them frozen. Given the same two views, the
+loss equals USB's ``train_step`` after the ramp-up (``tests/ssl/test_reference_losses.py``).
 
 The algorithm asks for the *unaugmented* unlabeled batch (view ``"none"``) and draws both weak
 views itself: the view names cannot ask for two independent weak draws, and flip + pad-crop
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, forward_split, unwrap, view
+from ptl_ssl.common import check_logits, frozen_batchnorm, unwrap, view
 from ptl_ssl.views import weak_view
 
 
@@ -80,7 +83,9 @@ class MeanTeacher:
         u = view(unlabeled, "none", "MeanTeacher", "unlabeled")
         u_student, u_teacher = weak_view(u), weak_view(u)
 
-        logits_x, logits_u = forward_split(model, x, u_student)
+        logits_x = model(x)
+        with frozen_batchnorm(model):  # as USB: the labeled batch alone updates BN's statistics
+            logits_u = model(u_student)
         check_logits(logits_x, self.num_classes, "MeanTeacher")
         teacher.train(model.training)
         with torch.no_grad():

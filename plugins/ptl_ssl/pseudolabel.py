@@ -3,7 +3,9 @@
 ``L = CE(f(weak(x_l)), y_l) + w(t) * mean_u[ 1(max p >= tau) * CE(argmax p, f(weak(x_u))) ]``
 with ``p = softmax(f(weak(x_u)))`` detached and ``w`` ramping up linearly from 0 to ``lambda_u``
 over the first ``rampup_fraction`` of training (USB's ``unsup_warmup``), so early, unreliable
-pseudo labels carry little weight.
+pseudo labels carry little weight. As in USB, the unlabeled batch has its own forward pass, with
+BatchNorm's running statistics frozen; ``tests/ssl/test_reference_losses.py`` checks the loss,
+gradients and statistics against USB's ``train_step``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, forward_split, view
+from ptl_ssl.common import check_logits, frozen_batchnorm, view
 
 
 def linear_rampup(step: int, rampup_steps: float) -> float:
@@ -25,7 +27,8 @@ def linear_rampup(step: int, rampup_steps: float) -> float:
 
 
 class PseudoLabel:
-    """Pseudo-Label's loss; one forward pass over the labeled and unlabeled weak views."""
+    """Pseudo-Label's loss. Two forward passes, as USB's: the labeled weak view, then the
+    unlabeled one under :func:`~ptl_ssl.common.frozen_batchnorm`."""
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak",)
@@ -49,7 +52,9 @@ class PseudoLabel:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = view(labeled, "weak", "PseudoLabel", "labeled")
         u = view(unlabeled, "weak", "PseudoLabel", "unlabeled")
-        logits_x, logits_u = forward_split(model, x, u)
+        logits_x = model(x)
+        with frozen_batchnorm(model):  # as USB: the labeled batch alone updates BN's statistics
+            logits_u = model(u)
         check_logits(logits_x, self.num_classes, "PseudoLabel")
 
         loss_x = F.cross_entropy(logits_x, targets)

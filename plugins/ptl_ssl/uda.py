@@ -4,7 +4,10 @@
 max probability reaches the threshold (0.8); the consistency term is the soft cross-entropy
 ``-sum targets * log_softmax(f(strong(x_u)))`` averaged over all unlabeled samples. It differs
 from KL(targets || prediction) by the targets' entropy, a constant for the gradient.
-USB's UDA default (no training-signal annealing) is what this implements.
+No training-signal annealing (USB's default). Unlike USB, the targets are sharpened, as the
+paper has it: USB's UDA asks its pseudo-labeling hook for soft labels of probabilities already
+computed (``softmax=False``), which returns them as given, so its ``T`` never acts. With
+``temperature=1`` this is USB's UDA (``tests/ssl/test_reference_losses.py`` checks both).
 """
 
 from __future__ import annotations
