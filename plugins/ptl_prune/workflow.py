@@ -32,7 +32,11 @@ class PruneWorkflow:
 
     # -- --dry-run ---------------------------------------------------------------------------
     def plan(self, recipe: PruneRecipe) -> list[tuple[str, str]]:
-        """What the recipe will do, resolved without importing torch or loading data."""
+        """What the recipe will do, resolved without loading data (and, unless its checks need the
+        network's layers, without importing torch; see :mod:`ptl_prune.preflight`)."""
+        from ptl_prune import preflight
+
+        preflight.check(recipe)
         t, a, d = recipe.train, recipe.augment, recipe.data
         params = ", ".join(f"{k}={v}" for k, v in recipe.pruner_params.items())
         crop = {"random-resized": f"random-resized crop {tuple(a.crop_scale)}", "random": "random crop"}
@@ -104,10 +108,9 @@ class PruneWorkflow:
         model, train_model = prepare_model(pruner.prepare(build_model(arch), r.seed), r.compute, device, dist)
         trainable = list(pruner.trainable_parameters(model))
         if not trainable:  # e.g. sparsity 0 everywhere: no layer gets scores, nothing could learn
-            raise UserError(
-                f"pruner {r.method} leaves nothing to train on {r.model.name} (no layer is pruned, so "
-                "there are no scores); set pruner.sparsity above 0 or a pruner.layer_sparsity entry above 0"
-            )
+            from ptl_prune.preflight import nothing_to_train
+
+            raise UserError(nothing_to_train(r.method, r.model.name))
         optimizer = torch.optim.SGD(
             trainable,
             lr=t.lr,

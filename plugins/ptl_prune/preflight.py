@@ -1,0 +1,83 @@
+"""Checks of a prune recipe that need the network's layers, made before any data is loaded.
+
+``plan`` (``--dry-run``, and every new run before it starts) calls :func:`check`, so a
+``layer_sparsity`` pattern that names no layer, or settings under which no layer is pruned
+(nothing to train: edge-popup and IteRand train scores only), fail in the same words with and
+without ``--dry-run``. The network is built on the meta device with placeholder data sizes
+(layer names do not depend on them) and without pretrained weights; recipes that prune every
+layer at a positive rate need no network, so their plan still imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ptl_cli.errors import UserError
+
+
+def nothing_to_train(method: str, model: str) -> str:
+    return (
+        f"pruner {method} leaves nothing to train on {model} (no layer is pruned, so there are no "
+        "scores); set pruner.sparsity above 0 or a pruner.layer_sparsity entry above 0"
+    )
+
+
+def needs_network(params: dict[str, Any]) -> bool:
+    """Whether the pruner's settings could name no layer or prune none (else every layer gets a
+    positive rate, so scores exist whatever the network); pruners without per-layer rates: no."""
+    if "layer_sparsity" not in params or "sparsity" not in params:
+        return False
+    return bool(
+        params["layer_sparsity"]
+        or params["sparsity"] == 0
+        or not params.get("prune_first_layer", True)
+        or not params.get("prune_last_layer", True)
+    )
+
+
+def layer_names(model_section: Any, channels: int) -> tuple[list[str], bool]:
+    """The Conv/Linear layer names of the recipe's network (and whether it has affine BatchNorm)."""
+    import torch
+    from torch import nn
+
+    from ptl_prune.build import build_model
+    from ptl_prune.supermask import prunable_layers
+
+    params = {k: v for k, v in model_section.params.items() if k != "weights"}  # same layers
+    arch = {
+        "model": model_section.name,
+        "width": float(model_section.width),
+        "params": params,
+        "num_classes": 10,
+        "in_channels": channels,
+        "image_size": 224,  # large enough for every built-in network; no weights are allocated
+    }
+    with torch.device("meta"):
+        model = build_model(arch)
+    bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in model.modules())
+    return [name for name, _ in prunable_layers(model)], bn
+
+
+def check(recipe: Any) -> None:
+    """Raise the error the run would raise for unmatched patterns or a network with no scores."""
+    params = recipe.pruner_params
+    if not needs_network(params):
+        return
+    from ptl_prune.build import build_pruner
+
+    pruner = build_pruner(recipe.pruner)
+    names, has_bn = layer_names(recipe.model, 3)
+    if any(not _matches(pattern, names) for pattern in params["layer_sparsity"]):
+        grey, _ = layer_names(recipe.model, 1)  # a grey dataset may wrap the network (torchvision)
+        if all(_matches(pattern, names) or _matches(pattern, grey) for pattern in params["layer_sparsity"]):
+            return
+    pruner._check_patterns(names)
+    rates = [pruner.layer_rate(name, index, len(names)) for index, name in enumerate(names)]
+    if not any(rate > 0 for rate in rates) and not (params.get("bn_affine") and has_bn):
+        raise UserError(nothing_to_train(recipe.method, recipe.model.name))
+
+
+def _matches(pattern: str, names: list[str]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names)
