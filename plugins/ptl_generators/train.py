@@ -60,8 +60,27 @@ def select_classes(data, classes: list[int]):
     return data.select_classes(classes)
 
 
+def check(recipe: TrainSourceRecipe) -> None:
+    """The names and parameters a run would refuse (its dataset, the classifier's architecture,
+    the scoring classifier), in the run's words; no torch, no data (``plan`` runs it, so a
+    real run checks them before it trains, not only at its end)."""
+    from ptl_cli import plugins
+
+    d = recipe.data
+    dataset = plugins.get("datasets", d.dataset)
+    dataset.validate_params(d.dataset_params, f"recipe data.dataset_params ({d.dataset})")
+    if recipe.model == "classifier":
+        c = recipe.classifier
+        arch = plugins.get("models", c.arch)
+        arch.validate_params(c.arch_params, "recipe classifier.arch_params", {"width": c.width})
+    elif recipe.eval.classifier not in ("", "none"):
+        scorer = plugins.get("classifiers", recipe.eval.classifier)
+        scorer.validate_params(recipe.eval.classifier_params, "recipe eval.classifier_params")
+
+
 class TrainSourceWorkflow:
     def plan(self, recipe: TrainSourceRecipe) -> list[tuple[str, str]]:
+        check(recipe)
         classes = recipe.data.classes if recipe.data.classes else "all"
         rows = [
             ("train", recipe.model),
