@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
@@ -44,6 +44,19 @@ class BundledClassifierParams(Params):
 
 class TorchvisionClassifierParams(Params):
     weights: str = Field("DEFAULT", description="torchvision weights name (cached download when online)")
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo) -> TorchvisionClassifierParams:
+        """``torchvision:NAME`` and its weights, checked when a recipe is read (the name comes as
+        context) from a catalog that imports no torch: a typo fails ``--dry-run``."""
+        name = str((info.context or {}).get("name", ""))
+        if name.startswith("torchvision:"):
+            from ptl_models.tv_catalog import classifier_problem
+
+            problem = classifier_problem(name, self.weights)
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
 class CheckpointClassifierParams(Params):

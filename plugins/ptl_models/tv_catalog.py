@@ -141,3 +141,24 @@ def model_problem(
         if weights not in known and weights not in {f"{builder.enum}.{k}" for k in known}:
             return f"unknown weights {weights!r}; {did_you_mean(weights, known)}"
     return None
+
+
+def classifier_problem(name: str, weights: str) -> str | None:
+    """What is wrong with source classifier ``torchvision:ARCH`` and its ``weights``, or None.
+
+    Any registered torchvision model with a weights enum (detection and video ones too), as
+    ``torchvision.models.get_model_weights`` accepts them; the caller names the classifier.
+    """
+    from ptl_cli.errors import did_you_mean
+
+    builders = catalog(everything=True)
+    if not builders:
+        return None
+    arch = name.split(":", 1)[1] if ":" in name else name
+    builder = builders.get(arch)
+    if builder is None or not builder.enum:
+        return f"unknown torchvision classifier {arch!r}; {did_you_mean(arch, model_names(everything=True))}"
+    if weights != "DEFAULT" and weights not in builder.weights:
+        known = ", ".join(["DEFAULT", *builder.weights])
+        return f"unknown weights {weights!r}; known: {known}"
+    return None

@@ -57,3 +57,14 @@ def test_problems_are_named(args, message):
 )
 def test_good_names_pass(args):
     assert tv_catalog.model_problem(*args) is None
+
+
+def test_source_classifier_names_are_checked_like_torchvision():
+    assert "unknown torchvision classifier 'resnt50'; did you mean 'resnet50'" in (
+        tv_catalog.classifier_problem("torchvision:resnt50", "DEFAULT") or ""
+    )
+    assert tv_catalog.classifier_problem("torchvision:resnet18", "IMAGENET1K_V2") == (
+        "unknown weights 'IMAGENET1K_V2'; known: DEFAULT, IMAGENET1K_V1"
+    )
+    for name in ("torchvision:resnet50", "torchvision:fasterrcnn_resnet50_fpn"):  # any with weights
+        assert tv_catalog.classifier_problem(name, "DEFAULT") is None
