@@ -5,9 +5,10 @@ A reference ``BigGAN`` with random weights and realistic buffers (standing stati
 the reference model itself, different in every truncation row; power-iterated spectral-norm
 vectors; attention on; non-trivial gains and biases) is saved in the published layout
 (``config.json`` + ``pytorch_model.bin``) and loaded through the ``biggan`` plugin strictly. With
-the same ``z`` the plugin gives the reference's images, for one-hot and soft class vectors, at
-ψ = 0.4, 0.5 and 1.0, within ``ATOL``; changing the class, the truncation row or one tensor of the
-file moves the images by far more than that.
+the same ``z`` the network the plugin loaded gives the reference's images in float64 to 1e-9, for
+one-hot and soft class vectors, at ψ = 0.4, 0.5 and 1.0, and the plugin's own float32 sampling is
+as close to them as the reference's float32 run is; changing the class or one tensor (or one
+statistics row) of the file moves the images by 1e-3 and more.
 
 Only the reference's ``model.py`` (through ``convert_tf_to_pytorch.py``, which holds the published
 configs) is executed: its package ``__init__`` also imports ``utils.py``, which needs scipy for
@@ -25,12 +26,14 @@ import torch.nn.functional as F
 from ptl_generators.biggan import BigGAN, BigGANConfig, truncated_noise
 from ptl_generators.biggan_generator import build
 
-#: float64 agreement (observed: below 1e-12). In float32 the two implementations each stray
-#: from their float64 images by 1e-4 to 4e-4 (the rounding of 40-57 conditional norms with
-#: realistic statistics), so a fixed 1e-5 float32 bound cannot hold; the plugin's float32 images
-#: must instead be within F32_FACTOR times the reference's own float32 error of the exact images.
+#: float64 agreement (observed: at most 9e-13 over the 9 cases). In float32 each implementation
+#: strays from the float64 images by 3e-6 to 4e-4 (rounding through 40-57 conditional norms with
+#: realistic statistics; the two differ from each other by up to 5.6e-4 at 512), so a fixed 1e-5
+#: float32 bound cannot hold. The plugin's float32 images must instead be within F32_FACTOR times
+#: the reference's own float32 error (+ F32_FLOOR) of the exact images; observed ratio: at most 1.9.
 ATOL64 = 1e-9
-F32_FACTOR = 2.0
+F32_FACTOR = 4.0
+F32_FLOOR = 1e-5
 Z_DIM = 8  # the reference ties z and class-embedding sizes (condition = 2·z_dim)
 CLASSES = 5
 WIDTH = 4  # the smallest channel width the layer lists allow (attention needs 2·width/8 ≥ 1)
@@ -210,7 +213,7 @@ def test_plugin_gives_the_reference_images(published_layout, psi):
     got = gen.sample(y, z=z)
     assert got.shape == exact.shape == (3, 3, net.config.output_dim, net.config.output_dim)
     reference_error = (_images(net, z, y, psi, torch.float32).double() - exact).abs().max()
-    assert (got.double() - exact).abs().max() <= F32_FACTOR * reference_error + 1e-6
+    assert (got.double() - exact).abs().max() <= F32_FACTOR * reference_error + F32_FLOOR
     # the comparison is not between constant images: the class moves the image, the soft row is
     # neither class, and most pixels are far from tanh's saturation
     assert (exact[0] - exact[2]).abs().max() > 0.05
