@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from ptl_cli.errors import UserError
+from ptl_generators import bundled
 from ptl_generators import weights as W
 from ptl_generators.biggan import BigGAN, BigGANConfig, truncated_noise
 from ptl_generators.conditioning import as_probs, default_class_names
 
-BUNDLED_FILE = "biggan-fashion04.safetensors"
 FORMAT = "biggan"
 #: where the converted BigGAN-deep checkpoints were published: ``{base}-config.json`` and
 #: ``{base}-pytorch_model.bin`` (the URLs ``pytorch-pretrained-biggan`` downloads from)
@@ -117,10 +117,10 @@ def load_directory(directory: Path) -> tuple[BigGAN, list[Path]]:
 
 def resolve(weights: str) -> tuple[BigGAN, list[Path], tuple[str, ...] | None, str]:
     """(model, files, class names if known, description) for a ``weights`` value."""
-    if weights == "bundled":
-        path = W.bundled(BUNDLED_FILE)
+    if bundled.is_bundled(weights):
+        path = bundled.path("biggan", weights)
         net, meta = load_single(path)
-        return net, [path], tuple(meta.get("class_names") or ()), "bundled Fashion-MNIST 0-4 BigGAN"
+        return net, [path], tuple(meta.get("class_names") or ()), f"bundled {bundled.name_of(weights)} BigGAN"
     path = Path(weights).expanduser()
     if path.is_file():
         net, meta = load_single(path)

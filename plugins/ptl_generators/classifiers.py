@@ -20,7 +20,6 @@ from ptl_cli.errors import UserError
 from ptl_generators import weights as W
 from ptl_generators.conditioning import default_class_names
 
-BUNDLED_FILE = "classifier-fashion04.safetensors"
 FORMAT = "classifier"
 
 
@@ -143,9 +142,12 @@ def checkpoint(
     ).to(device)
 
 
-def bundled(device: Any = "cpu") -> SourceClassifier:
-    """The bundled Fashion-MNIST classes 0–4 classifier (``recipes/source/classifier-fashion04``)."""
-    clf = checkpoint(device, path=str(W.bundled(BUNDLED_FILE)))
+def bundled(device: Any = "cpu", weights: str = "fashion04") -> SourceClassifier:
+    """A bundled classifier: ``fashion-coarse`` (4 coarse classes of Fashion-MNIST train half A,
+    ``recipes/source/classifier-fashion-coarse``) or ``fashion04`` (classes 0–4)."""
+    from ptl_generators import bundled as B
+
+    clf = checkpoint(device, path=str(B.path("classifier", f"bundled:{weights}")))
     clf._id = f"bundled-{clf.id.split('-', 1)[1]}"
     return clf
 

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.errors import UserError
+from ptl_generators import bundled
 from ptl_generators import weights as W
 from ptl_generators.conditioning import as_probs, default_class_names
 
-BUNDLED_FILE = "ddpm-fashion04.safetensors"
 FORMAT = "ddpm"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _MODEL_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -324,8 +324,8 @@ def load_single(path: Path) -> dict[str, Any]:
 
 
 def resolve(weights: str) -> dict[str, Any]:
-    if weights == "bundled":
-        return load_single(W.bundled(BUNDLED_FILE))
+    if bundled.is_bundled(weights):
+        return load_single(bundled.path("ddpm", weights))
     path = Path(weights).expanduser()
     if path.is_file():
         return load_single(path)

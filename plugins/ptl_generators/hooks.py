@@ -19,7 +19,7 @@ def ptl_register_generators(register: Any) -> None:
     register(
         "biggan",
         "ptl_generators.biggan_generator:build",
-        description="BigGAN(-deep): bundled Fashion-MNIST 0-4 model, biggan-deep-128/256/512, or a local dir",
+        description="BigGAN(-deep): bundled Fashion-MNIST models, biggan-deep-128/256/512, or a local dir",
         params=params.BigGANParams,
     )
     register(
@@ -38,7 +38,7 @@ def ptl_register_classifiers(register: Any) -> None:
     register(
         "bundled",
         "ptl_generators.classifiers:bundled",
-        description="the bundled Fashion-MNIST classes 0-4 classifier (Conv-4, 28×28 grey)",
+        description="a bundled Fashion-MNIST classifier (Conv-4, 28×28 grey): coarse classes or 0-4",
         params=params.BundledClassifierParams,
     )
     register(

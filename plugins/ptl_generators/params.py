@@ -10,7 +10,8 @@ from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
 
 WEIGHTS_HELP = (
-    "'bundled' (Fashion-MNIST classes 0-4 model), a ptl .safetensors file, a local directory, "
+    "'bundled' (= bundled:fashion-coarse, Fashion-MNIST coarse classes; bundled:fashion04 = classes "
+    "0-4), a ptl .safetensors file, a local directory, "
     "or a Hugging Face hub id (cached; offline without a cache is an error)"
 )
 
@@ -39,7 +40,10 @@ class DiffusersParams(Params):
 
 
 class BundledClassifierParams(Params):
-    pass
+    weights: Literal["fashion-coarse", "fashion04"] = Field(
+        "fashion04",
+        description="fashion-coarse: top/trouser/footwear/bag of Fashion-MNIST half A; fashion04: 0-4",
+    )
 
 
 class TorchvisionClassifierParams(Params):

@@ -431,7 +431,28 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
         shares = _pseudo_label_shares(job, ema.model, pool)
         job.ctx.log(stage=phase.name, step=phase.steps, pseudo_label_shares=shares)
         result["pseudo_label_max_share"] = max(shares)
+        warning = collapse_warning(phase.name, shares, job.target.info.class_names)
+        if warning:
+            job.ctx.warn(warning)
     return result
+
+
+#: Above this share of pseudo samples in one target class, a run warns that PCS collapsed: the
+#: far quickstart pair gives 1.0 (every garment is a "shirt"), the covered pair 0.2-0.3.
+COLLAPSE_SHARE = 0.8
+
+
+def collapse_warning(stage: str, shares: list[float], class_names: tuple[str, ...]) -> str | None:
+    """One line when the final model puts more than ``COLLAPSE_SHARE`` of the pseudo samples in
+    one target class: the source then covers only that class, and P-SSL has little to teach."""
+    top = max(range(len(shares)), key=shares.__getitem__)
+    if shares[top] <= COLLAPSE_SHARE:
+        return None
+    name = class_names[top] if top < len(class_names) else str(top)
+    return (
+        f"{stage}: {shares[top]:.0%} of the PCS pseudo samples are predicted as one target class "
+        f"({name}); the source covers little of the target, so P-SSL can gain little (docs/transfer.md)"
+    )
 
 
 def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:

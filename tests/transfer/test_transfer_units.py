@@ -173,3 +173,15 @@ def test_class_selection_works_on_a_dataset_with_only_the_protocol():
     original = int(subset.keep[0])
     assert torch.equal(image, pack.images[original])
     assert label == {7: 0, 5: 1}[int(pack.targets[original])]
+
+
+def test_collapsed_pseudo_labels_give_one_warning_line_naming_the_class():
+    from ptl_transfer.loops import COLLAPSE_SHARE, collapse_warning
+
+    names = ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    far = collapse_warning("pp+pssl", [0.0, 1.0, 0.0, 0.0, 0.0], names)  # the far pair's measured shares
+    assert far is not None and "\n" not in far
+    assert far.startswith("pp+pssl: 100% of the PCS pseudo samples") and "(Shirt)" in far
+    assert collapse_warning("pssl", [0.1, 0.25, 0.2, 0.2, 0.25], names) is None  # balanced: quiet
+    assert collapse_warning("pssl", [COLLAPSE_SHARE, 1 - COLLAPSE_SHARE, 0, 0, 0], names) is None
+    assert "(Sandal)" in collapse_warning("pssl", [COLLAPSE_SHARE + 0.01, 0.19, 0, 0, 0], names)
