@@ -2,7 +2,9 @@
 
 Every component name is looked up and its parameters are validated against the plugin's
 schema (both cheap: hooks and pydantic only), so a paper-scale recipe that names weights this
-machine does not have still plans, and a typo fails here rather than an hour into a run.
+machine does not have still plans, and a typo fails here rather than an hour into a run: the
+plan is made before every new run too (the KD, PP and P-SSL stages load their components only
+after the scratch stage has trained).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from ptl_cli import plugins
 from ptl_transfer import stages
 
 
-def _component(kind: str, name: str, params: dict[str, Any], where: str) -> str:
-    checked = plugins.get(kind, name).validate_params(params, where)
+def _component(
+    kind: str, name: str, params: dict[str, Any], where: str, context: dict[str, Any] | None = None
+) -> str:
+    checked = plugins.get(kind, name).validate_params(params, where, context)
     shown = ", ".join(f"{k}={v!r}" for k, v in checked.items() if v is not None)
     return f"{name} ({shown})" if shown else name
 
@@ -42,7 +46,7 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     classes = f", classes {t.classes}" if t.classes else ""
     labels = f"{t.labels_per_class} labels per class" if t.labels_per_class else "every image labeled"
     rows.append(("target", f"{dataset}{classes}; {labels} (split seed {t.split_seed})"))
-    arch = _component("models", m.arch, m.params, "[model]")
+    arch = _component("models", m.arch, m.params, "[model]", {"width": m.width})
     rows.append(("target architecture", f"{arch}, width {m.width}"))
     ssl = _component("ssl", r.ssl.name, r.ssl.params, "[ssl]")
     names = set(r.stages)

@@ -49,6 +49,18 @@ class Target(Params):
     data_dir: str | None = Field(None, description="--data-dir; default $PTL_DATA_DIR or the cache")
     download: bool = False
 
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        """A negative or repeated class is a typo; caught here, before any data is read (whether
+        each class exists depends on the dataset and is checked when it is loaded)."""
+        if any(c < 0 for c in value):
+            raise ValueError(f"class indices are 0 or more, not {min(value)}")
+        twice = [c for i, c in enumerate(value) if c in value[:i]]
+        if twice:
+            raise ValueError(f"class {twice[0]} is listed twice; name each target class once")
+        return value
+
 
 class Model(Params):
     """The target architecture: any model plugin, e.g. ``resnet18`` or ``torchvision:mobilenet_v3_large``."""
