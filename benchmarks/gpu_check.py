@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import contextlib
 import gc
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -91,13 +93,20 @@ def make_importable() -> Path | None:
         if "=" in line:
             name, value = (part.strip().strip('"') for part in line.split("=", 1))
             table.append(f"{name} = {value}\n")
-    site = Path(tempfile.mkdtemp(prefix="ptl-gpu-check-site-"))
+    site = scratch("site")
     info = site / "ptl-0.0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ptl\nVersion: 0.0.0\n")
     (info / "entry_points.txt").write_text("[ptl]\n" + "".join(table))
     sys.path.insert(0, str(site))
     return site
+
+
+def scratch(what: str) -> Path:
+    """A temporary directory removed when the script exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"ptl-gpu-check-{what}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 # -- rows, the budget and time boxes ------------------------------------------------------------------
@@ -172,8 +181,9 @@ class Check:
         import torch
 
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            with contextlib.suppress(Exception):  # a broken context shows in the row itself
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
         box = min(3 * estimate, left)
         began = time.monotonic()
         self.box_end = began + box
@@ -546,7 +556,7 @@ def fixmatch_setup(check: Check) -> dict[str, Any]:
         device = str(check.device)
         generator = plugins.get("generators", "biggan").build(device)
         classifier = plugins.get("classifiers", "bundled").build(device)
-        tmp = tempfile.mkdtemp(prefix="ptl-gpu-check-pool-")
+        tmp = scratch("pool")
         per_image = check.sizes.fixmatch["per_image"]
         data, seconds = pcs_pool(Path(tmp), generator, classifier, t["images"], per_image, device)
         _FIXMATCH.update(t, pool=data, pool_seconds=seconds)
