@@ -149,9 +149,19 @@ def resolve(
     schema: type[RecipeBase],
     overrides: dict[str, Any] | None = None,
     sets: list[str] | None = None,
+    kind: str | None = None,
 ) -> ResolvedRecipe:
-    """Load ``ref``, apply flag ``overrides`` and ``--set`` items, validate against ``schema``."""
+    """Load ``ref``, apply flag ``overrides`` and ``--set`` items, validate against ``schema``.
+
+    With ``kind``, a recipe of another kind is refused in one line before its keys are checked
+    (they would all be unknown to ``schema``).
+    """
     data, path = load_raw(ref)
+    found = data.get("kind")
+    if kind and isinstance(found, str) and found != kind:
+        raise UserError(
+            f"recipe {path}: this is a `{found}` recipe; run it with `ptl {found} --recipe {ref}`"
+        )
     sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
     for key, value in (overrides or {}).items():
         if value is not None:

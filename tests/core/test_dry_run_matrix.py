@@ -19,6 +19,7 @@ import pytest
 CONV2 = ["--model", "conv2"]  # layers features.0, features.2, classifier.1, classifier.3, classifier.5
 
 PRUNE = [
+    (["--recipe", "transfer-quickstart"], "this is a `transfer` recipe; run it with `ptl transfer --recipe"),
     (["--method", "iterandd"], "unknown pruner 'iterandd'; did you mean 'iterand'"),
     (["--model", "conv66"], "unknown model 'conv66'; did you mean 'conv6'"),
     (["--model", "torchvision:resnet5"], "unknown torchvision model 'resnet5'; did you mean 'resnet50'"),
