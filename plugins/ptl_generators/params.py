@@ -126,11 +126,14 @@ class DDPMTrain(Params):
     """A class-conditional diffusers UNet2DModel with a null class for classifier-free guidance."""
 
     block_out_channels: list[int] = Field(default_factory=lambda: [32, 64])
-    down_block_types: list[str] = Field(default_factory=lambda: ["DownBlock2D", "AttnDownBlock2D"])
-    layers_per_block: int = 1
-    norm_num_groups: int = 8
+    down_block_types: list[Literal["DownBlock2D", "AttnDownBlock2D"]] = Field(
+        default_factory=lambda: ["DownBlock2D", "AttnDownBlock2D"],
+        description="one per entry of block_out_channels (the up path mirrors them)",
+    )
+    layers_per_block: int = Field(1, ge=1)
+    norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups; divides every block_out_channels")
     patch: int = Field(2, ge=1, description="pixel-unshuffle factor: the UNet sees H/p × W/p × C·p² (speed)")
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = Field(1000, ge=1)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     class_dropout: float = Field(0.1, ge=0, lt=1, description="label dropout to the null class (for CFG)")
     lr: float = Field(1e-3, gt=0)
@@ -143,14 +146,30 @@ class DDPMTrain(Params):
         1.0, ge=0, le=1, description="DDIM eta recorded in the model file as its sampling default"
     )
 
+    @model_validator(mode="after")
+    def _unet(self) -> DDPMTrain:
+        """What diffusers would refuse when the UNet is built (after the data has loaded)."""
+        if not self.block_out_channels or len(self.block_out_channels) != len(self.down_block_types):
+            raise ValueError(
+                f"block_out_channels {self.block_out_channels} and down_block_types "
+                f"{self.down_block_types} need one entry each per UNet level"
+            )
+        uneven = [c for c in self.block_out_channels if c < 1 or c % self.norm_num_groups]
+        if uneven:
+            raise ValueError(
+                f"block_out_channels {uneven[0]} is not a positive multiple of norm_num_groups "
+                f"{self.norm_num_groups}"
+            )
+        return self
+
 
 class ClassifierTrain(Params):
     arch: str = Field("conv4", description="model plugin")
-    width: float = 0.5
+    width: float = Field(0.5, gt=0, description="width factor of the model")
     arch_params: dict[str, Any] = Field(default_factory=dict)
     lr: float = Field(0.05, gt=0)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
     augment: bool = Field(True, description="random flip + pad-crop")
 
 
