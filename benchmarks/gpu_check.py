@@ -857,10 +857,17 @@ def run_all(check: Check, site: Path | None) -> None:
 
 
 def compiled(check: Check, model: str, precision: str, channels_last: bool) -> tuple[str, dict[str, Any]]:
+    """A ``prune`` case with ``torch.compile``, with dynamo's count of graphs and graph breaks
+    (one graph per model, no breaks, is what the accelerator selection path allows)."""
     import torch
 
+    counters = torch._dynamo.utils.counters
+    counters.clear()
     try:
-        return prune_row(check, model, precision, channels_last, True)
+        result, values = prune_row(check, model, precision, channels_last, True)
+        breaks, graphs = sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
+        values.update(graph_breaks=breaks, graphs=graphs)
+        return f"{result}; {graphs} graphs for 3 models, {breaks} graph breaks", values
     finally:
         torch._dynamo.reset()
 
