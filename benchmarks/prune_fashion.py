@@ -1,129 +1,282 @@
-"""Small-scale evidence for the IteRand paper's claim, on full Fashion-MNIST, on a CPU.
+"""IteRand's Figure 2 at small scale: accuracy against parameters kept, on Fashion-MNIST, on CPUs.
 
-    python benchmarks/prune_fashion.py [--widths 0.125 0.25 0.5] [--epochs 2] [--jobs 2]
-                                       [--out /tmp/ptl-prune-fashion]
+    python benchmarks/prune_fashion.py [--widths 0.0625 0.125 0.25] [--seeds 0 1 2] [--epochs 10]
+        [--train-subset 12000] [--threads 1] [--sc-widths 0.0625] [--out /tmp/ptl-prune-fashion]
 
-Runs dense SGD, edge-popup and IteRand (``ptl prune``, one process per run, fixed seed) on the
-full Fashion-MNIST (60k/10k, e.g. Debian's dataset-fashion-mnist) with Conv-2 at several widths,
-then writes ``results.md`` (a table) and ``accuracy_vs_params.png`` (test accuracy against the
-number of parameters each network keeps) into ``--out``.
+Every run is one ``ptl prune`` process (the CLI users run): dense SGD, edge-popup and IteRand on
+Conv-2 at each width, for every seed, plus edge-popup and IteRand with signed-constant weights at
+``--sc-widths`` (all other arms use Kaiming-uniform weights). Runs go seed by seed, each seed
+visiting every width and method, so a change of machine load over the benchmark hits all arms
+alike (accuracies are deterministic anyway; only times drift). The data is the full
+Fashion-MNIST (``fashion-mnist``, e.g. Debian's ``/usr/share/datasets/fashion-mnist``): 10% of
+the train split held out for validation (``split_seed`` 0, the same for every run), then
+``--train-subset`` images of the rest (``data.train_limit``, seeded), and the 10k test split.
 
-The claim (Chijiwa et al. 2021, Fig. 2): pruning random weights needs more parameters before
+The claim (Chijiwa et al. 2021, Fig. 2): pruning a random network needs more parameters before
 pruning than weight training does to reach the same accuracy, and IteRand's re-draws close part
-of that gap, i.e. IteRand beats edge-popup at equal width. Settings follow the paper (batch 128,
-SGD momentum 0.9, weight decay 1e-4, cosine per epoch, p = 0.5, SGD lr 0.01) except what a
-few-minute CPU budget forces: 2 epochs instead of 100, hence a score learning rate of 1.0 (as in
-the quickstarts; 0.3 is tuned for 100 epochs) and K_per = 50 (IteRand then re-draws 16 times, as
-it does ~117 times in the paper's run), and pad-crop + flip instead of random-resized crops.
+of that gap: IteRand ≥ edge-popup at every width, most at small widths. Settings follow the
+paper (batch 128, SGD momentum 0.9, weight decay 1e-4, cosine per epoch, p = 0.5, r = 0.1) except
+the length, and with it K_per, which keeps the paper's ratio of re-draws to steps:
+
+    K_per = max(1, round(300 · total_steps / 35200))
+
+(the paper: K_per = 300 in 100 epochs × 352 steps of CIFAR-10's 45k train images = 35,200 steps,
+i.e. ~117 re-draws). Augmentation is random flips (``--augment crop`` adds the paper's pad-4
+crops). Learning rates and augmentation were chosen on the validation split (see docs/prune.md),
+never on the test split.
+
+Writes ``results.md`` (per-arm mean ± std over seeds, the per-seed IteRand − edge-popup gap, the
+exact command) and ``accuracy_vs_params.png`` into ``--out``. A finished run is reused when its
+``ptl prune`` command is unchanged (delete ``--out`` to start over).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
+import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-METHODS = ("sgd", "edge-popup", "iterand")
+PAPER_STEPS, PAPER_K_PER = 35_200, 300  # IteRand, CIFAR-10: 100 epochs × ceil(45,000 / 128)
+FULL_TRAIN, VAL_FRACTION, BATCH = 60_000, 0.1, 128
+AUGMENT = {  # flips are on in both; "crop" adds the pad-4 random crops of the paper's CIFAR-10 runs
+    "flip": ["--set", "augment.crop=none", "--set", "augment.pad=0"],
+    "crop": ["--set", "augment.crop=random", "--set", "augment.pad=4"],
+}
 
 
-def method_flags(method: str, args: argparse.Namespace) -> list[str]:
-    if method == "sgd":
-        return ["--method", "sgd", "--lr", str(args.sgd_lr)]
-    flags = ["--method", method, "--sparsity", "0.5", "--lr", str(args.score_lr)]
-    return flags + (["--rerand-freq", str(args.k_per)] if method == "iterand" else [])
+@dataclass(frozen=True)
+class Arm:
+    method: str  # sgd, edge-popup, iterand
+    weight_init: str = "kaiming_uniform"
+
+    @property
+    def name(self) -> str:
+        return self.method + ("-sc" if self.weight_init == "signed_constant" else "")
 
 
-def run_one(out: Path, method: str, width: float, args: argparse.Namespace) -> dict:
-    run = out / f"{method}-w{width:g}"
+ARMS = (Arm("sgd"), Arm("edge-popup"), Arm("iterand"))
+SC_ARMS = (Arm("edge-popup", "signed_constant"), Arm("iterand", "signed_constant"))
+ORDER = ("sgd", "edge-popup", "iterand", "edge-popup-sc", "iterand-sc")
+
+
+def train_images(subset: int) -> int:
+    """Training images per epoch: what ``ptl prune`` keeps after the hold-out and the limit."""
+    kept = FULL_TRAIN - int(round(FULL_TRAIN * VAL_FRACTION))
+    return min(subset, kept) if subset else kept
+
+
+def total_steps(args: argparse.Namespace) -> int:
+    return args.epochs * math.ceil(train_images(args.train_subset) / BATCH)
+
+
+def scaled_k_per(steps: int) -> int:
+    """The paper's K_per scaled to a run of ``steps`` steps (the same number of re-draws)."""
+    return max(1, round(PAPER_K_PER * steps / PAPER_STEPS))
+
+
+def ptl_command(arm: Arm, width: float, seed: int, run: Path, args: argparse.Namespace) -> list[str]:
+    if arm.method == "sgd":
+        flags = ["--method", "sgd", "--lr", str(args.sgd_lr)]
+    else:
+        flags = ["--method", arm.method, "--sparsity", "0.5", "--lr", str(args.score_lr)]
+        flags += ["--weight-init", arm.weight_init]
+        if arm.method == "iterand":
+            flags += ["--rerand-freq", str(args.k_per), "--rerand-lambda", "0.1"]
+    return [
+        sys.executable, "-m", "ptl_cli", "prune", *flags,
+        "--model", "conv2", "--width", f"{width:g}", "--dataset", "fashion-mnist",
+        "--epochs", str(args.epochs), "--batch-size", str(BATCH), "--seed", str(seed),
+        "--set", f"data.train_limit={args.train_subset}", "--set", f"data.val_fraction={VAL_FRACTION}",
+        *AUGMENT[args.augment], "--set", "augment.flip=true", "--set", "train.weight_decay=1e-4",
+        "--set", "train.checkpoint_every=0", "--set", "train.log_every=100",
+        "--device", "cpu", "--quiet", "--json", "--out", str(run),
+    ]  # fmt: skip
+
+
+def run_one(out: Path, arm: Arm, width: float, seed: int, args: argparse.Namespace) -> dict:
+    run = out / f"{arm.name}-w{width:g}-s{seed}"
+    command = ptl_command(arm, width, seed, run, args)
     summary = run / "summary.json"
-    if summary.is_file():  # finished earlier: reuse (delete --out to start over)
-        return json.loads(summary.read_text())
+    if summary.is_file():
+        done = json.loads(summary.read_text())
+        if done.get("command") == command[1:]:  # same run (the interpreter may differ)
+            return done
     if run.exists():
         import shutil
 
         shutil.rmtree(run)
-    command = [
-        sys.executable, "-m", "ptl_cli", "prune", *method_flags(method, args),
-        "--model", "conv2", "--width", str(width), "--dataset", "fashion-mnist",
-        "--epochs", str(args.epochs), "--batch-size", "128", "--seed", str(args.seed),
-        "--set", "augment.crop=random", "--set", "augment.pad=4", "--set", "train.weight_decay=1e-4",
-        "--set", "train.checkpoint_every=0", "--set", "train.log_every=100",
-        "--device", "cpu", "--quiet", "--json", "--out", str(run),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{method} width {width} failed: {done.stderr.strip()}")
-    result = json.loads(done.stdout)["metrics"]
-    summary.write_text(json.dumps(result))
+        raise SystemExit(f"{arm.name} width {width:g} seed {seed} failed: {done.stderr.strip()}")
+    metrics = json.loads(done.stdout)["metrics"]
+    result = {**metrics, "arm": arm.name, "seed": seed, "wall_s": time.perf_counter() - start}
+    result["command"] = command[1:]
+    summary.write_text(json.dumps(result, indent=1))
+    print(
+        f"  {arm.name:<13} width {width:<6g} seed {seed}: test {metrics['test_acc']:.4f} "
+        f"val {metrics['val_acc']:.4f}  ({result['wall_s']:.0f} s)",
+        flush=True,
+    )
     return result
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` (n − 1), or the single value."""
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(rows: list[dict], args: argparse.Namespace, command: str) -> list[str]:
+    n = train_images(args.train_subset)
+    lines = [
+        f"Fashion-MNIST: {n:,} train images (of the 54,000 left after holding out 6,000 for "
+        f"validation), 10,000 test; Conv-2, p = 0.5, {args.epochs} epochs = {total_steps(args)} steps, "
+        f"IteRand K_per = {args.k_per}, r = 0.1; lr {args.score_lr:g} (scores) / {args.sgd_lr:g} "
+        f"(SGD); seeds {', '.join(map(str, args.seeds))}; mean ± std (n − 1) over seeds.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| arm | width | params kept | test acc | val acc | time / run (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["arm"], r["width"]), []).append(r)
+    for (arm, width), group in sorted(cells.items(), key=lambda kv: (kv[0][1], ORDER.index(kv[0][0]))):
+        test, val = mean_std([g["test_acc"] for g in group]), mean_std([g["val_acc"] for g in group])
+        seconds = statistics.median(g["time_s"] for g in group)
+        lines.append(f"| {arm} | {width:g} | {group[0]['params_kept']:,} | {test} | {val} | {seconds:.0f} |")
+    lines += ["", "IteRand − edge-popup, test accuracy, per seed (paired):", ""]
+    lines += ["| weights | width | gap (mean ± std) | per seed |", "|---|---|---|---|"]
+    for width in sorted({w for _, w in cells}):
+        for suffix, label in (("", "Kaiming uniform"), ("-sc", "signed constant")):
+            ep, it = cells.get((f"edge-popup{suffix}", width)), cells.get((f"iterand{suffix}", width))
+            if not ep or not it:
+                continue
+            by_seed = {r["seed"]: r["test_acc"] for r in ep}
+            gaps = [r["test_acc"] - by_seed[r["seed"]] for r in sorted(it, key=lambda r: r["seed"])]
+            shown = " ".join(f"{g:+.4f}" for g in gaps)
+            spread = shown
+            if len(gaps) > 1:
+                spread = f"{statistics.mean(gaps):+.4f} ± {statistics.stdev(gaps):.4f}"
+            lines.append(f"| {label} | {width:g} | {spread} | {shown} |")
+    return lines
+
+
+def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method, marker in (("sgd", "s"), ("edge-popup", "o"), ("iterand", "^")):
-        points = sorted((r["params_kept"], r["test_acc"]) for r in rows if r["method"] == method)
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker=marker, label=method)
+    styles = {
+        "sgd": ("s", "-", "C0", "SGD (dense weights)"),
+        "edge-popup": ("o", "-", "C1", "edge-popup"),
+        "iterand": ("^", "-", "C2", "IteRand"),
+        "edge-popup-sc": ("o", "--", "C1", "edge-popup, signed constant"),
+        "iterand-sc": ("^", "--", "C2", "IteRand, signed constant"),
+    }
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for arm in ORDER:
+        widths = sorted({r["width"] for r in rows if r["arm"] == arm})
+        if not widths:
+            continue
+        xs, ys, es = [], [], []
+        for width in widths:
+            accs = [r["test_acc"] for r in rows if r["arm"] == arm and r["width"] == width]
+            xs.append(next(r["params_kept"] for r in rows if r["arm"] == arm and r["width"] == width))
+            ys.append(statistics.mean(accs))
+            es.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
+        marker, line, color, label = styles[arm]
+        ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=line, color=color, label=label, capsize=3)
     ax.set_xscale("log")
-    # label exactly the measured sizes: log-scale defaults label nothing within a single decade
+    # label exactly the measured sizes: log-scale defaults label little within one decade
     kept = sorted({r["params_kept"] for r in rows})
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(kept))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.1f}k"))
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     ax.set_xlabel("parameters kept (Conv/Linear weights)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Fashion-MNIST, Conv-2 at several widths")
+    ax.set_title(
+        f"Fashion-MNIST ({train_images(args.train_subset) // 1000}k train), Conv-2, {args.epochs} epochs, "
+        f"{len(args.seeds)} seeds",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", nargs="+", type=float, default=[0.125, 0.25, 0.5])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--k-per", type=int, default=50, help="IteRand's K_per (steps between re-draws)")
+    parser.add_argument("--widths", nargs="+", type=float, default=[0.0625, 0.125, 0.25])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--train-subset", type=int, default=12_000, help="training images per epoch (0 = all 54,000)"
+    )
+    parser.add_argument(
+        "--sc-widths",
+        nargs="*",
+        type=float,
+        default=None,
+        help="widths that also run signed-constant edge-popup and IteRand (default: the smallest)",
+    )
+    parser.add_argument("--k-per", type=int, default=0, help="IteRand's K_per (0: the paper's 300, scaled)")
     parser.add_argument("--score-lr", type=float, default=1.0, help="learning rate of the scores")
-    parser.add_argument("--sgd-lr", type=float, default=0.01, help="learning rate of dense SGD")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--sgd-lr", type=float, default=0.03, help="learning rate of dense SGD")
+    parser.add_argument(
+        "--augment", choices=sorted(AUGMENT), default="flip", help="flip: flips; crop: pad-4 crops + flips"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads)")
     parser.add_argument("--out", default="/tmp/ptl-prune-fashion")
     args = parser.parse_args()
+    if args.train_subset < 0 or args.epochs < 1 or args.threads < 1 or args.jobs < 1:
+        parser.error("--train-subset must be ≥ 0, --epochs, --threads and --jobs ≥ 1")
+    args.k_per = args.k_per or scaled_k_per(total_steps(args))
+    sc_widths = [min(args.widths)] if args.sc_widths is None else args.sc_widths
+    command = shlex.join(["python", "benchmarks/prune_fashion.py", *sys.argv[1:]])
+    print(f"command: {command}", flush=True)
+    print(
+        f"{train_images(args.train_subset):,} train images, {total_steps(args)} steps, K_per = {args.k_per} "
+        f"(round(300 · {total_steps(args)} / 35200)), {args.threads} thread(s) per run",
+        flush=True,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = [(m, w) for w in sorted(args.widths, reverse=True) for m in METHODS]  # big ones first
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda mw: run_one(out, mw[0], mw[1], args), grid))
-    lines = [
-        f"Fashion-MNIST (60k train − 10% validation, 10k test), Conv-2, {args.epochs} epochs, "
-        f"seed {args.seed}; lr {args.score_lr:g} (scores) / {args.sgd_lr:g} (SGD), "
-        f"IteRand K_per {args.k_per}",
-        "",
-        "| method | width | params kept | sparsity | test acc | time (s) |",
-        "|---|---|---|---|---|---|",
+    grid = [
+        (arm, width, seed)
+        for seed in args.seeds
+        for width in args.widths
+        for arm in ARMS + (SC_ARMS if width in sc_widths else ())
     ]
-    for r in sorted(rows, key=lambda r: (r["width"], METHODS.index(r["method"]))):
-        lines.append(
-            f"| {r['method']} | {r['width']:g} | {r['params_kept']:,} | {r['sparsity']:.2f} | "
-            f"{r['test_acc']:.4f} | {r['time_s']:.0f} |"
-        )
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda g: run_one(out, *g, args), grid))
+    expected = total_steps(args)
+    if any(r["steps"] != expected for r in rows):
+        raise SystemExit(f"runs took {sorted({r['steps'] for r in rows})} steps, K_per assumed {expected}")
+    lines = table(rows, args, command)
+    lines += ["", f"{len(rows)} runs, {time.perf_counter() - start:.0f} s wall for those not reused."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(rows, out / "accuracy_vs_params.png")
+    plot(rows, out / "accuracy_vs_params.png", args)
     print("\n".join(lines))
     print(f"\nwrote {out / 'results.md'} and {out / 'accuracy_vs_params.png'}")
 
