@@ -212,18 +212,22 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
                 if dist.is_main:
                     run.set_status("interrupted")
                     out.print(f"interrupted; continue with: ptl resume {run.path}")
+                    print_json_summary(run, common)  # --json: an object for every outcome
                 raise SystemExit(130) from None
             except KeyboardInterrupt:
                 if dist.is_main:
                     run.set_status("interrupted")
+                    print_json_summary(run, common)
                 raise
             except PtlError as exc:
                 if dist.is_main:
                     run.set_status("failed", error=str(exc))
+                    print_json_summary(run, common)
                 raise
             except Exception as exc:
                 if dist.is_main:
                     run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+                    print_json_summary(run, common)
                 raise
         if dist.is_main:
             run.set_status("completed", metrics=metrics)
@@ -270,6 +274,14 @@ def summarize(run: Run, workflow: Any, common: Common) -> None:
     for row in rows:
         table.add_row(*(format_cell(c) for c in row))
     console().print(table)
+
+
+def print_json_summary(run: Run, common: Common) -> None:
+    """With ``--json``: the run's summary on stdout (status ``interrupted``, ``failed``, ...), so a
+    script always reads one JSON object, whatever became of the run."""
+    if common.json:
+        sys.stdout.write(json.dumps(run_summary(run), indent=2, default=str) + "\n")
+        sys.stdout.flush()
 
 
 def run_summary(run: Run) -> dict[str, Any]:

@@ -43,7 +43,20 @@ def prune(
     dataset: Annotated[Optional[str], _opt("Dataset, e.g. fashion-pack, cifar10, imagenet.")] = None,  # noqa: UP045
     data_dir: Annotated[Optional[str], _opt("Where the dataset is.")] = None,  # noqa: UP045
     download: Annotated[bool, _opt("Download the dataset if missing.")] = False,
-    sparsity: Annotated[Optional[float], _opt("Fraction p of each layer's weights pruned.")] = None,  # noqa: UP045
+    sparsity: Annotated[
+        Optional[float],  # noqa: UP045
+        _opt(
+            "Fraction p of the weights pruned: of each layer with --sparsity-scope layer (the default), "
+            "of all pruned layers together with --sparsity-scope global."
+        ),
+    ] = None,
+    sparsity_scope: Annotated[
+        Optional[str],  # noqa: UP045
+        _opt(
+            "layer: every layer keeps its own top 1-p; global: one top-k over all layers' scores "
+            "(exact in total, each layer's share free). edge-popup and iterand."
+        ),
+    ] = None,
     epochs: Annotated[Optional[int], _opt("Training epochs.")] = None,  # noqa: UP045
     batch_size: Annotated[Optional[int], _opt("Global batch size.")] = None,  # noqa: UP045
     lr: Annotated[Optional[float], _opt("Learning rate.")] = None,  # noqa: UP045
@@ -76,6 +89,7 @@ def prune(
     overrides = {
         "pruner.method": method,
         "pruner.sparsity": sparsity,
+        "pruner.sparsity_scope": sparsity_scope,
         "pruner.rerand_freq": rerand_freq,
         "pruner.rerand_lambda": rerand_lambda,
         "pruner.weight_init": weight_init,

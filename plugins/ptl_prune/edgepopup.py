@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ptl_cli.errors import UserError
+from ptl_cli.pruning import TicketSpec
 from ptl_prune import inits, supermask
 
 
@@ -36,8 +37,10 @@ class EdgePopup:
         prune_last_layer: bool = True,
         bn_affine: bool = False,
         layer_sparsity: dict[str, float] | None = None,
+        sparsity_scope: str = "layer",
     ) -> None:
         self.rate = sparsity
+        self.scope = sparsity_scope
         self.score_abs = score_abs
         self.weight_init = weight_init
         self.score_init = score_init
@@ -46,6 +49,7 @@ class EdgePopup:
         self.bn_affine = bn_affine
         self.layer_sparsity = dict(layer_sparsity or {})
         self.seed = 0
+        self.group: supermask.GlobalTopK | None = None
 
     # -- the Pruner contract -------------------------------------------------------------------
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
@@ -55,6 +59,7 @@ class EdgePopup:
             parameter.requires_grad_(False)
         layers = supermask.prunable_layers(model)
         self._check_patterns([name for name, _ in layers])
+        ranked_together = []
         for index, (name, module) in enumerate(layers):
             weight = inits.initial_weight(self.weight_init, module.weight.shape, self.seed, index)
             with torch.no_grad():
@@ -65,7 +70,13 @@ class EdgePopup:
             if rate > 0:
                 scores = inits.initial_scores(self.score_init, module.weight.shape, self.seed, index)
                 scores = scores.to(module.weight.device)
-                supermask.attach(module, scores, rate, self.score_abs)
+                mask = supermask.attach(module, scores, rate, self.score_abs)
+                if self._override(name) is None:
+                    ranked_together.append(mask)
+        self.group = None
+        if self.scope == "global" and ranked_together:
+            # one top-k over every layer at the global rate (overridden layers keep their own)
+            self.group = supermask.GlobalTopK(ranked_together, self.rate)
         if self.bn_affine:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
@@ -90,14 +101,25 @@ class EdgePopup:
         rate = self.rate
         if (index == 0 and not self.prune_first_layer) or (index == count - 1 and not self.prune_last_layer):
             rate = 0.0
+        override = self._override(name)
+        return rate if override is None else override
+
+    def _override(self, name: str) -> float | None:
+        """The ``layer_sparsity`` value of the first pattern matching ``name``, if any."""
         for pattern, value in self.layer_sparsity.items():
             if fnmatch.fnmatchcase(name, pattern):
                 return value
-        return rate
+        return None
 
     def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         """The scores, and BatchNorm's scale/shift with ``bn_affine`` (all that requires grad)."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    def before_forward(self, model: nn.Module) -> None:
+        """With ``sparsity_scope = "global"``: the one top-k over all layers' scores, computed once
+        per step (the layers' forwards then read their part of it)."""
+        if self.group is not None:
+            self.group.refresh()
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """Nothing: edge-popup never touches weights."""
@@ -117,6 +139,16 @@ class EdgePopup:
                 kept += n if mask is None else int(torch.count_nonzero(mask.kept()))
         return kept, total
 
+    def sparsity_by_layer(self, model: nn.Module) -> dict[str, float]:
+        """Fraction pruned of every Conv/Linear layer, from the current masks (0 for dense ones)."""
+        out = {}
+        with torch.no_grad():
+            for name, module in supermask.prunable_layers(model):
+                mask = supermask.supermask_of(module)
+                n = supermask.original(module).numel()
+                out[name] = 0.0 if mask is None or n == 0 else (n - int(torch.count_nonzero(mask.kept()))) / n
+        return out
+
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return supermask.dense_state_dict(model)
 
@@ -127,6 +159,8 @@ class EdgePopup:
         self.seed = int(state.get("seed", self.seed))
 
     # -- tickets ---------------------------------------------------------------------------------
-    def ticket_config(self) -> dict[str, Any]:
-        """What a ticket needs besides masks to rebuild the weights: the seed and distribution."""
-        return {"method": self.method, "seed": self.seed, "weight_init": self.weight_init, "events": []}
+    def ticket_spec(self, model: nn.Module) -> TicketSpec:
+        """The weights are ``inits.initial_weight(weight_init, shape, seed, layer)``: the seed, the
+        distribution and the masks rebuild them (see :class:`ptl_cli.pruning.TicketSpec`)."""
+        masks = {name: mask.kept() for _, name, _, mask in supermask.masked_layers(model)}
+        return TicketSpec(seed=self.seed, weight_init=self.weight_init, masks=masks)

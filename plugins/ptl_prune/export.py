@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,55 +36,94 @@ def load_trained(run: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
             f"run {run.path} has no final model (status: {status}); finish it with `ptl resume {run.path}`"
         )
     final = torch.load(path, map_location="cpu", weights_only=True)
+    from ptl_cli import pruning
+
     pruner = build_pruner(final["recipe"])
-    model = pruner.prepare(build_model(final["arch"]), final["seed"])
+    model = pruning.prepare(pruner, build_model(final["arch"]), final["seed"])
     model.load_state_dict(final["model"])
     pruner.load_state_dict(final["pruner"])
     return model.eval(), pruner, final["arch"]
 
 
 def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
+    """Write the export; nothing is left behind when it fails. A ticket is always verified (rebuilt
+    from the written bytes and compared bit for bit) before it is reported, and one that would not
+    be smaller than the dense export is refused."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)} for prune runs")
     model, pruner, arch = load_trained(run)
+    method = str(run.recipe_data().get("pruner", {}).get("method") or getattr(pruner, "method", ""))
     dense = pruner.export_dense(model)
-    dense_bytes = len(_safetensors_bytes(dense, arch))
+    dense_bytes = _safetensors_bytes(dense, arch)
     default = {"pt": "model.pt", "safetensors": "model.safetensors", "ticket": "ticket.safetensors"}[fmt]
     path = Path(out) if out else run.path / default
     lines: list[str] = []
     if fmt == "ticket":
-        if not hasattr(pruner, "ticket_config"):
+        data, meta = _ticket(model, pruner, method, dense, arch)
+        if len(data) >= len(dense_bytes):
             raise UserError(
-                f"--format ticket needs a score-only method (edge-popup, iterand); this run used "
-                f"{getattr(pruner, 'method', '?')!r}, whose trained weights a seed cannot rebuild: use pt"
+                f"pruner {method!r}: its ticket would be {_human(len(data))}, no smaller than the dense "
+                f"export ({_human(len(dense_bytes))} as safetensors); nothing written: "
+                "use --format safetensors"
             )
-        from ptl_prune.ticket import make_ticket, save_ticket
-
-        tensors, meta = make_ticket(model, pruner, arch)
-        save_ticket(path, tensors, meta)
-        size = path.stat().st_size
         events = len(meta["events"])
         draws = f"{events} re-draw{'' if events == 1 else 's'}"
-        lines.append(f"wrote {path}: ticket {_human(size)} (seed + 1-bit masks + {draws})")
+        lines.append(f"wrote {path}: ticket {_human(len(data))} (seed + 1-bit masks + {draws})")
         lines.append(
-            f"dense masked weights: {_human(dense_bytes)} as safetensors; the ticket is "
-            f"{dense_bytes / size:.1f}× smaller"
+            f"dense masked weights: {_human(len(dense_bytes))} as safetensors; the ticket is "
+            f"{len(dense_bytes) / len(data):.1f}× smaller"
         )
+        verify = True  # a ticket is only reported once it has been rebuilt and compared
+    elif fmt == "pt":
+        buffer = io.BytesIO()
+        torch.save({"format": MASKED_FORMAT, "arch": arch, "state_dict": dense}, buffer)
+        data = buffer.getvalue()
+        lines.append(f"wrote {path}: {_human(len(data))} (pt, masks applied, unwrapped {arch['model']})")
     else:
+        data = dense_bytes
+        lines.append(
+            f"wrote {path}: {_human(len(data))} (safetensors, masks applied, unwrapped {arch['model']})"
+        )
+    if not verify:
         from ptl_cli import atomic
 
-        if fmt == "pt":
-            buffer = io.BytesIO()
-            torch.save({"format": MASKED_FORMAT, "arch": arch, "state_dict": dense}, buffer)
-            atomic.write_bytes(path, buffer.getvalue())
-        else:
-            atomic.write_bytes(path, _safetensors_bytes(dense, arch))
-        lines.append(
-            f"wrote {path}: {_human(path.stat().st_size)} ({fmt}, masks applied, unwrapped {arch['model']})"
+        atomic.write_bytes(path, data)
+        return lines
+    # verified exports: written beside the target, checked there, then renamed into place
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        checked = _verify(tmp, fmt, model, dense, arch, method)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lines + [checked]
+
+
+def _ticket(model: nn.Module, pruner: Any, method: str, dense: dict, arch: dict) -> tuple[bytes, dict]:
+    """The ticket bytes from the pruner's own declaration (``ticket_spec``), or a one-line refusal."""
+    from ptl_prune.ticket import make_ticket, ticket_bytes
+
+    declare = getattr(pruner, "ticket_spec", None)
+    if not callable(declare):
+        raise UserError(
+            f"pruner {method!r} does not declare how to rebuild it: it has no ticket_spec(model) returning "
+            "a ptl_cli.pruning.TicketSpec (docs/plugins/reference.md); export its weights with --format "
+            "safetensors"
         )
-    if verify:
-        lines.append(_verify(path, fmt, model, dense, arch))
-    return lines
+    try:
+        spec = declare(model)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported as its own, in one line
+        raise UserError(f"pruner {method!r}: ticket_spec(model) raised {type(exc).__name__}: {exc}") from None
+    tensors, meta = make_ticket(model, spec, arch, method, dense)
+    return ticket_bytes(tensors, meta), meta
 
 
 def load_masked_model(path: str | Path) -> nn.Module:
@@ -112,7 +153,9 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
-def _verify(path: Path, fmt: str, trained: nn.Module, dense: dict[str, torch.Tensor], arch: dict) -> str:
+def _verify(
+    path: Path, fmt: str, trained: nn.Module, dense: dict[str, torch.Tensor], arch: dict, method: str = ""
+) -> str:
     if fmt == "ticket":
         from ptl_prune.ticket import load_ticket, rebuild_state_dict
 
@@ -124,13 +167,22 @@ def _verify(path: Path, fmt: str, trained: nn.Module, dense: dict[str, torch.Ten
     different = [k for k in dense if k not in rebuilt or not bit_equal(dense[k], rebuilt[k])]
     extra = [k for k in rebuilt if k not in dense]
     if different or extra:
-        raise UserError(f"verify failed: {path} differs from the trained model in {(different + extra)[:5]}")
+        what = (
+            f"the ticket pruner {method!r} declared (ticket_spec)" if fmt == "ticket" else f"the {fmt} export"
+        )
+        raise UserError(
+            f"verify failed, nothing written: {what} does not rebuild the trained network: "
+            f"{(different + extra)[:5]} differ"
+        )
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(4, arch["in_channels"], arch["image_size"], arch["image_size"], generator=gen)
     with torch.no_grad():
         same = torch.equal(trained(x), plain(x))
     if not same:
-        raise UserError(f"verify failed: the network rebuilt from {path} computes different outputs")
+        raise UserError(
+            f"verify failed, nothing written: the network rebuilt from the {fmt} export "
+            "computes different outputs"
+        )
     return f"verified: {len(dense)} tensors bit-identical to the trained model, identical outputs"
 
 

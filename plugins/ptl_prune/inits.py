@@ -18,6 +18,9 @@ import torch
 
 from ptl_cli.engine.seeding import generator_for
 
+#: The weight distributions :func:`draw` knows (and a ticket can regenerate).
+WEIGHT_INITS = ("kaiming_uniform", "signed_constant", "kaiming_normal")
+
 #: Salts that keep the random streams of different purposes apart.
 WEIGHT, SCORE, REDRAW = 1, 2, 3
 

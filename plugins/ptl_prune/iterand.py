@@ -13,11 +13,13 @@ alone. To that end each pruned layer keeps ``sources``: for every weight, which 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from ptl_cli.pruning import TicketSpec
 from ptl_prune import inits, supermask
 from ptl_prune.edgepopup import EdgePopup
 
@@ -90,5 +92,8 @@ class IteRand(EdgePopup):
         super().load_state_dict(state)
         self.events = [int(s) for s in state.get("events", [])]
 
-    def ticket_config(self) -> dict[str, Any]:
-        return {**super().ticket_config(), "method": self.method, "events": list(self.events)}
+    def ticket_spec(self, model: nn.Module) -> TicketSpec:
+        """edge-popup's, plus the re-draw steps and which draw each weight holds."""
+        spec = super().ticket_spec(model)
+        sources = {name: mask.sources for _, name, _, mask in supermask.masked_layers(model)}
+        return dataclasses.replace(spec, redraws=tuple(self.events), sources=sources if self.events else {})

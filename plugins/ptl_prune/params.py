@@ -6,7 +6,7 @@ weights and scores, non-affine BatchNorm, every Conv/Linear layer pruned at the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -19,6 +19,9 @@ ScoreInit = Literal["kaiming_uniform", "kaiming_normal"]
 class SGDParams(Params):
     """The weight-optimized baseline: ordinary dense training from the same weight distribution."""
 
+    #: used when a recipe sets no train.lr (the papers' Conv-6 SGD baseline)
+    default_lr: ClassVar[float] = 0.01
+
     weight_init: WeightInit = Field(
         "kaiming_uniform", description="distribution of the initial weights (fan-in, ReLU gain)"
     )
@@ -28,7 +31,21 @@ class SGDParams(Params):
 class EdgePopupParams(Params):
     """edge-popup (Ramanujan et al. 2020): weights stay at their random values, scores choose them."""
 
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction p of each layer's weights pruned")
+    #: used when a recipe sets no train.lr (the papers' ResNet and ImageNet score learning rate)
+    default_lr: ClassVar[float] = 0.1
+
+    sparsity: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="fraction p of the weights pruned: of each layer (sparsity_scope layer) or of all "
+        "the layers ranked together (sparsity_scope global)",
+    )
+    sparsity_scope: Literal["layer", "global"] = Field(
+        "layer",
+        description="layer: each layer keeps its own top 1-p (the papers); global: one top-k over all "
+        "layers' scores, exact in total, each layer's count free",
+    )
     score_abs: bool = Field(False, description="rank |S| (hidden-networks) instead of the signed score S")
     weight_init: WeightInit = Field(
         "kaiming_uniform", description="distribution of the random weights (fan-in, ReLU gain)"

@@ -160,12 +160,20 @@ class Supermask(nn.Module):
         self.sparsity = float(sparsity)
         self.pruned = num_pruned(scores.numel(), sparsity)
         self.score_abs = bool(score_abs)
+        #: set when this layer is ranked together with others (global sparsity)
+        self.group: GlobalTopK | None = None
+
+    def key(self) -> torch.Tensor:
+        """What is ranked: the scores, or their magnitude with ``score_abs``."""
+        key = self.scores.detach()
+        return key.abs() if self.score_abs else key
 
     def kept(self, rate: float = 1.0) -> torch.Tensor:
-        """Current mask (True = kept); ``rate`` < 1 prunes only the lowest ``p·rate`` fraction."""
-        key = self.scores.detach()
-        if self.score_abs:
-            key = key.abs()
+        """Current mask (True = kept); ``rate`` < 1 prunes only the lowest ``p·rate`` fraction
+        (of this layer, or of the whole group when the layer is ranked globally)."""
+        if self.group is not None:
+            return self.group.kept(self, rate)
+        key = self.key()
         pruned = self.pruned if rate == 1.0 else num_pruned(key.numel(), self.sparsity * rate)
         return kept_mask(key, pruned)
 
@@ -174,6 +182,48 @@ class Supermask(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sparsity={self.sparsity}, pruned={self.pruned}, score_abs={self.score_abs}"
+
+
+class GlobalTopK:
+    """One ranking over several layers' scores: exactly ``round(p·n)`` of their ``n`` weights pruned
+    in all, the lowest keys overall (ties by position in layer order), each layer's count free.
+
+    The masks are recomputed only when a score tensor changed (an optimizer step, a load, a move
+    to another device: tracked by each tensor's version counter and storage), so the one top-k
+    runs once per step however often the masks are read — by the forward, the counts, IteRand's
+    re-draw or an export. :meth:`refresh` is what the pruner's ``before_forward`` calls.
+    """
+
+    def __init__(self, masks: list[Supermask], sparsity: float) -> None:
+        self.masks = list(masks)
+        self.sparsity = float(sparsity)
+        self._position = {id(m): i for i, m in enumerate(self.masks)}
+        self._cache: dict[float, tuple[tuple, list[torch.Tensor]]] = {}
+        for mask in self.masks:
+            mask.group = self
+
+    def _versions(self) -> tuple:
+        return tuple((m.scores._version, m.scores.data_ptr(), m.scores.device) for m in self.masks)
+
+    def refresh(self, rate: float = 1.0) -> list[torch.Tensor]:
+        """The kept masks of every layer of the group (recomputed only if a score changed)."""
+        versions = self._versions()
+        hit = self._cache.get(rate)
+        if hit is not None and hit[0] == versions:
+            return hit[1]
+        with torch.no_grad():
+            keys = [m.key().reshape(-1) for m in self.masks]
+            flat = torch.cat(keys) if len(keys) > 1 else keys[0]
+            kept = kept_mask(flat, num_pruned(flat.numel(), self.sparsity * rate))
+            parts = [
+                part.view(m.scores.shape)
+                for part, m in zip(kept.split([k.numel() for k in keys]), self.masks, strict=True)
+            ]
+        self._cache[rate] = (versions, parts)
+        return parts
+
+    def kept(self, mask: Supermask, rate: float = 1.0) -> torch.Tensor:
+        return self.refresh(rate)[self._position[id(mask)]]
 
 
 def masked_weight(weight: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor, score_abs: bool = False):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ptl_cli.pruning import TicketSpec
 from ptl_prune import inits, supermask
 
 FORMAT = "ptl-ticket/1"
@@ -46,39 +47,75 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return bits.view(-1)[:n]
 
 
-def make_ticket(model: nn.Module, pruner: Any, arch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and metadata of a score-only model's ticket (see the module docstring)."""
-    config = pruner.ticket_config()
-    events = config["events"]
+def make_ticket(
+    model: nn.Module,
+    spec: TicketSpec,
+    arch: dict[str, Any],
+    method: str,
+    dense: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of the ticket a pruner declared (``ticket_spec(model)``).
+
+    ``dense`` is the pruner's ``export_dense(model)`` (computed when not given): everything that
+    is not a prunable layer's weight is stored from it as is. A declaration that names unknown
+    layers, masks of the wrong shape or type, or draws ptl cannot regenerate is a
+    :class:`~ptl_cli.errors.UserError` naming the pruner; whether the declaration describes the
+    network is checked by rebuilding it (``ptl export`` does so before writing anything).
+    """
+    if not isinstance(spec, TicketSpec):
+        _refuse(method, f"ticket_spec(model) returned {type(spec).__name__}, not ptl_cli.pruning.TicketSpec")
+    if spec.weight_init not in inits.WEIGHT_INITS:
+        _refuse(
+            method,
+            f"weight_init {spec.weight_init!r} is not one ptl can redraw ({', '.join(inits.WEIGHT_INITS)})",
+        )
+    if dense is None:
+        dense = supermask.dense_state_dict(model)
+    events = [int(step) for step in spec.redraws]
     source_dtype = torch.uint8 if len(events) < 256 else torch.int16
+    layers_of_model = supermask.prunable_layers(model)
+    unknown = sorted(set(spec.masks) - {name for name, _ in layers_of_model})
+    if unknown:
+        _refuse(method, f"its masks name layers that are not Conv/Linear layers of the model: {unknown[:3]}")
     tensors: dict[str, torch.Tensor] = {}
     layers = []
     weight_keys = set()
     with torch.no_grad():
-        for index, (name, module) in enumerate(supermask.prunable_layers(model)):
+        for index, (name, module) in enumerate(layers_of_model):
             shape = list(supermask.original(module).shape)
-            prefix = f"{name}." if name else ""
-            weight_keys.add(prefix + "weight")
-            mask = supermask.supermask_of(module)
-            layers.append({"name": name, "index": index, "shape": shape, "pruned": mask is not None})
-            if mask is None:
+            weight_keys.add((f"{name}." if name else "") + "weight")
+            kept = spec.masks.get(name)
+            layers.append({"name": name, "index": index, "shape": shape, "pruned": kept is not None})
+            if kept is None:
                 continue
-            kept = mask.kept().cpu()
+            if not isinstance(kept, torch.Tensor) or kept.dtype != torch.bool or list(kept.shape) != shape:
+                _refuse(method, f"the mask of layer {name!r} must be a bool tensor of shape {shape}")
+            kept = kept.detach().cpu()
             tensors[f"mask/{name}"] = pack_bits(kept)
-            sources = getattr(mask, "sources", None)  # IteRand's record of which draw each weight holds
+            sources = spec.sources.get(name)  # which draw each weight holds (IteRand's re-draws)
             if sources is not None and events:
-                held = sources.cpu()[kept].to(source_dtype).numpy().tobytes()
+                sources = sources.detach().cpu()
+                if list(sources.shape) != shape or sources.is_floating_point():
+                    _refuse(
+                        method, f"the sources of layer {name!r} must be an integer tensor of shape {shape}"
+                    )
+                held = sources[kept]
+                if held.numel() and (int(held.min()) < 0 or int(held.max()) > len(events)):
+                    _refuse(
+                        method, f"the sources of layer {name!r} name draws beyond its {len(events)} re-draws"
+                    )
+                raw = held.to(source_dtype).numpy().tobytes()
                 tensors[f"source/{name}"] = torch.frombuffer(
-                    bytearray(zlib.compress(held, 9)), dtype=torch.uint8
+                    bytearray(zlib.compress(raw, 9)), dtype=torch.uint8
                 )
-    for key, value in supermask.dense_state_dict(model).items():
+    for key, value in dense.items():
         if key not in weight_keys:
             tensors[f"state/{key}"] = value.detach().cpu().contiguous()
     meta = {
         "format": FORMAT,
-        "method": config["method"],
-        "seed": config["seed"],
-        "weight_init": config["weight_init"],
+        "method": method,
+        "seed": int(spec.seed),
+        "weight_init": spec.weight_init,
         "events": events,
         "source_dtype": str(source_dtype).removeprefix("torch."),
         "arch": arch,
@@ -87,12 +124,23 @@ def make_ticket(model: nn.Module, pruner: Any, arch: dict[str, Any]) -> tuple[di
     return tensors, meta
 
 
-def save_ticket(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def _refuse(method: str, why: str) -> None:
+    from ptl_cli.errors import UserError
+
+    raise UserError(f"pruner {method!r} cannot be exported as a ticket: {why}")
+
+
+def ticket_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    """The ticket file's content (safetensors, metadata ``ptl_ticket``)."""
     from safetensors.torch import save
 
+    return save(tensors, metadata={"ptl_ticket": json.dumps(meta)})
+
+
+def save_ticket(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     from ptl_cli import atomic
 
-    atomic.write_bytes(path, save(tensors, metadata={"ptl_ticket": json.dumps(meta)}))
+    atomic.write_bytes(path, ticket_bytes(tensors, meta))
 
 
 def read_ticket(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -27,6 +27,24 @@ def weight_counts(pruner: Any, model: Any) -> tuple[int, int]:
     return total - round(float(pruner.sparsity(model)) * total), total
 
 
+def layer_sparsity(pruner: Any, model: Any) -> dict[str, float]:
+    """Fraction pruned of each Conv/Linear layer: the pruner's ``sparsity_by_layer`` when it has
+    one (the built-ins do), else the exact zeros of each layer's weight in ``export_dense``."""
+    if hasattr(pruner, "sparsity_by_layer"):
+        return {str(k): float(v) for k, v in pruner.sparsity_by_layer(model).items()}
+    import torch
+
+    from ptl_prune.supermask import prunable_layers
+
+    dense = pruner.export_dense(model)
+    out = {}
+    for name, _ in prunable_layers(model):
+        weight = dense.get(f"{name}.weight" if name else "weight")
+        if weight is not None and weight.numel():
+            out[name] = (weight.numel() - int(torch.count_nonzero(weight))) / weight.numel()
+    return out
+
+
 class PruneWorkflow:
     """The ``prune`` run kind (:class:`ptl_cli.contracts.Workflow`)."""
 
@@ -82,7 +100,7 @@ class PruneWorkflow:
         import torch.nn.functional as F
         from torch.utils.data import DataLoader
 
-        from ptl_cli import atomic
+        from ptl_cli import atomic, pruning
         from ptl_cli.data import augment
         from ptl_cli.data.base import collate
         from ptl_cli.data.loader import Prefetcher
@@ -105,7 +123,8 @@ class PruneWorkflow:
         pruner = build_pruner(r.pruner)
         # on the device; DDP (floating-point buffers broadcast, IteRand's int16 `sources` kept
         # by each rank), channels_last and torch.compile as [compute] asks
-        model, train_model = prepare_model(pruner.prepare(build_model(arch), r.seed), r.compute, device, dist)
+        prepared = pruning.prepare(pruner, build_model(arch), r.seed)  # with its before_forward hook
+        model, train_model = prepare_model(prepared, r.compute, device, dist)
         trainable = list(pruner.trainable_parameters(model))
         if not trainable:  # e.g. sparsity 0 everywhere: no layer gets scores, nothing could learn
             from ptl_prune.preflight import nothing_to_train
@@ -246,6 +265,7 @@ class PruneWorkflow:
             "sparsity": float(pruner.sparsity(model)),
             "params_kept": kept,
             "params_total": total,
+            "layer_sparsity": layer_sparsity(pruner, model),
             "time_s": round(elapsed, 2),
             "steps": step,
             "epochs": t.epochs,
@@ -305,6 +325,9 @@ class PruneWorkflow:
             ["sparsity", m.get("sparsity")],
             ["params kept", f"{kept:,} of {total:,}" if kept is not None and total is not None else "-"],
             ["time (s)", f"{m['time_s']:.0f}" if m.get("time_s") is not None else "-"],
+        ]
+        rows += [
+            [f"sparsity of {name or '(model)'}", value] for name, value in m.get("layer_sparsity", {}).items()
         ]
         return ["result", "value"], rows
 

@@ -47,7 +47,7 @@ def test_ticket_rebuilds_bit_identical_weights(fashion, tmp_path, method):
             int((m.sources > 0).logical_and(m.kept()).sum()) for *_, m in supermask.masked_layers(model)
         )
 
-    tensors, meta = make_ticket(model, pruner, ARCH)
+    tensors, meta = make_ticket(model, pruner.ticket_spec(model), ARCH, method)
     path = tmp_path / "ticket.safetensors"
     save_ticket(path, tensors, meta)
     rebuilt, meta = rebuild_state_dict(path)

@@ -1,0 +1,68 @@
+"""What ptl offers pruners beyond the :class:`ptl_cli.contracts.Pruner` protocol: the optional members
+ptl looks for, the per-forward hook, and the typed declaration that makes a ticket possible.
+
+Optional members of a pruner (documented in ``docs/plugins/reference.md``):
+
+* ``before_forward(model)`` — called before every forward of the prepared model (training and
+  evaluation, in ``ptl prune``, ``ptl export`` and ``check_pruner`` alike): the place to compute
+  masks across layers, e.g. one global top-k over every layer's scores. It is registered as a
+  forward pre-hook on the model ``prepare`` returned, so wrappers (DDP, ``torch.compile``) and any
+  direct ``model(x)`` call run it too. Keep the result on the pruner or on modules it added to
+  the model — not on private tensor attributes.
+* ``sparsity_by_layer(model) -> {layer name: fraction pruned}`` — for the run's metrics, report
+  and ``ptl runs show``; without it ptl counts the exact zeros of ``export_dense`` per layer.
+* ``ticket_spec(model) -> TicketSpec`` — what rebuilds the network: ``ptl export --format ticket``
+  works for exactly the pruners that have it.
+
+The core imports no algorithm: the ticket *format* lives in the built-in prune plugin; this module
+only says what a pruner must declare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is heavy; this module must be importable without it
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    """What rebuilds a score-only pruner's network: its seed, weight distribution, masks, re-draws.
+
+    The network must be exactly this: every prunable layer (``nn.Conv1d/2d/3d``/``nn.Linear``,
+    numbered in ``model.named_modules()`` order from 0) holds
+    ``ptl_prune.inits.initial_weight(weight_init, shape, seed, layer)``, except weights that took
+    a re-draw: the ``e``-th re-draw (at step ``redraws[e - 1]``) of layer ``i`` is the whole fresh
+    tensor ``ptl_prune.inits.draw(weight_init, shape, ptl_prune.inits.redraw_generator(seed,
+    step, i))``, and ``sources[name]`` says which draw each weight holds (0 = the initial one).
+    ``masks[name]`` (True = kept) is given for every masked layer; a layer without one is dense.
+    Biases, BatchNorm statistics and every other tensor are taken from ``export_dense``.
+
+    ptl rebuilds the network from the written ticket and compares it with ``export_dense`` bit for
+    bit before it reports anything: a declaration that does not describe the network is refused.
+    """
+
+    seed: int
+    weight_init: str
+    masks: Mapping[str, torch.Tensor]
+    redraws: Sequence[int] = ()
+    sources: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+def prepare(pruner: Any, model: nn.Module, seed: int) -> nn.Module:
+    """``pruner.prepare(model, seed)``, with ``pruner.before_forward`` (if any) run before every
+    forward of the result. Every place that prepares a pruner (training, exports, checks) calls this."""
+    prepared = pruner.prepare(model, seed)
+    before = getattr(pruner, "before_forward", None)
+    if callable(before) and hasattr(prepared, "register_forward_pre_hook"):
+        prepared.register_forward_pre_hook(lambda module, args: before(module))
+    return prepared
+
+
+def name_of(pruner: Any, method: str | None = None) -> str:
+    """How messages name a pruner: its registered method name, else its class."""
+    return method or getattr(pruner, "method", None) or type(pruner).__name__
