@@ -311,9 +311,18 @@ def resume_command(
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
-    """Continue an interrupted run from its newest good checkpoint."""
+    """Continue an interrupted run from its newest good checkpoint (or a sweep's unfinished cells)."""
+    from pathlib import Path
+
     from ptl_cli.launch import resume
 
+    if (Path(run) / "sweep.json").is_file():
+        from ptl_cli import sweep
+
+        code = sweep.resume(run, quiet=quiet)
+        if code:
+            raise SystemExit(code)
+        return
     resume(run, options.Common(device=device, json=as_json, quiet=quiet))
 
 
@@ -336,6 +345,18 @@ def export_command(
         raise UserError(f"runs of kind {r.kind!r} have nothing to export")
     for line in workflow.export(r, fmt, out, verify):
         typer.echo(line)
+
+
+# -- sweeps, any recipe, comparisons ----------------------------------------------------------------
+def _sweeps() -> None:
+    from ptl_cli import sweep_commands
+
+    app.add_typer(sweep_commands.sweep_app, name="sweep")
+    app.command("run")(sweep_commands.run_command)
+    runs_app.command("compare")(sweep_commands.runs_compare)
+
+
+_sweeps()
 
 
 # -- bench --------------------------------------------------------------------------------------

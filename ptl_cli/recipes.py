@@ -28,6 +28,9 @@ class Compute(Params):
     compile: bool = False
     workers: int = Field(0, ge=0, description="data-loader worker processes")
     deterministic: bool = Field(True, description="deterministic kernels (bit-exact resume)")
+    log: list[str] = Field(
+        default_factory=list, description="experiment loggers: tensorboard, mlflow, wandb (ptl list loggers)"
+    )
 
 
 class RecipeBase(Params):
@@ -39,6 +42,9 @@ class RecipeBase(Params):
     extends: str | None = Field(None, description="recipe this one starts from")
     seed: int = 0
     compute: Compute = Compute()
+    sweep: dict[str, Any] | None = Field(
+        None, description="`ptl sweep`: grid and seeds (ptl_cli.sweep.SweepTable); single runs ignore it"
+    )
 
 
 def recipe_dirs() -> list[Path]:
