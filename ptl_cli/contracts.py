@@ -76,6 +76,12 @@ class SSLAlgorithm(Protocol):
     ``state_dict`` goes into checkpoints loaded with ``weights_only=True``: tensors and plain
     Python data only, and everything that changes during training (EMA teachers, adaptive
     thresholds), or a resumed run will differ from an uninterrupted one.
+
+    Algorithms with per-sample state (FlexMatch's pseudo labels) get two more things, each only
+    when their signature asks for it (:data:`OPTIONAL_ARGUMENTS`): the factory is also called with
+    ``num_labeled=`` and ``num_unlabeled=`` (the sizes of the labeled and the unlabeled set), and
+    ``loss`` with ``unlabeled_index=``: the int64 indices, in the unlabeled set, of the samples of
+    this (rank's) unlabeled batch, on the batch's device, in the batch's order.
     """
 
     labeled_views: tuple[str, ...]
@@ -93,7 +99,8 @@ class SSLAlgorithm(Protocol):
         """The total loss and named scalars to log (tensors are fine: no host sync needed).
 
         ``step`` is the 0-based index of this optimizer step and ``total_steps`` the stage's
-        length (for ramp-ups); ``model`` may be wrapped (DDP, ``torch.compile``).
+        length (for ramp-ups); ``model`` may be wrapped (DDP, ``torch.compile``). A ``loss`` that
+        declares ``unlabeled_index`` (or ``**kwargs``) also gets the unlabeled samples' indices.
         """
 
     def after_step(self, model: nn.Module, step: int) -> None:
@@ -212,11 +219,49 @@ FACTORY_CALLS: dict[str, str] = {
     "models": "factory(num_classes, in_channels, image_size, width=1.0, **params)",
     "datasets": "factory(root, split, download, **params)",
     "pruners": "factory(**params)",
-    "ssl": "factory(num_classes, **params)",
+    "ssl": "factory(num_classes, **params) (+ num_labeled=, num_unlabeled= if it takes them)",
     "generators": "factory(device, **params)",
     "classifiers": "factory(device, **params)",
     "workflows": "factory()",
 }
+
+#: Keyword arguments ptl passes only to a callable whose signature accepts them (a parameter of
+#: that name, or ``**kwargs``), keyed by ``(kind, "factory" or method)``. They extend a contract
+#: without breaking plugins written before it: an old factory or ``loss`` is called as before.
+OPTIONAL_ARGUMENTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ssl", "factory"): ("num_labeled", "num_unlabeled"),
+    ("ssl", "loss"): ("unlabeled_index",),
+}
+
+
+def accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` can take the keyword argument ``name`` (by name or via ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return True
+    p = parameters.get(name)
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def optional_arguments(kind: str, member: str, function: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``values`` (named in :data:`OPTIONAL_ARGUMENTS` for ``(kind, member)``) that
+    ``function`` accepts: what ptl adds to its call of a factory or method."""
+    names = OPTIONAL_ARGUMENTS.get((kind, member), ())
+    return {k: v for k, v in values.items() if k in names and accepts(function, k)}
+
+
+def ensure_no_reserved_params(kind: str, fields: Iterable[str], what: str) -> None:
+    """A parameter schema may not use a name ptl passes to the factory itself (``num_unlabeled``)."""
+    clash = sorted(set(fields) & set(OPTIONAL_ARGUMENTS.get((kind, "factory"), ())))
+    if clash:
+        raise UserError(
+            f"{what}: its parameter schema has a field {clash[0]!r}, a name ptl passes to the factory "
+            "itself (docs/plugins/reference.md); rename the field"
+        )
+
 
 # Dunder members a protocol may require; other private names are typing's own machinery.
 _DUNDERS = ("__call__", "__len__", "__getitem__")
@@ -312,12 +357,18 @@ def signature_problems(obj: Any, protocol: type) -> list[str]:
         except (TypeError, ValueError):  # builtins and C extensions may have none
             continue
         positional, keywords = call
+        kind = next((k for k, v in PROTOCOLS.items() if v is protocol), "")
+        keywords = [*keywords, *optional_arguments(kind, name, member, dict.fromkeys(_optional(kind, name)))]
         try:
             actual.bind(*positional, **dict.fromkeys(keywords))
         except TypeError:
             expected = ", ".join([*positional, *(f"{k}=..." for k in keywords)])
             problems.append(f"{name}{_plain(actual)} cannot be called as {name}({expected})")
     return problems
+
+
+def _optional(kind: str, member: str) -> tuple[str, ...]:
+    return OPTIONAL_ARGUMENTS.get((kind, member), ())
 
 
 def _plain(signature: inspect.Signature) -> str:

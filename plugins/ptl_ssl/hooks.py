@@ -1,7 +1,8 @@
 """Registers the built-in SSL algorithms (entry point ``ssl = "ptl_ssl.hooks"``).
 
 Factories are ``"module:Class"`` strings so that listing them never imports torch; each class is
-called as ``Class(num_classes, **params)`` with the parameters validated against its schema.
+called as ``Class(num_classes, **params)`` with the parameters validated against its schema
+(FlexMatch also takes ``num_unlabeled``, which ptl passes to factories that accept it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ def ptl_register_ssl_algorithms(register: Any) -> None:
         "ptl_ssl.fixmatch:FixMatch",
         description="FixMatch: confident weak-view pseudo labels supervise the strong view",
         params=params.FixMatchParams,
+    )
+    register(
+        "flexmatch",
+        "ptl_ssl.flexmatch:FlexMatch",
+        description="FlexMatch: FixMatch with class-wise thresholds from per-sample pseudo labels",
+        params=params.FlexMatchParams,
+    )
+    register(
+        "freematch",
+        "ptl_ssl.freematch:FreeMatch",
+        description="FreeMatch: self-adaptive global and class-wise thresholds, fairness loss",
+        params=params.FreeMatchParams,
     )
     register(
         "uda",

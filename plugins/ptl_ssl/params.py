@@ -2,7 +2,8 @@
 
 Kept apart from the algorithms so that registering (``ptl list ssl``, ``ptl --help``) only needs
 pydantic: the modules holding the losses import torch and are loaded when a run builds one.
-Defaults follow the FixMatch, UDA and Mean Teacher papers and the USB benchmark.
+Defaults follow the FixMatch, FlexMatch, FreeMatch, UDA and Mean Teacher papers and the USB
+benchmark (semilearn 0.3.2's arguments).
 """
 
 from __future__ import annotations
@@ -48,3 +49,25 @@ class PseudoLabelParams(Params):
     rampup_fraction: float = Field(
         0.4, ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up"
     )
+
+
+class FlexMatchParams(Params):
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] at which a class's threshold saturates"
+    )
+    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    thresh_warmup: bool = Field(
+        True, description="count the unused samples in the normalization (the paper's threshold warm-up)"
+    )
+
+
+class FreeMatchParams(Params):
+    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    lambda_e: float = Field(0.01, ge=0.0, description="weight of the self-adaptive fairness loss (>= 0)")
+    ema_decay: float = Field(
+        0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the adaptive thresholds"
+    )
+    use_quantile: bool = Field(
+        False, description="track the 0.8 quantile of the confidence instead of its mean"
+    )
+    clip_thresh: bool = Field(False, description="clip the global threshold to at most 0.95")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ptl_cli import atomic, plugins
+from ptl_cli import atomic, contracts, plugins
 from ptl_cli.data.augment import batch_shard
 from ptl_cli.data.base import normalize, to_float
 from ptl_cli.data.loader import prefetch, step_batches
@@ -377,7 +377,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     opt_cfg = r.train
     semi = phase.name in ("pssl", "pp+pssl")
     algo_name, algo_params = (r.ssl.name, r.ssl.params) if semi else ("supervised", {})
-    algo = plugins.get("ssl", algo_name).build(t.num_classes, params=algo_params, where=f"[ssl] {algo_name}")
+    num_unlabeled = job.pcs_pool().count if semi else 0  # the pool's size, known before it is made
+    algo = build_ssl(algo_name, algo_params, t.num_classes, t.images.shape[0], num_unlabeled)
+    loss_extra = contracts.optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": None})
     pool = job.open_pool("pcs") if algo.unlabeled_views else None  # before seeding: may generate
     unlabeled = StepStream(len(pool), r.ssl.mu * opt_cfg.batch_size, r.seed, _POOL_ORDER) if pool else None
     labeled = StepStream(t.images.shape[0], opt_cfg.batch_size, r.seed, _LABELED_ORDER)
@@ -395,7 +397,8 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
         index = job.share(labeled.indices(step))
         batch = {"x": t.images[index], "y": t.labels[index]}
         if pool is not None:
-            batch["u"] = pool.gather(job.share(unlabeled.indices(step)))["images"]
+            batch["u_index"] = job.share(unlabeled.indices(step))
+            batch["u"] = pool.gather(batch["u_index"])["images"]
         return batch
 
     began = time.perf_counter()
@@ -415,7 +418,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
                     views_u = make_views(batch["u"], algo.unlabeled_views, mean, std)
             # The loss too draws under augmenting(): MeanTeacher makes its two weak views in there.
             with job.augmenting(), ctx.precision.autocast():
-                loss, logs = algo.loss(train_model, views_x, y, views_u, step, opt_cfg.steps)
+                if loss_extra:  # only for a loss that declares it (docs/plugins/reference.md)
+                    loss_extra["unlabeled_index"] = batch.get("u_index")
+                loss, logs = algo.loss(train_model, views_x, y, views_u, step, opt_cfg.steps, **loss_extra)
             optimizer.zero_grad(set_to_none=True)
             ctx.precision.backward_and_step(loss, optimizer)
             scheduler.step()
@@ -435,6 +440,21 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
         if warning:
             job.ctx.warn(warning)
     return result
+
+
+def build_ssl(name: str, params: dict[str, Any], num_classes: int, num_labeled: int, num_unlabeled: int):
+    """The SSL algorithm, its factory also given the sets' sizes if it accepts them.
+
+    ``num_labeled`` is the number of labeled target images, ``num_unlabeled`` the PCS pool's size
+    (0 without unlabeled data); ``unlabeled_index`` in ``loss`` indexes that pool.
+    """
+    spec = plugins.get("ssl", name)
+    where = f"[ssl] {name}"
+    if spec.params is not None:
+        contracts.ensure_no_reserved_params("ssl", spec.params.model_fields, where)
+    sizes = {"num_labeled": num_labeled, "num_unlabeled": num_unlabeled}
+    extra = contracts.optional_arguments("ssl", "factory", spec.load_factory(), sizes)
+    return spec.build(num_classes, params=params, where=where, **extra)
 
 
 #: Above this share of pseudo samples in one target class, a run warns that PCS collapsed: the

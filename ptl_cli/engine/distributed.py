@@ -237,6 +237,25 @@ def take_row(info: DistInfo, rows: Any) -> Any:
     return rows.sum(0) if info.is_main else rows[0].new_zeros(rows.shape[1:])
 
 
+def gather_global_batch(tensor: Any) -> Any:
+    """The global batch whose strided share :func:`rank_share` gave this rank ``tensor``.
+
+    For plugins (SSL algorithms) that update state from each batch: gathering the rank shares
+    back into the global batch's order makes every rank update the same state with the same
+    samples, as one process would. Without an initialized process group (one process) it returns
+    ``tensor`` itself. Collective: every rank must call it, with shares of equal size. No gradient.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    tensor = tensor.detach().contiguous()
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor, group=_group_for(tensor))
+    return torch.stack(parts, dim=1).reshape(-1, *tensor.shape[1:])  # row j*W + r is rank r's row j
+
+
 def rank_share(items: Any, info: DistInfo) -> Any:
     """This rank's strided share ``items[rank::world_size]`` of a global batch (any sliceable)."""
     if not info.enabled:

@@ -1,0 +1,145 @@
+"""FlexMatch (Zhang et al. 2021): FixMatch with class-wise thresholds that follow each class's
+learning status (curriculum pseudo labeling).
+
+Every unlabeled sample keeps the last class it was predicted as with confidence ``>= tau`` (its
+``selected_label``, -1 until then): one entry per sample of the unlabeled set, which is why the
+algorithm asks ptl for ``num_unlabeled`` and each batch's ``unlabeled_index``. The learning
+effect of class ``c`` is ``sigma_c = #{selected_label == c}``, normalized as
+
+``beta_c = sigma_c / max(max_k sigma_k, N - sum_k sigma_k)``  (the paper's threshold warm-up)
+
+or ``sigma_c / max_k sigma_k`` without warm-up, and a sample predicted as ``c`` counts when its
+confidence reaches ``tau * M(beta_c)`` with the convex mapping ``M(x) = x / (2 - x)``. With
+warm-up, the unused samples dominate the denominator early on, so thresholds start near 0 and
+rise as the model commits to pseudo labels. As in USB (``FlexMatchThresholdingHook``), a step's
+mask uses the thresholds of the steps before it, then the batch updates ``selected_label``, and
+the thresholds are only recomputed while some class (or "unused") is short of all N samples.
+
+``L = CE(f(weak(x_l)), y_l) + lambda_u * mean_u[ mask * CE(argmax q, f(strong(x_u))) ]`` with
+``q = softmax(f(weak(x_u)))`` (hard pseudo labels: USB's default). Under ``torchrun`` the
+indices and predictions are gathered from every rank before the update
+(:func:`ptl_cli.engine.distributed.gather_global_batch`), so every rank holds the state one
+process would. ``tests/ssl/test_reference_flexmatch.py`` checks several steps against USB's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptl_cli.engine.distributed import gather_global_batch
+from ptl_ssl.common import check_logits, forward_split, view
+
+
+def last_occurrences(index: torch.Tensor, size: int) -> torch.Tensor:
+    """A bool mask keeping, for each value of ``index``, only its last position.
+
+    A batch straddling two epochs of the sampler can hold a sample twice; writing both updates
+    with one scatter is nondeterministic on CUDA, so the later one (as a sequential loop would
+    leave it) is kept explicitly.
+    """
+    positions = torch.arange(index.numel(), device=index.device)
+    last = torch.full((size,), -1, dtype=torch.long, device=index.device)
+    last.scatter_reduce_(0, index, positions, reduce="amax")
+    return last[index] == positions
+
+
+class FlexMatch:
+    """FlexMatch's loss and the per-sample pseudo labels behind its class-wise thresholds."""
+
+    labeled_views = ("weak",)
+    unlabeled_views = ("weak", "strong")
+
+    def __init__(
+        self,
+        num_classes: int,
+        threshold: float = 0.95,
+        lambda_u: float = 1.0,
+        thresh_warmup: bool = True,
+        *,
+        num_unlabeled: int,
+    ) -> None:
+        if num_unlabeled < 1:
+            raise ValueError(f"FlexMatch needs unlabeled data, got num_unlabeled={num_unlabeled}")
+        self.num_classes = num_classes
+        self.threshold = threshold
+        self.lambda_u = lambda_u
+        self.thresh_warmup = thresh_warmup
+        self.num_unlabeled = num_unlabeled
+        self.selected_label = torch.full((num_unlabeled,), -1, dtype=torch.long)
+        self.classwise_acc = torch.zeros(num_classes)
+
+    def learning_effects(self) -> torch.Tensor:
+        """``beta_c`` from ``selected_label``, or the current values when the update is skipped
+        (every sample unused, or all in one class): USB's rule, without a host sync."""
+        counts = torch.bincount(self.selected_label + 1, minlength=self.num_classes + 1)
+        used = counts[1:]
+        denominator = counts.max() if self.thresh_warmup else used.max()
+        beta = (used.double() / denominator).float()
+        return torch.where(counts.max() < self.num_unlabeled, beta, self.classwise_acc)
+
+    def loss(
+        self,
+        model: nn.Module,
+        labeled: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        unlabeled: dict[str, torch.Tensor],
+        step: int,
+        total_steps: int,
+        *,
+        unlabeled_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if unlabeled_index is None:
+            raise ValueError("FlexMatch needs the unlabeled samples' indices (unlabeled_index=...)")
+        x = view(labeled, "weak", "FlexMatch", "labeled")
+        u_weak = view(unlabeled, "weak", "FlexMatch", "unlabeled")
+        u_strong = view(unlabeled, "strong", "FlexMatch", "unlabeled")
+        logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
+        check_logits(logits_x, self.num_classes, "FlexMatch")
+        device = logits_weak.device
+        if self.selected_label.device != device:  # built or loaded on the CPU
+            self.selected_label = self.selected_label.to(device)
+            self.classwise_acc = self.classwise_acc.to(device)
+
+        confidence, labels = torch.softmax(logits_weak.detach().float(), dim=1).max(dim=1)
+        beta = self.classwise_acc[labels]
+        mask = (confidence >= self.threshold * (beta / (2.0 - beta))).float()
+        self._update(unlabeled_index.to(device), labels, confidence >= self.threshold)
+
+        loss_x = F.cross_entropy(logits_x, targets)
+        loss_u = (F.cross_entropy(logits_strong, labels, reduction="none") * mask).mean()
+        loss = loss_x + self.lambda_u * loss_u
+        logs = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_ratio": mask.mean()}
+        return loss, logs
+
+    @torch.no_grad()
+    def _update(self, index: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> None:
+        """Record the confident predictions of the global batch, then recompute ``beta``."""
+        index, labels, selected = (gather_global_batch(t) for t in (index, labels, selected))
+        index, labels = index[selected], labels[selected]
+        keep = last_occurrences(index, self.num_unlabeled)
+        self.selected_label[index[keep]] = labels[keep]
+        self.classwise_acc = self.learning_effects()
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing to do: the state is updated in :meth:`loss`, from the step's own predictions."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "selected_label": self.selected_label.detach().cpu().clone(),
+            "classwise_acc": self.classwise_acc.detach().cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        selected = torch.as_tensor(state["selected_label"], dtype=torch.long)
+        if selected.shape != (self.num_unlabeled,):
+            raise ValueError(
+                f"FlexMatch state holds {selected.numel()} samples; this unlabeled set has "
+                f"{self.num_unlabeled}"
+            )
+        device = self.selected_label.device
+        self.selected_label = selected.to(device).clone()
+        self.classwise_acc = torch.as_tensor(state["classwise_acc"], dtype=torch.float32).to(device).clone()
