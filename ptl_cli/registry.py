@@ -75,13 +75,19 @@ class ComponentSpec:
             ) from exc
 
     def validate_params(
-        self, values: dict[str, Any] | None, where: str = "", context: dict[str, Any] | None = None
+        self,
+        values: dict[str, Any] | None,
+        where: str = "",
+        context: dict[str, Any] | None = None,
+        prefix: str = "",
     ) -> dict[str, Any]:
         """Check ``values`` against the parameter schema; return them with defaults filled in.
 
         The schema's validators get ``info.context``: ``name``, the name asked for (for a
         ``prefix:*`` spec the full one, so ``torchvision:resnet5`` can be refused here, before
         anything is built), plus what the caller passes in ``context`` (a model's ``width``).
+        ``prefix`` is where the parameters sit in a recipe (``pruner``, ``model.params``): errors
+        then name the full key (``pruner.sparsty``).
         """
         from ptl_cli.schema import validate_model
 
@@ -95,7 +101,8 @@ class ComponentSpec:
                 )
             return {}
         context = {"name": self.name, **(context or {})}
-        return validate_model(self.params, values, where or self.name, context=context).model_dump()
+        checked = validate_model(self.params, values, where or self.name, context=context, prefix=prefix)
+        return checked.model_dump()
 
     def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
         """Validate ``params``, call the factory with them (plus positional/keyword args), and

@@ -18,17 +18,28 @@ class Params(BaseModel):
 
 
 def describe_validation_error(
-    model: type[BaseModel], exc: ValidationError, where: str, sources: dict[str, str] | None = None
+    model: type[BaseModel],
+    exc: ValidationError,
+    where: str,
+    sources: dict[str, str] | None = None,
+    prefix: str = "",
 ) -> str:
     """Turn a pydantic error into 'where: key `a.b`: what is wrong (how to fix)'.
 
     ``sources`` maps dotted keys to where their values came from (``--set train.lr=x``): when
     every reported error lies under one of them, the message names that source, not ``where``.
+    ``prefix`` is where ``model`` sits in a larger recipe (``pruner``): keys are named in full
+    (``pruner.sparsty``), so a schema nested in a recipe section blames the key actually wrong.
     """
     parts, blamed = [], set()
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"])
-        blamed.add(_source_of(loc, sources or {}))
+        loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
+        source = _source_of(loc, sources or {})
+        if err["type"] in ("value_error", "assertion_error") and sources:
+            # a nested schema's message names the full key that is wrong: blame where it was set
+            named = [key for key in sources if f"`{key}`" in err["msg"]]
+            source = sources[named[0]] if named else source
+        blamed.add(source)
         if err["type"] == "extra_forbidden":
             parent = _submodel(model, err["loc"][:-1])
             known = list(parent.model_fields) if parent else []
@@ -39,7 +50,8 @@ def describe_validation_error(
         elif err["type"] in ("value_error", "assertion_error"):
             # a schema's own validator (e.g. "unknown model 'x'; did you mean ..."): its words only
             message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            parts.append(f"key `{loc}`: {message}" if loc else message)
+            names_a_key_below = f"`{loc}." in message
+            parts.append(f"key `{loc}`: {message}" if loc and not names_a_key_below else message)
         else:
             got = err.get("input")
             got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
@@ -73,16 +85,18 @@ def validate_model(
     where: str,
     sources: dict[str, str] | None = None,
     context: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> M:
     """Validate ``values`` against ``model`` or raise a one-line :class:`UserError`.
 
     ``context`` reaches the model's validators as ``info.context`` (see
-    :meth:`ptl_cli.registry.ComponentSpec.validate_params`).
+    :meth:`ptl_cli.registry.ComponentSpec.validate_params`); ``prefix`` names keys in full
+    (see :func:`describe_validation_error`).
     """
     try:
         return model.model_validate(values, context=context)
     except ValidationError as exc:
-        raise UserError(describe_validation_error(model, exc, where, sources)) from None
+        raise UserError(describe_validation_error(model, exc, where, sources, prefix)) from None
 
 
 def schema_fields(model: type[BaseModel] | None) -> list[dict[str, Any]]:

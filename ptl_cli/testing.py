@@ -46,11 +46,17 @@ class ContractError(AssertionError):
 
 
 # -- running ptl and installing plugins --------------------------------------------------------------
-def run_ptl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600):
-    """Run ``python -m ptl_cli ARGS`` in a subprocess, as a user would run ``ptl``."""
+def run_ptl(
+    *args: str | os.PathLike[str],
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: int = 600,
+):
+    """Run ``python -m ptl_cli ARGS`` in a subprocess, as a user would run ``ptl`` (arguments may
+    be paths)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "ptl_cli", *args],
+        [sys.executable, "-m", "ptl_cli", *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,
@@ -60,13 +66,20 @@ def run_ptl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 
 def install_plugin(
-    site: Path, dist: str, module: str, source: str, version: str = "1.2.3", entry: str | None = None
+    site: str | os.PathLike[str],
+    dist: str,
+    module: str,
+    source: str,
+    version: str = "1.2.3",
+    entry: str | None = None,
 ) -> Path:
-    """Create an installed distribution in ``site``: a module plus a dist-info with an entry point.
+    """Create an installed distribution in ``site`` (a str or a path): a module plus a dist-info
+    with an entry point; returns ``site`` as a :class:`~pathlib.Path`.
 
     This is what ``pip install`` leaves behind; putting ``site`` on ``sys.path``/``PYTHONPATH``
     makes ``importlib.metadata`` find the ``ptl`` entry point exactly as for a pip-installed plugin.
     """
+    site = Path(site)
     site.mkdir(parents=True, exist_ok=True)
     (site / f"{module}.py").write_text(textwrap.dedent(source))
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
@@ -77,7 +90,9 @@ def install_plugin(
     return site
 
 
-def pip_install(*projects: Path, target: Path, timeout: int = 600) -> Path:
+def pip_install(
+    *projects: str | os.PathLike[str], target: str | os.PathLike[str], timeout: int = 600
+) -> Path:
     """``pip install --no-deps --no-build-isolation --target TARGET PROJECT...`` and return TARGET.
 
     Installing into a directory of its own (put it on ``PYTHONPATH``) tests a plugin exactly as
@@ -91,7 +106,7 @@ def pip_install(*projects: Path, target: Path, timeout: int = 600) -> Path:
     )
     if done.returncode != 0:
         raise RuntimeError(f"pip install of {', '.join(map(str, projects))} failed:\n{done.stderr[-3000:]}")
-    return target
+    return Path(target)
 
 
 def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
@@ -444,13 +459,18 @@ def check_pruner(
     resume_at: int = 2,
     seed: int = 0,
 ) -> Any:
-    """Check a pruner on a tiny real conv net (or ``model()``, a fresh network per call):
+    """Check a pruner on a tiny real conv net (:func:`tiny_net`: 10 classes, 1×28×28 inputs), or on
+    ``model()`` — called with no arguments, a fresh network per call, for those same inputs:
     ``prepare`` keeps output shapes, gradients reach ``trainable_parameters``, ``sparsity`` is a
     fraction, ``export_dense`` loads into the unwrapped network and gives the same outputs, its
     ``state_dict`` survives a ``weights_only`` checkpoint, and ``steps`` training steps
-    interrupted at ``resume_at`` and resumed from a checkpoint equal an uninterrupted run."""
+    interrupted at ``resume_at`` and resumed from a checkpoint equal an uninterrupted run: the
+    model, the outputs, and the pruner's whole state — every attribute holding tensors or plain
+    data, not only what ``state_dict()`` returns. The model is prepared as ``ptl prune`` does
+    (:func:`ptl_cli.pruning.prepare`: ``before_forward`` runs before every forward)."""
     import torch
 
+    from ptl_cli import pruning
     from ptl_cli.engine.seeding import capture_rng, restore_rng
 
     build, what = _builder("pruners", component, params)
@@ -461,7 +481,7 @@ def check_pruner(
         pruner = build()
         net = make_model()
         with calling(what, "prepare(model, seed)"):
-            prepared = pruner.prepare(net, seed)
+            prepared = pruning.prepare(pruner, net, seed)
         _require(isinstance(prepared, torch.nn.Module), what, f"prepare() returned {type(prepared).__name__}")
         with calling(what, "trainable_parameters(model)"):
             params_ = list(pruner.trainable_parameters(prepared))
@@ -533,6 +553,23 @@ def check_pruner(
     train(resumed_pruner, resumed, resumed_opt, resume_at, steps)
     assert_same_state(net.state_dict(), resumed.state_dict(), what, f"model after resume at step {resume_at}")
     assert_same_state(pruner.state_dict(), resumed_pruner.state_dict(), what, "pruner state after resume")
+    try:
+        assert_same_state(
+            object_state(pruner),
+            object_state(resumed_pruner),
+            what,
+            f"pruner after resume at step {resume_at}",
+        )
+    except ContractError as exc:
+        raise ContractError(f"{exc} (is all state in state_dict()?)") from None
+    net.eval()
+    resumed.eval()
+    with torch.no_grad():
+        _require(
+            torch.equal(net(x), resumed(x)),
+            what,
+            f"a run resumed at step {resume_at} computes other outputs than an uninterrupted one",
+        )
 
     with calling(what, "export_dense(model)"):
         dense = pruner.export_dense(net)
@@ -553,6 +590,38 @@ def check_pruner(
             "the unwrapped model loaded from export_dense() gives other outputs than the pruned model",
         )
     return pruner
+
+
+def object_state(obj: Any) -> dict[str, Any]:
+    """What a component holds: its attributes that are tensors or plain data (numbers, strings,
+    and dicts/lists/tuples of them), recursively; modules, functions and other objects are left
+    out. Two runs that must agree (uninterrupted and resumed) must agree on all of it."""
+
+    def plain(value: Any, depth: int = 0) -> Any:
+        import torch
+
+        if isinstance(value, (bool, int, float, str, type(None))):
+            return value
+        if isinstance(value, torch.nn.Module) or depth > 8:
+            return _SKIP
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+        if isinstance(value, dict):
+            items = {str(k): plain(v, depth + 1) for k, v in value.items()}
+            return {k: v for k, v in items.items() if v is not _SKIP}
+        if isinstance(value, (list, tuple)):
+            return [v for v in (plain(v, depth + 1) for v in value) if v is not _SKIP]
+        return _SKIP
+
+    state = {}
+    for name, value in sorted(getattr(obj, "__dict__", {}).items()):
+        kept = plain(value)
+        if kept is not _SKIP:
+            state[name] = kept
+    return state
+
+
+_SKIP = object()
 
 
 def _check_sparsity(value: Any, what: str) -> None:

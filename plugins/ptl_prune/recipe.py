@@ -17,16 +17,34 @@ from ptl_cli.schema import Params
 
 
 def _lookup(
-    kind: str, name: str, params: dict[str, Any], where: str, context: dict[str, Any] | None = None
+    kind: str,
+    name: str,
+    params: dict[str, Any],
+    where: str,
+    context: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> tuple[str, dict[str, Any]]:
-    """Canonical component name and its validated parameters; errors become pydantic errors."""
+    """Canonical component name and its validated parameters; errors become pydantic errors that
+    name the full recipe key (``prefix`` + the parameter: ``pruner.sparsty``)."""
     from ptl_cli import plugins
 
     try:
         spec = plugins.get(kind, name)
-        return spec.name, spec.validate_params(params, where, context)
+        return spec.name, spec.validate_params(params, where, context, prefix=prefix)
     except UserError as exc:
         raise ValueError(str(exc)) from None
+
+
+def declared_lr(method: str) -> float | None:
+    """The learning rate a pruner's schema declares (``default_lr``, a ``ClassVar``), if any."""
+    from ptl_cli import plugins
+
+    try:
+        schema = plugins.get("pruners", method).params
+    except UserError:
+        return None  # the pruner section reports the unknown name
+    value = getattr(schema, "default_lr", None) if schema is not None else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class ModelSection(Params):
@@ -37,7 +55,7 @@ class ModelSection(Params):
     @model_validator(mode="after")
     def _known(self) -> ModelSection:
         where, width = f"model {self.name}", {"width": self.width}  # torchvision:* has no width factor
-        self.name, self.params = _lookup("models", self.name, self.params, where, width)
+        self.name, self.params = _lookup("models", self.name, self.params, where, width, "model.params")
         return self
 
 
@@ -54,7 +72,10 @@ class DataSection(Params):
 
     @model_validator(mode="after")
     def _known(self) -> DataSection:
-        self.dataset, self.params = _lookup("datasets", self.dataset, self.params, f"dataset {self.dataset}")
+        where = f"dataset {self.dataset}"
+        self.dataset, self.params = _lookup(
+            "datasets", self.dataset, self.params, where, prefix="data.params"
+        )
         return self
 
 
@@ -115,14 +136,31 @@ class PruneRecipe(RecipeBase):
     augment: AugmentSection = Field(default_factory=AugmentSection)
     train: TrainSection = Field(default_factory=TrainSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pruner_lr(cls, data: Any) -> Any:
+        """Without a ``train.lr`` in the recipe, the pruner's own declared ``default_lr`` (its
+        schema's), never another method's: ptl's generic default applies only when it has none."""
+        if not isinstance(data, dict):
+            return data
+        train = data.get("train")
+        if isinstance(train, dict) and "lr" in train:
+            return data
+        pruner = data.get("pruner")
+        method = pruner.get("method", "iterand") if isinstance(pruner, dict) else "iterand"
+        lr = declared_lr(method) if isinstance(method, str) else None
+        if lr is None:
+            return data
+        return {**data, "train": {**(train if isinstance(train, dict) else {}), "lr": lr}}
+
     @field_validator("pruner")
     @classmethod
     def _pruner(cls, value: dict[str, Any]) -> dict[str, Any]:
         params = dict(value)
         method = params.pop("method", "iterand")
         if not isinstance(method, str):
-            raise ValueError(f"`method` must be a pruner name, got {method!r}")
-        name, checked = _lookup("pruners", method, params, f"pruner {method}")
+            raise ValueError(f"`pruner.method` must be a pruner name, got {method!r}")
+        name, checked = _lookup("pruners", method, params, f"pruner {method}", prefix="pruner")
         return {"method": name, **checked}
 
     @property

@@ -198,7 +198,7 @@ def test_dry_run_shows_the_plan(cli, show):
     [
         (["--method", "iterandd"], "did you mean 'iterand'"),
         (["--sparsity", "1.5"], "sparsity"),
-        (["--method", "sgd", "--sparsity", "0.5"], "unknown key `sparsity`"),
+        (["--method", "sgd", "--sparsity", "0.5"], "unknown key `pruner.sparsity`"),
         (["--set", "train.epochz=3"], "unknown key `train.epochz`"),
         (["--model", "conv66"], "unknown model 'conv66'"),
         (["--weight-init", "xavier"], "weight_init"),
