@@ -29,6 +29,14 @@ def ptl_register_generators(register: Any) -> None:
         params=params.DiffusersParams,
         aliases=("ddpm",),
     )
+    from ptl_generators import text_params
+
+    register(
+        "stable-diffusion",
+        "ptl_generators.text_to_image:build",
+        description="a diffusers text-to-image pipeline (SD 1.x/2.x, SD-Turbo): classes are prompts",
+        params=text_params.StableDiffusionParams,
+    )
 
 
 @hookimpl

@@ -1,0 +1,399 @@
+"""The ``stable-diffusion`` generator: a diffusers text-to-image pipeline as a class-conditional G_s.
+
+The source classes are a list of names (:mod:`ptl_generators.prompts`). Each class ``c`` is
+spoken by one or more templates; its **prompt embedding** ``E[c]`` (the text encoder's last
+hidden state, ``(L, D)``) is the average over the templates. Conditioning by index feeds ``E[c]``
+where a pipeline's ``prompt_embeds`` go (the UNet's cross-attention), and a probability row ``p``
+feeds the p-weighted mix ``sum_c p_c E[c]`` there — PCS soft conditioning, the text-to-image
+analogue of ``p @ E.weight`` for a class-embedding table. A one-hot row therefore gives exactly
+the image of its index. Classifier-free guidance uses the negative (by default the empty)
+prompt's embedding, as diffusers' pipelines do, when ``guidance_scale > 1``.
+
+The embeddings are computed once, when the generator is built, in float32; the text encoder is
+then dropped (a 1000-class ImageNet table is about 240 MB for SD 1.5). Sampling is diffusers'
+own loop written out: the chosen scheduler (the pipeline's, or another one from the same config
+for few-step sampling), ``scale_model_input``, the UNet, guidance, ``scheduler.step``, the VAE.
+Given ``z`` and a deterministic scheduler it is a pure function; stochastic schedulers (ancestral
+Euler, DDIM with eta > 0) draw their noise from ``generator``, so a seeded generator reproduces
+the samples on one device.
+
+Models are built from their configs and loaded strictly (missing weights are an error, never a
+silent random init); hub ids come from the Hugging Face cache, or are downloaded when online.
+Pipelines with a second text encoder (SDXL) are refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptl_cli.errors import UserError
+from ptl_generators import prompts as P
+from ptl_generators import weights as W
+from ptl_generators.conditioning import as_probs
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm-solver++": "DPMSolverMultistepScheduler",
+    "pndm": "PNDMScheduler",
+    "lcm": "LCMScheduler",
+}
+#: What a hub snapshot of a pipeline needs: configs, tokenizer files and the plain weights files
+#: (not the fp16/ema/non-ema variants and single-file checkpoints many repositories also hold).
+HUB_PATTERNS = [
+    "model_index.json",
+    "*/*.json",
+    "tokenizer*/*.txt",
+    "*/diffusion_pytorch_model.safetensors",
+    "*/diffusion_pytorch_model.safetensors.index.json",
+    "*/diffusion_pytorch_model-*.safetensors",
+    "text_encoder*/model.safetensors",
+    "text_encoder*/model.safetensors.index.json",
+    "text_encoder*/model-*.safetensors",
+]
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: float16 on CUDA (what these pipelines are run in), float32 elsewhere."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+class TextToImageGenerator:
+    """Samples of a text-to-image pipeline conditioned on (mixes of) class prompt embeddings."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        scheduler_config: dict[str, Any],
+        embeddings: torch.Tensor,
+        negative: torch.Tensor,
+        class_names: Sequence[str],
+        device: torch.device,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str,
+        timestep_spacing: str,
+        eta: float,
+        image_size: int,
+        dtype: torch.dtype,
+        digest: str,
+    ) -> None:
+        self.unet = (unet.to(device) if dtype == torch.float32 else unet.to(device, dtype)).eval()
+        self.vae = (vae.to(device) if dtype == torch.float32 else vae.to(device, dtype)).eval()
+        self.embeddings = embeddings.to(device, torch.float32)  # (K, L, D)
+        self.negative = negative.to(device, torch.float32)  # (1, L, D)
+        self.class_names = tuple(class_names)
+        self.num_classes = len(self.class_names)
+        self.device = device
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.eta = eta
+        self.dtype = dtype
+        self.scheduler_name = scheduler
+        self.scheduler_config = dict(scheduler_config)
+        if timestep_spacing != "default":
+            self.scheduler_config["timestep_spacing"] = timestep_spacing
+        self.scheduler_class = scheduler_class(scheduler, scheduler_config)
+        self.timestep_spacing = timestep_spacing
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if image_size % factor:
+            raise UserError(f"image_size {image_size} must be a multiple of the VAE's factor {factor}")
+        self.image_size = image_size
+        self.channels = int(self.vae.config.out_channels)
+        self.latent_shape = (int(self.unet.config.in_channels), image_size // factor, image_size // factor)
+        self.latent_dim = self.latent_shape[0] * self.latent_shape[1] * self.latent_shape[2]
+        self._digest = digest
+
+    @property
+    def id(self) -> str:
+        """Weights and prompts digest plus every setting that changes the samples."""
+        return (
+            f"stable-diffusion-{self._digest}-{self.scheduler_name}-{self.timestep_spacing}"
+            f"-s{self.steps}-g{self.guidance_scale:g}-e{self.eta:g}-{self.image_size}"
+        )
+
+    @property
+    def guided(self) -> bool:
+        """diffusers' rule: guidance above 1, unless the UNet takes the guidance as an input (LCM)."""
+        return self.guidance_scale > 1.0 and getattr(self.unet.config, "time_cond_proj_dim", None) is None
+
+    def condition(self, y: torch.Tensor) -> torch.Tensor:
+        """``prompt_embeds`` for class indices ``(B,)`` or probability rows ``(B, K)``: ``(B, L, D)``.
+
+        Indices look their row up; a probability row is the p-weighted sum of the rows (float32).
+        """
+        y = torch.as_tensor(y)
+        if not y.is_floating_point():
+            probs = as_probs(y, self.num_classes, self.device)  # checks the range
+            return self.embeddings[probs.argmax(dim=1)]
+        probs = as_probs(y, self.num_classes, self.device)
+        return torch.einsum("bk,kld->bld", probs, self.embeddings)
+
+    def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn((batch, *self.latent_shape), generator=generator, device=gen_device).to(
+            self.device
+        )
+
+    def _step_kwargs(self, scheduler: Any, generator: torch.Generator | None) -> dict[str, Any]:
+        """What diffusers' pipelines pass to ``step``: ``eta`` and ``generator`` where accepted."""
+        accepted = set(inspect.signature(scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in accepted:
+            kwargs["eta"] = self.eta
+        if "generator" in accepted:
+            kwargs["generator"] = generator
+        return kwargs
+
+    @torch.no_grad()
+    def sample(
+        self, y: torch.Tensor, z: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1]; ``z`` is the initial latent noise ``(B, *latent_shape)``."""
+        cond = self.condition(y)
+        batch = cond.shape[0]
+        if z is None:
+            z = self.noise(batch, generator)
+        elif tuple(z.shape) != (batch, *self.latent_shape):
+            raise UserError(f"z must have shape {(batch, *self.latent_shape)}, got {tuple(z.shape)}")
+        scheduler = self.scheduler_class.from_config(self.scheduler_config)
+        scheduler.set_timesteps(self.steps, device=self.device)
+        step_kwargs = self._step_kwargs(scheduler, generator)
+        text = cond.to(self.dtype)
+        if self.guided:
+            text = torch.cat([self.negative.to(self.dtype).expand(batch, -1, -1), text])
+        latents = z.to(self.device, self.dtype) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x_in = torch.cat([latents, latents]) if self.guided else latents
+            x_in = scheduler.scale_model_input(x_in, t)
+            eps = self.unet(x_in, t, encoder_hidden_states=text).sample
+            if self.guided:
+                uncond, conditioned = eps.chunk(2)
+                eps = uncond + self.guidance_scale * (conditioned - uncond)
+            latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        latents = latents / self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        if shift:
+            latents = latents + shift
+        images = self.vae.decode(latents).sample
+        return images.float().div(2).add_(0.5).clamp_(0, 1)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+def scheduler_class(name: str, config: dict[str, Any]) -> Any:
+    """The diffusers scheduler class ``name`` means (``default``: the pipeline's own)."""
+    import diffusers
+
+    cls_name = _SCHEDULERS.get(name) or str(config.get("_class_name") or "DDIMScheduler")
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise UserError(f"scheduler {cls_name!r} of this pipeline is not a diffusers scheduler")
+    return cls
+
+
+def _load_diffusers_model(directory: Path, expect: str) -> tuple[nn.Module, list[Path]]:
+    """A diffusers model of class ``expect`` from ``config.json`` + weights, loaded strictly."""
+    import diffusers
+
+    from ptl_generators.diffusion import _model_weights, _renamed_legacy_keys
+
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{directory} is not a diffusers model directory (no config.json)")
+    config = json.loads(config_path.read_text())
+    name = config.get("_class_name", "")
+    if name != expect:
+        raise UserError(f"{config_path}: model class {name!r} is not supported here (expected {expect})")
+    cls = getattr(diffusers, expect)
+    known = set(cls.extract_init_dict(config)[0])
+    model = cls.from_config({k: v for k, v in config.items() if k in known})
+    files = _model_weights(directory)
+    paths = files if isinstance(files, list) else [files]
+    state: dict[str, Any] = {}
+    for path in paths:
+        state.update(W.read_state_dict(path))
+    W.strict_load(model, _renamed_legacy_keys(model, state), str(directory))
+    return model, [config_path, *paths]
+
+
+def load_transformers(cls: Any, directory: Path, what: str) -> nn.Module:
+    """A transformers model via ``from_pretrained``, refused when any weight is missing or mis-shaped.
+
+    transformers maps the key names of every release's checkpoints (``text_model.`` prefixes,
+    ``position_ids`` buffers) itself; ptl keeps its rule that nothing loads partly random.
+    """
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = cls.from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{what} {directory} cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+    problems = []
+    for label in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        items = sorted(str(k) for k in info.get(label) or ())
+        if items:
+            problems.append(f"{label.replace('_', ' ')}: {', '.join(items[:4])}")
+    if problems:
+        raise UserError(f"{what} {directory} does not match its config ({'; '.join(problems)})")
+    return model.eval()
+
+
+def load_tokenizer(directory: Path, what: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{what} {directory} cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+
+
+def pipeline_directory(weights: str) -> Path:
+    """A local pipeline directory: ``weights`` itself, or its hub snapshot (cache first)."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return path
+    if weights.count("/") == 1 and not weights.startswith((".", "/", "~")):
+        return W.hub_snapshot(
+            weights,
+            "text-to-image weights",
+            allow_patterns=HUB_PATTERNS,
+            fix="pass weights=DIR holding the diffusers pipeline directory",
+        )
+    raise UserError(
+        f"text-to-image weights {weights!r}: no such directory, and not a hub id; give a diffusers "
+        "pipeline directory or a hub id like stable-diffusion-v1-5/stable-diffusion-v1-5"
+    )
+
+
+def _check_layout(directory: Path) -> None:
+    index = directory / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"{directory} is not a diffusers pipeline directory (no model_index.json)")
+    parts = json.loads(index.read_text())
+    if parts.get("text_encoder_2") and parts["text_encoder_2"][0]:
+        raise UserError(
+            f"{directory}: pipelines with two text encoders (SDXL, {parts.get('_class_name')}) are not "
+            "supported yet; use an SD 1.x/2.x-style pipeline (one CLIP text encoder)"
+        )
+    missing = [
+        p for p in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (directory / p).is_dir()
+    ]
+    if missing:
+        raise UserError(f"{directory} lacks the pipeline parts {', '.join(missing)}")
+
+
+@torch.no_grad()
+def encode(
+    text_encoder: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    length: int | None = None,
+) -> torch.Tensor:
+    """The text encoder's last hidden state for ``texts``, padded to the tokenizer's length."""
+    out = []
+    length = length or int(tokenizer.model_max_length)
+    use_mask = bool(getattr(text_encoder.config, "use_attention_mask", False))
+    for start in range(0, len(texts), 64):
+        tokens = tokenizer(
+            list(texts[start : start + 64]),
+            padding="max_length",
+            max_length=length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        mask = tokens.attention_mask.to(device) if use_mask else None
+        out.append(text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].float())
+    return torch.cat(out)
+
+
+def class_embeddings(
+    text_encoder: nn.Module,
+    tokenizer: Any,
+    names: Sequence[str],
+    templates: Sequence[str],
+    device: torch.device,
+) -> torch.Tensor:
+    """``E (K, L, D)``: each class's prompt embedding averaged over the templates."""
+    spoken = P.prompts(names, templates)
+    flat = [p for per_class in spoken for p in per_class]
+    hidden = encode(text_encoder, tokenizer, flat, device)
+    return hidden.view(len(names), len(templates), *hidden.shape[1:]).mean(dim=1)
+
+
+def build(
+    device: Any = "cpu",
+    weights: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    classes: str | list[str] = "imagenet",
+    templates: list[str] | None = None,
+    negative_prompt: str = "",
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    scheduler: str = "default",
+    timestep_spacing: str = "default",
+    eta: float = 0.0,
+    image_size: int | None = None,
+    dtype: str = "auto",
+) -> TextToImageGenerator:
+    """The ``stable-diffusion`` factory (see the module docstring)."""
+    P.require("transformers", "text-to-image", "the stable-diffusion generator")
+    from transformers import CLIPTextModel
+
+    device = torch.device(device)
+    templates = list(templates or P.DEFAULT_TEMPLATES)
+    names = P.class_names(classes)
+    P.prompts(names[:1], templates)  # template errors before anything loads
+    directory = pipeline_directory(weights)
+    _check_layout(directory)
+    unet, unet_files = _load_diffusers_model(directory / "unet", "UNet2DConditionModel")
+    vae, vae_files = _load_diffusers_model(directory / "vae", "AutoencoderKL")
+    text_encoder = load_transformers(CLIPTextModel, directory / "text_encoder", "text encoder").to(device)
+    tokenizer = load_tokenizer(directory / "tokenizer", "tokenizer")
+    embeddings = class_embeddings(text_encoder, tokenizer, names, templates, device)
+    negative = encode(text_encoder, tokenizer, [negative_prompt], device, length=embeddings.shape[1])
+    del text_encoder
+    config_path = directory / "scheduler" / "scheduler_config.json"
+    scheduler_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    text_files = sorted((directory / "text_encoder").glob("*.safetensors"))
+    token_files = sorted(p for p in (directory / "tokenizer").iterdir() if p.is_file())
+    digest = W.digest(
+        [*unet_files, *vae_files, *text_files, *token_files],
+        extra=P.text_digest(names, templates, negative_prompt),
+    )
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    sample = unet.config.sample_size
+    native = int(sample if isinstance(sample, int) else sample[0]) * vae_factor
+    return TextToImageGenerator(
+        unet,
+        vae,
+        scheduler_config,
+        embeddings,
+        negative,
+        names,
+        device,
+        steps,
+        guidance_scale,
+        scheduler,
+        timestep_spacing,
+        eta,
+        image_size or native,
+        resolve_dtype(dtype, device),
+        digest,
+    )

@@ -1,0 +1,148 @@
+"""Tiny real text-conditioned sources, built from configs with random weights and saved to disk.
+
+A Stable Diffusion-style pipeline (``UNet2DConditionModel`` + ``AutoencoderKL`` + a tiny
+``CLIPTextModel`` and a ``CLIPTokenizer`` whose vocabulary the fixture writes), saved with
+``StableDiffusionPipeline.save_pretrained``, and a tiny ``CLIPModel`` folder: the layouts the hub
+uses, so the plugins load them exactly as they load SD 1.5 or ``openai/clip-vit-base-patch32``.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+CLASSES = ["cat", "dog", "red car"]
+LENGTH = 16  # tokens per prompt (SD: 77)
+
+
+def write_vocab(directory: Path) -> tuple[Path, Path]:
+    """A character-level BPE vocabulary (no merges): every prompt the tests use can be spoken."""
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits + ".,-'")
+    vocab: dict[str, int] = {}
+    for suffix in ("", "</w>"):
+        for c in chars:
+            vocab[c + suffix] = len(vocab)
+    for token in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[token] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return directory / "vocab.json", directory / "merges.txt"
+
+
+def tokenizer(directory: Path):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = write_vocab(directory)
+    return CLIPTokenizer(str(vocab), str(merges), model_max_length=LENGTH)
+
+
+def text_config(tok, hidden: int = 16, projection: int | None = None) -> dict:
+    return dict(
+        vocab_size=len(tok.get_vocab()),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=LENGTH,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **({"projection_dim": projection} if projection else {}),
+    )
+
+
+def tiny_sd_pipeline(tmp: Path):
+    """A StableDiffusionPipeline at 16×16 pixels (8×8×4 latents), DDIM with SD's schedule."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tok = tokenizer(tmp / "vocab")
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(tok)))
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tok,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_clip(directory: Path) -> Path:
+    """A CLIPModel (16-wide text and vision towers, 16×16 images, patches of 4) saved with its
+    tokenizer and image-processor config, as hub CLIP folders are."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tok = tokenizer(directory.parent / f"{directory.name}-vocab")
+    torch.manual_seed(1)
+    vision = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=4,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text_config(tok), vision_config=vision, projection_dim=8))
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        directory
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def sd(tmp_path_factory):
+    """(the reference diffusers pipeline, its saved directory)."""
+    tmp = tmp_path_factory.mktemp("sd")
+    pipe = tiny_sd_pipeline(tmp)
+    pipe.save_pretrained(tmp / "pipeline")
+    return pipe, tmp / "pipeline"
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    return tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
