@@ -98,9 +98,9 @@ class TrainLoop(Params):
 class BigGANTrain(Params):
     """Architecture (BigGAN config keys) and GAN training settings (hinge loss, TTUR, EMA)."""
 
-    z_dim: int = 32
-    class_embed_dim: int = 32
-    channel_width: int = 16
+    z_dim: int = Field(32, ge=1)
+    class_embed_dim: int = Field(32, ge=1)
+    channel_width: int = Field(16, ge=1)
     layers: list[tuple[bool, int, int]] = Field(
         default_factory=lambda: [(True, 8, 4), (True, 4, 2)],
         description="(upsample, in, out) channel multipliers per block",
@@ -108,7 +108,7 @@ class BigGANTrain(Params):
     attention_layer_position: int = Field(
         1, description="block index before which self-attention sits; -1 = none"
     )
-    bottom_width: int = 7
+    bottom_width: int = Field(7, ge=1)
     d_channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
     d_downsample: list[bool] = Field(default_factory=lambda: [True, True, False])
     lr_g: float = Field(1e-4, gt=0)
@@ -120,6 +120,25 @@ class BigGANTrain(Params):
     standing_batches: int = Field(4, ge=1, description="batches per truncation row for standing statistics")
     standing_batch_size: int = Field(128, ge=2, description="batch size of the standing-statistics passes")
     truncation: float = Field(1.0, gt=0, le=1, description="ψ used for the final quality measurement")
+
+    @model_validator(mode="after")
+    def _networks(self) -> BigGANTrain:
+        """What building G and D would trip over (after the data has loaded), or silently ignore."""
+        if any(m < 1 for _, m_in, m_out in self.layers for m in (m_in, m_out)):
+            raise ValueError(f"layers {self.layers}: channel multipliers are 1 or more")
+        if not -1 <= self.attention_layer_position <= len(self.layers):
+            raise ValueError(
+                f"attention_layer_position {self.attention_layer_position} is not a block index "
+                f"0..{len(self.layers) - 1} ({len(self.layers)} or -1: no attention)"
+            )
+        if not self.d_channels or len(self.d_channels) != len(self.d_downsample):
+            raise ValueError(
+                f"d_channels {self.d_channels} and d_downsample {self.d_downsample} need one entry "
+                "each per discriminator block"
+            )
+        if min(self.d_channels) < 1:
+            raise ValueError(f"d_channels {self.d_channels}: channel counts are 1 or more")
+        return self
 
 
 class DDPMTrain(Params):
