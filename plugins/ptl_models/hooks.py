@@ -8,7 +8,7 @@ from ptl_cli import hookimpl
 @hookimpl
 def ptl_register_models(register) -> None:
     # Schemas import pydantic: only pay for it when components are listed or built.
-    from ptl_models.params import ConvParams, ResNetParams, TorchvisionParams, WideResNetParams
+    from ptl_models.params import ConvParams, ResNetParams, TimmParams, TorchvisionParams, WideResNetParams
 
     for depth in (2, 4, 6, 8):
         register(
@@ -36,4 +36,10 @@ def ptl_register_models(register) -> None:
         "ptl_models.tv:build",
         description="any torchvision classifier, e.g. torchvision:resnet50 or torchvision:mobilenet_v3_small",
         params=TorchvisionParams,
+    )
+    register(
+        "timm:*",
+        "ptl_models.timm_models:build",
+        description="any timm architecture (extra: timm), e.g. timm:resnet50 or timm:vit_tiny_patch16_224",
+        params=TimmParams,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -41,6 +41,33 @@ class TorchvisionParams(Params):
             from ptl_models.tv_catalog import model_problem
 
             problem = model_problem(context["name"], self.weights, context.get("width"), self.stem)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+
+class TimmParams(Params):
+    pretrained: bool = Field(
+        False, description="timm's pretrained weights (Hugging Face cache, or downloaded when online)"
+    )
+    stem: Literal["keep", "small"] = Field(
+        "keep",
+        description="'small': stride 1 in the first conv and no stem max-pool (32×32/28×28 inputs)",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more timm.create_model arguments, e.g. {img_size = 32, patch_size = 4} for a ViT",
+    )
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo) -> TimmParams:
+        """``timm:NAME`` and the width factor, checked when a recipe is read, without importing
+        timm or torch (a name scan of the installed package): a typo fails ``--dry-run``."""
+        context = info.context or {}
+        if str(context.get("name", "")).startswith("timm:"):
+            from ptl_models.timm_catalog import model_problem
+
+            problem = model_problem(context["name"], context.get("width"))
             if problem:
                 raise ValueError(problem)
         return self
