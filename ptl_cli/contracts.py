@@ -219,7 +219,7 @@ FACTORY_CALLS: dict[str, str] = {
     "models": "factory(num_classes, in_channels, image_size, width=1.0, **params)",
     "datasets": "factory(root, split, download, **params)",
     "pruners": "factory(**params)",
-    "ssl": "factory(num_classes, **params) (+ num_labeled=, num_unlabeled= if it takes them)",
+    "ssl": "factory(num_classes, **params)",
     "generators": "factory(device, **params)",
     "classifiers": "factory(device, **params)",
     "workflows": "factory()",

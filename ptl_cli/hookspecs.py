@@ -64,7 +64,8 @@ def ptl_register_ssl_algorithms(register: Any) -> None:
     """Register semi-supervised learning algorithms (FixMatch, UDA, ...) for ``ptl transfer --ssl``.
 
     Factory: ``factory(num_classes, **params) -> contracts.SSLAlgorithm``; recipes set the
-    parameters in ``[ssl] params``.
+    parameters in ``[ssl] params``. A factory that accepts ``num_labeled``/``num_unlabeled``
+    also gets the sizes of the labeled and unlabeled sets (``contracts.OPTIONAL_ARGUMENTS``).
     """
 
 

@@ -34,7 +34,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ptl_cli.contracts import PROTOCOLS, describe_problems, factory_call_problem
+from ptl_cli.contracts import (
+    OPTIONAL_ARGUMENTS,
+    PROTOCOLS,
+    describe_problems,
+    factory_call_problem,
+    optional_arguments,
+)
 from ptl_cli.registry import KINDS, ComponentSpec
 
 #: View names an SSL algorithm may ask for (what the transfer workflow can supply).
@@ -167,11 +173,21 @@ def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[
             f"expected a registered {label} name, a ComponentSpec or a factory, got {component!r}"
         )
 
-    def build(*args: Any) -> Any:
-        problem = factory_call_problem(kind, factory, args, values)
+    def build(*args: Any, **optional: Any) -> Any:
+        """``optional``: what ptl passes only to a factory that accepts it (``OPTIONAL_ARGUMENTS``)."""
+        clash = sorted(set(values) & set(OPTIONAL_ARGUMENTS.get((kind, "factory"), ())))
+        _require(
+            not clash,
+            what,
+            f"its parameter schema has a field {clash[0]!r}, a name ptl passes to the factory itself"
+            if clash
+            else "",
+        )
+        extra = optional_arguments(kind, "factory", factory, optional)
+        problem = factory_call_problem(kind, factory, args, {**extra, **values})
         _require(problem is None, what, str(problem))
         with calling(what, "its factory"):
-            obj = factory(*args, **values)
+            obj = factory(*args, **extra, **values)
         return _conforming(kind, obj, what)
 
     return build, what
@@ -656,6 +672,39 @@ def make_views(images01: Any, names: Iterable[str], generator: Any = None) -> di
         }
 
 
+def confident_net(num_classes: int = 5, in_channels: int = 1, scale: float = 40.0) -> Any:
+    """:func:`tiny_net` with its head scaled by ``scale``: on the bundled images about a third of
+    its predictions pass 0.95, so state gated by confidence (pseudo labels, adaptive thresholds)
+    changes from the first steps, as it does once a real model has learned something."""
+    import torch
+
+    net = tiny_net(num_classes, in_channels)
+    with torch.no_grad():
+        net[-1].weight.mul_(scale)
+        net[-1].bias.mul_(scale)
+    return net
+
+
+#: The unlabeled set of :func:`check_ssl`: this many real images, drawn as ``ptl transfer`` draws
+#: the PCS pool (a new permutation each epoch), ``UNLABELED_BATCH`` at a time: two steps an epoch.
+NUM_UNLABELED, UNLABELED_BATCH, NUM_LABELED = 24, 12, 64
+
+
+def unlabeled_indices(step: int, seed: int = 0, n: int = NUM_UNLABELED, batch: int = UNLABELED_BATCH):
+    """Indices of the unlabeled batch at ``step``: positions ``[step*batch, (step+1)*batch)`` of the
+    concatenated per-epoch permutations of ``range(n)``, each seeded by ``(seed, 1, epoch)``."""
+    import torch
+
+    from ptl_cli.engine.seeding import generator_for
+
+    positions = torch.arange(step * batch, (step + 1) * batch)
+    out = torch.empty(batch, dtype=torch.long)
+    for epoch in torch.unique(positions // n).tolist():
+        chosen = positions // n == epoch
+        out[chosen] = torch.randperm(n, generator=generator_for(seed, 1, epoch))[positions[chosen] % n]
+    return out
+
+
 def check_ssl(
     component: Any,
     params: dict[str, Any] | None = None,
@@ -666,17 +715,25 @@ def check_ssl(
     resume_at: int = 2,
     seed: int = 0,
 ) -> Any:
-    """Check an SSL algorithm on real images and a tiny real conv net (or ``model(num_classes)``):
-    it names known views, ``loss`` gives a finite scalar with gradients plus scalar logs,
-    ``after_step`` runs, its ``state_dict`` survives a ``weights_only`` checkpoint, two runs
-    from one seed agree, and a run resumed at ``resume_at`` equals an uninterrupted one."""
+    """Check an SSL algorithm on real images and a tiny real conv net (:func:`confident_net`, or
+    ``model(num_classes)``, a fresh network per call): it names known views, ``loss`` gives a
+    finite scalar with gradients plus scalar logs, ``after_step`` runs, its ``state_dict``
+    survives a ``weights_only`` checkpoint, two runs from one seed agree, and a run resumed at
+    ``resume_at`` equals an uninterrupted one: the losses, the model, and the algorithm's whole
+    state, every attribute holding tensors or plain data, not only what ``state_dict()`` returns.
+
+    The unlabeled batches come from a set of :data:`NUM_UNLABELED` real images, drawn as
+    ``ptl transfer`` draws them (:func:`unlabeled_indices`): a factory that accepts
+    ``num_unlabeled``/``num_labeled`` gets the sizes, a ``loss`` that declares ``unlabeled_index``
+    the indices, and samples come back every epoch, so per-sample state is exercised."""
     import torch
 
     from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
 
     build, what = _builder("ssl", component, params)
-    make_model = model or (lambda k: tiny_net(k))
-    algo = build(num_classes)
+    make_model = model or (lambda k: confident_net(k))
+    sizes = {"num_labeled": NUM_LABELED, "num_unlabeled": NUM_UNLABELED}
+    algo = build(num_classes, **sizes)
     for attr in ("labeled_views", "unlabeled_views"):
         views = getattr(algo, attr)
         _require(
@@ -684,10 +741,11 @@ def check_ssl(
             what,
             f"{attr} must be a tuple of view names from {VIEW_NAMES}, got {views!r}",
         )
+    pool, _ = sample_batch(NUM_UNLABELED, 0, seed + 1, num_classes)
 
     def fresh() -> tuple[Any, Any, Any]:
         torch.manual_seed(seed)
-        algo = build(num_classes)
+        algo = build(num_classes, **sizes)
         net = make_model(num_classes)
         return algo, net, torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9)
 
@@ -697,11 +755,13 @@ def check_ssl(
         for step in range(start, stop):
             gen = generator_for(seed, step)
             x, y = sample_batch(4, step, seed, num_classes)
-            u, _ = sample_batch(12, step, seed + 1, num_classes)
+            index = unlabeled_indices(step, seed)
             labeled = make_views(x, algo.labeled_views, gen)
-            unlabeled = make_views(u, algo.unlabeled_views, gen)
-            with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {steps})"):
-                out = algo.loss(net, labeled, y, unlabeled, step, steps)
+            unlabeled = make_views(pool[index], algo.unlabeled_views, gen)
+            extra = optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": index})
+            call = ", unlabeled_index=..." if extra else ""
+            with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {steps}{call})"):
+                out = algo.loss(net, labeled, y, unlabeled, step, steps, **extra)
             _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
             loss, logs = out
             _require(
@@ -760,6 +820,11 @@ def check_ssl(
     )
     assert_same_state(net.state_dict(), resumed.state_dict(), what, f"model after resume at step {resume_at}")
     assert_same_state(algo.state_dict(), resumed_algo.state_dict(), what, "SSL state after resume")
+    try:
+        where = f"SSL algorithm after resume at step {resume_at}"
+        assert_same_state(object_state(algo), object_state(resumed_algo), what, where)
+    except ContractError as exc:
+        raise ContractError(f"{exc} (is all state in state_dict()?)") from None
     return algo
 
 
@@ -874,6 +939,7 @@ __all__ = [
     "check_plugin_loads",
     "check_pruner",
     "check_ssl",
+    "confident_net",
     "install_plugin",
     "make_views",
     "pip_install",

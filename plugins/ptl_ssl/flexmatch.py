@@ -34,17 +34,17 @@ from ptl_cli.engine.distributed import gather_global_batch
 from ptl_ssl.common import check_logits, forward_split, view
 
 
-def last_occurrences(index: torch.Tensor, size: int) -> torch.Tensor:
-    """A bool mask keeping, for each value of ``index``, only its last position.
+def last_selected(index: torch.Tensor, selected: torch.Tensor, size: int) -> torch.Tensor:
+    """For each of ``size`` samples, the batch position of its last selected occurrence, or -1.
 
     A batch straddling two epochs of the sampler can hold a sample twice; writing both updates
     with one scatter is nondeterministic on CUDA, so the later one (as a sequential loop would
-    leave it) is kept explicitly.
+    leave it) is chosen explicitly. Fixed shapes throughout: no host synchronization.
     """
     positions = torch.arange(index.numel(), device=index.device)
+    positions = torch.where(selected, positions, torch.full_like(positions, -1))
     last = torch.full((size,), -1, dtype=torch.long, device=index.device)
-    last.scatter_reduce_(0, index, positions, reduce="amax")
-    return last[index] == positions
+    return last.scatter_reduce_(0, index, positions, reduce="amax")
 
 
 class FlexMatch:
@@ -75,7 +75,8 @@ class FlexMatch:
     def learning_effects(self) -> torch.Tensor:
         """``beta_c`` from ``selected_label``, or the current values when the update is skipped
         (every sample unused, or all in one class): USB's rule, without a host sync."""
-        counts = torch.bincount(self.selected_label + 1, minlength=self.num_classes + 1)
+        counts = torch.zeros(self.num_classes + 1, dtype=torch.long, device=self.selected_label.device)
+        counts.index_add_(0, self.selected_label + 1, torch.ones_like(self.selected_label))
         used = counts[1:]
         denominator = counts.max() if self.thresh_warmup else used.max()
         beta = (used.double() / denominator).float()
@@ -119,9 +120,8 @@ class FlexMatch:
     def _update(self, index: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> None:
         """Record the confident predictions of the global batch, then recompute ``beta``."""
         index, labels, selected = (gather_global_batch(t) for t in (index, labels, selected))
-        index, labels = index[selected], labels[selected]
-        keep = last_occurrences(index, self.num_unlabeled)
-        self.selected_label[index[keep]] = labels[keep]
+        last = last_selected(index, selected, self.num_unlabeled)
+        self.selected_label = torch.where(last >= 0, labels[last.clamp_min(0)], self.selected_label)
         self.classwise_acc = self.learning_effects()
 
     def after_step(self, model: nn.Module, step: int) -> None:

@@ -97,7 +97,7 @@ class FreeMatch:
         if self.clip_thresh:
             self.time_p = self.time_p.clamp(0.0, 0.95)
         self.p_model = self.p_model * m + (1 - m) * probs.mean(dim=0)
-        hist = torch.bincount(labels, minlength=self.num_classes).to(self.p_model.dtype)
+        hist = torch.zeros_like(self.p_model).index_add_(0, labels, torch.ones_like(confidence))
         self.label_hist = self.label_hist * m + (1 - m) * (hist / hist.sum())
 
     def loss(

@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from ptl_cli import plugins
-from ptl_cli.contracts import SSLAlgorithm
+from ptl_cli.contracts import SSLAlgorithm, optional_arguments
 from ptl_cli.errors import UserError
 from ptl_ssl.views import VIEW_NAMES, make_views
 
-NAMES = ("fixmatch", "meanteacher", "pseudolabel", "supervised", "uda")
+NAMES = ("fixmatch", "flexmatch", "freematch", "meanteacher", "pseudolabel", "supervised", "uda")
 LOG_KEYS = {
     "fixmatch": {"loss_x", "loss_u", "mask_ratio"},
+    "flexmatch": {"loss_x", "loss_u", "mask_ratio"},
+    "freematch": {"loss_x", "loss_u", "loss_fair", "mask_ratio", "threshold"},
     "uda": {"loss_x", "loss_u", "mask_ratio"},
     "meanteacher": {"loss_x", "loss_u", "weight_u"},
     "pseudolabel": {"loss_x", "loss_u", "mask_ratio", "weight_u"},
@@ -24,7 +26,10 @@ LOG_KEYS = {
 
 
 def _build(name: str, num_classes: int = 5, **params):
-    return plugins.get("ssl", name).build(num_classes, params=params)
+    """As ``ptl transfer`` builds it: the sets' sizes go to factories that take them."""
+    spec = plugins.get("ssl", name)
+    sizes = optional_arguments("ssl", "factory", spec.load_factory(), {"num_labeled": 8, "num_unlabeled": 24})
+    return spec.build(num_classes, params=params, **sizes)
 
 
 def _step(algo, model, fashion, device="cpu"):
@@ -32,7 +37,8 @@ def _step(algo, model, fashion, device="cpu"):
     images = images.to(device)
     labeled = make_views(images[:8], algo.labeled_views, mean, std)
     unlabeled = make_views(images[8:32], algo.unlabeled_views, mean, std)
-    return algo.loss(model, labeled, (labels[:8] % 5).to(device), unlabeled, 3, 10)
+    index = optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": torch.arange(24, device=device)})
+    return algo.loss(model, labeled, (labels[:8] % 5).to(device), unlabeled, 3, 10, **index)
 
 
 def test_all_algorithms_are_registered_with_descriptions_and_schemas():
@@ -54,6 +60,15 @@ def test_all_algorithms_are_registered_with_descriptions_and_schemas():
         "rampup_fraction": 0.4,
     }
     assert specs["supervised"].validate_params({}) == {}
+    flexmatch = {"threshold": 0.95, "lambda_u": 1.0, "thresh_warmup": True}
+    assert specs["flexmatch"].validate_params({}) == flexmatch
+    assert specs["freematch"].validate_params({}) == {
+        "lambda_u": 1.0,
+        "lambda_e": 0.01,
+        "ema_decay": 0.999,
+        "use_quantile": False,
+        "clip_thresh": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -95,7 +110,7 @@ def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
     algo.load_state_dict(algo.state_dict())
 
 
-@pytest.mark.parametrize("name", ["fixmatch", "uda", "pseudolabel", "meanteacher"])
+@pytest.mark.parametrize("name", ["fixmatch", "flexmatch", "uda", "pseudolabel", "meanteacher"])
 def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
     """With every pseudo label accepted, the unlabeled weight changes the gradient."""
     extra = {} if name == "meanteacher" else {"threshold": 0.0}
