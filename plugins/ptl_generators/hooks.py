@@ -61,6 +61,14 @@ def ptl_register_classifiers(register: Any) -> None:
         description="a local classifier file (ptl .safetensors, or a state dict + arch/size/normalization)",
         params=params.CheckpointClassifierParams,
     )
+    from ptl_generators import text_params
+
+    register(
+        "clip",
+        "ptl_generators.clip_classifier:build",
+        description="CLIP zero-shot over class names from prompt templates (transformers; no source data)",
+        params=text_params.ClipClassifierParams,
+    )
 
 
 @hookimpl

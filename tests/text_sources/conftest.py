@@ -16,7 +16,7 @@ import pytest
 import torch
 
 CLASSES = ["cat", "dog", "red car"]
-LENGTH = 16  # tokens per prompt (SD: 77)
+LENGTH = 40  # tokens per prompt (SD: 77); this vocabulary spends one per character
 
 
 def write_vocab(directory: Path) -> tuple[Path, Path]:

@@ -1,0 +1,66 @@
+"""A whole ``ptl transfer`` run whose sources need no source data: tiny Stable Diffusion + tiny CLIP.
+
+Both read the same class names and templates; every stage (scratch, KD, PP, P-SSL, PP + P-SSL)
+runs on the bundled Fashion-MNIST pack as the target, at tiny sizes, through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import tomli_w
+
+from ptl_cli import recipes
+
+from .conftest import CLASSES
+
+
+def test_a_transfer_run_with_stable_diffusion_and_clip_completes(sd, clip_dir, tmp_path):
+    data, _ = recipes.load_raw("transfer-quickstart")
+    prompted = {"classes": CLASSES, "templates": ["a photo of a {name}.", "a drawing of a {name}."]}
+    data["source"] = {
+        "generator": {
+            "name": "stable-diffusion",
+            "params": {"weights": str(sd[1]), "steps": 2, "guidance_scale": 2.0, **prompted},
+        },
+        "classifier": {"name": "clip", "params": {"weights": str(clip_dir), **prompted}},
+    }
+    small = {
+        "model.arch": "conv2",
+        "model.width": 0.25,
+        "target.labels_per_class": 2,
+        "pool.dir": str(tmp_path / "pools"),
+        "pool.shard_size": 16,
+        "pool.gen_batch_size": 16,
+        "pp.samples": 32,
+        "pp.train.steps": 3,
+        "pp.train.batch_size": 8,
+        "pp.train.checkpoint_every": 3,
+        "pcs.per_image": 2,
+        "ssl.mu": 2,
+        "train.steps": 3,
+        "train.batch_size": 8,
+        "train.checkpoint_every": 3,
+        "compute.device": "cpu",
+    }
+    for key, value in small.items():
+        recipes.set_dotted(data, key, value, "test")
+    recipe = tmp_path / "sd-clip.toml"
+    recipe.write_text(tomli_w.dumps(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PTL_OFFLINE": "1"}
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "ptl_cli", "transfer", "--recipe", str(recipe), "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "run.json").read_text())["metrics"]
+    for stage in ("scratch", "kd", "pp", "pssl", "pp_pssl"):
+        assert 0.0 <= metrics[f"{stage}_test_acc"] <= 1.0, metrics
+    assert metrics["final_stage"] == "pp+pssl"
+    pools = sorted(p.name for p in (tmp_path / "pools").iterdir())
+    assert any(p.startswith("pp-stable-diffusion") for p in pools), pools
+    assert any(p.startswith("pcs-stable-diffusion") for p in pools), pools
