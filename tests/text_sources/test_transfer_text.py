@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tomli_w
 
 from ptl_cli import recipes
@@ -64,3 +65,36 @@ def test_a_transfer_run_with_stable_diffusion_and_clip_completes(sd, clip_dir, t
     pools = sorted(p.name for p in (tmp_path / "pools").iterdir())
     assert any(p.startswith("pp-stable-diffusion") for p in pools), pools
     assert any(p.startswith("pcs-stable-diffusion") for p in pools), pools
+
+
+DRY_RUN = """
+import contextlib, io, json, sys
+sys.argv = ["ptl", "transfer", "--recipe", sys.argv[1], "--dry-run", "--json"]
+from ptl_cli.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+heavy = [m for m in ("torch", "transformers", "diffusers", "timm") if m in sys.modules]
+print(json.dumps({"plan": json.loads(out.getvalue())["plan"], "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("recipe", "classifier"),
+    [("transfer-cars-sd-clip", "clip"), ("transfer-pets-sdturbo-resnet50", "torchvision:resnet50")],
+)
+def test_the_paper_scale_text_to_image_recipes_plan_offline_without_heavy_imports(
+    recipe, classifier, tmp_path
+):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PTL_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", DRY_RUN, recipe], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["heavy"] == []
+    assert answer["plan"]["source generator"].startswith("stable-diffusion")
+    assert answer["plan"]["source classifier"].startswith(classifier)
