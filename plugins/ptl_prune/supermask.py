@@ -1,8 +1,10 @@
 """The supermask: a frozen random weight ``W``, a learned score ``S``, and the forward uses ``W ⊙ m(S)``.
 
-``m(S)`` keeps the top ``1 - p`` fraction of one layer's scores. It is attached to ordinary
-``nn.Conv1d/2d/3d`` and ``nn.Linear`` modules with :mod:`torch.nn.utils.parametrize`, so any model
-works: the module's ``weight`` becomes ``W ⊙ m(S)``, computed once per access (once per forward).
+``m(S)`` keeps the top ``1 - p`` fraction of one layer's scores, or, for layers ranked together
+(global sparsity, :class:`GlobalTopK`), its part of one top-k over all their scores. It is
+attached to ordinary ``nn.Conv1d/2d/3d`` and ``nn.Linear`` modules with
+:mod:`torch.nn.utils.parametrize`, so any model works: the module's ``weight`` becomes
+``W ⊙ m(S)``, computed once per access (once per forward).
 
 Cost, per layer and step, beyond the dense layer's own work: one O(n) selection (a k-th value, no
 sort: a sampled bracket on the CPU, a multi-block radix select on accelerators), one multiply

@@ -1,6 +1,8 @@
 """Tickets: a pruned random network stored as its seed, 1-bit masks and IteRand's re-draw log.
 
-A score-only network is fully determined by how its weights were drawn and which were kept:
+A score-only network is fully determined by how its weights were drawn and which were kept, as
+its pruner declares through ``ticket_spec(model)`` (a :class:`ptl_cli.pruning.TicketSpec`; the
+built-ins and third-party pruners alike):
 
 * every Conv/Linear weight starts as ``inits.initial_weight(init, shape, seed, layer)``;
 * IteRand's e-th re-draw (at step ``t_e``) draws a whole fresh tensor from

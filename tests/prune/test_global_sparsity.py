@@ -122,3 +122,10 @@ def test_global_run_resumes_exactly_and_reports_layer_sparsity(cli, show, tmp_pa
     assert len(set(layers.values())) > 1
     report = (run / "report.md").read_text()
     assert "sparsity of classifier.1" in report
+
+
+def test_help_says_what_sparsity_means_for_each_scope(cli):
+    code, out, _ = cli("prune", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "--sparsity-scope" in text
+    assert "of each layer with --sparsity-scope layer" in text and "of all pruned layers together" in text
