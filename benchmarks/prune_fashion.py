@@ -1,16 +1,17 @@
 """IteRand's Figure 2 at small scale: accuracy against parameters kept, on Fashion-MNIST, on CPUs.
 
     python benchmarks/prune_fashion.py [--widths 0.0625 0.125 0.25] [--seeds 0 1 2] [--epochs 10]
-        [--train-subset 12000] [--threads 1] [--sc-widths 0.0625] [--out /tmp/ptl-prune-fashion]
+        [--train-subset 12000] [--threads 1] [--sc-widths 0.0625 0.125] [--out /tmp/ptl-prune-fashion]
 
 Every run is one ``ptl prune`` process (the CLI users run): dense SGD, edge-popup and IteRand on
 Conv-2 at each width, for every seed, plus edge-popup and IteRand with signed-constant weights at
-``--sc-widths`` (all other arms use Kaiming-uniform weights). Runs go seed by seed, each seed
-visiting every width and method, so a change of machine load over the benchmark hits all arms
-alike (accuracies are deterministic anyway; only times drift). The data is the full
-Fashion-MNIST (``fashion-mnist``, e.g. Debian's ``/usr/share/datasets/fashion-mnist``): 10% of
-the train split held out for validation (``split_seed`` 0, the same for every run), then
-``--train-subset`` images of the rest (``data.train_limit``, seeded), and the 10k test split.
+``--sc-widths`` (by default every width but the largest; all other arms use Kaiming-uniform
+weights). Runs go seed by seed, each seed visiting every width and method, so a change of machine
+load over the benchmark hits all arms alike (accuracies are deterministic; only times drift).
+The data is the full Fashion-MNIST (``fashion-mnist``, e.g. Debian's
+``/usr/share/datasets/fashion-mnist``): 10% of the train split held out for validation
+(``split_seed`` 0, the same for every run), then ``--train-subset`` images of the rest
+(``data.train_limit``, seeded), and the 10k test split.
 
 The claim (Chijiwa et al. 2021, Fig. 2): pruning a random network needs more parameters before
 pruning than weight training does to reach the same accuracy, and IteRand's re-draws close part
@@ -236,7 +237,7 @@ def main() -> None:
         nargs="*",
         type=float,
         default=None,
-        help="widths that also run signed-constant edge-popup and IteRand (default: the smallest)",
+        help="widths that also run signed-constant edge-popup and IteRand (default: all but the largest)",
     )
     parser.add_argument("--k-per", type=int, default=0, help="IteRand's K_per (0: the paper's 300, scaled)")
     parser.add_argument("--score-lr", type=float, default=1.0, help="learning rate of the scores")
@@ -251,7 +252,8 @@ def main() -> None:
     if args.train_subset < 0 or args.epochs < 1 or args.threads < 1 or args.jobs < 1:
         parser.error("--train-subset must be ≥ 0, --epochs, --threads and --jobs ≥ 1")
     args.k_per = args.k_per or scaled_k_per(total_steps(args))
-    sc_widths = [min(args.widths)] if args.sc_widths is None else args.sc_widths
+    below_largest = [w for w in args.widths if w < max(args.widths)] or args.widths
+    sc_widths = below_largest if args.sc_widths is None else args.sc_widths
     command = shlex.join(["python", "benchmarks/prune_fashion.py", *sys.argv[1:]])
     print(f"command: {command}", flush=True)
     print(
