@@ -80,3 +80,37 @@ def test_resuming_without_the_state_would_differ(reference_runs, tmp_path, tx):
     assert tx.run_transfer(data, out, stop_after=2, resuming=True) is None
     with pytest.raises(ContractError):
         assert_same_state(_ssl_state(out, 5), state_at_5, name, "SSL state at step 5")
+
+
+@pytest.fixture(scope="module")
+def cli_pools(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli-pools")
+
+
+@pytest.mark.parametrize("name", ["flexmatch", "freematch"])
+def test_ptl_transfer_runs_them_by_name(name, cli_pools, tmp_path):
+    import json
+
+    from ptl_cli.testing import run_ptl
+
+    listed = run_ptl("list", "ssl", "--json")
+    assert listed.returncode == 0 and name in listed.stdout
+    sets = {
+        "model.arch": "conv2", "model.width": 0.25, "target.labels_per_class": 4, "pool.shard_size": 32,
+        "pool.dir": json.dumps(str(cli_pools)), "pcs.per_image": 3, "ssl.mu": 2, "train.steps": 4,
+        "train.batch_size": 8, "train.log_every": 1,
+    }  # fmt: skip
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    out = tmp_path / "run"
+    done = run_ptl(
+        "transfer", "--ssl", name, "--stages", "pssl", "--device", "cpu", "--out", str(out), "--json", *args,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "completed" and 0.0 <= summary["metrics"]["pssl_test_acc"] <= 1.0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if r.get("stage") == "pssl" and "mask_ratio" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    if name == "freematch":  # the global threshold moves from 1/K with every batch
+        assert len({r["threshold"] for r in logged}) == 4
