@@ -6,7 +6,7 @@ recipe is read, so a typo in a template or a missing class file fails ``--dry-ru
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -20,11 +20,19 @@ TEMPLATES_HELP = "prompt templates with {name}; a class's embedding is the avera
 SCHEDULERS = ("default", "ddim", "euler", "euler-ancestral", "dpm-solver++", "pndm", "lcm")
 
 
-class _Prompted(Params):
-    classes: str | list[str] = Field("imagenet", description=CLASSES_HELP)
-    templates: list[str] = Field(default_factory=lambda: ["a photo of a {name}."], description=TEMPLATES_HELP)
+def _classes_field() -> Any:
+    return Field("imagenet", description=CLASSES_HELP)
 
-    @field_validator("classes")
+
+def _templates_field() -> Any:
+    return Field(default_factory=lambda: ["a photo of a {name}."], description=TEMPLATES_HELP)
+
+
+class _Prompted(Params):
+    """The checks of ``classes`` and ``templates`` (the fields sit in each schema after ``weights``,
+    so listings show the weights first)."""
+
+    @field_validator("classes", check_fields=False)
     @classmethod
     def _classes(cls, value: str | list[str]) -> str | list[str]:
         from ptl_generators.prompts import classes_problem
@@ -34,7 +42,7 @@ class _Prompted(Params):
             raise ValueError(problem)
         return value
 
-    @field_validator("templates")
+    @field_validator("templates", check_fields=False)
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
         from ptl_generators.prompts import template_problem
@@ -50,6 +58,8 @@ class StableDiffusionParams(_Prompted):
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         description="a diffusers text-to-image pipeline directory or hub id (SD 1.x/2.x, SD-Turbo)",
     )
+    classes: str | list[str] = _classes_field()
+    templates: list[str] = _templates_field()
     negative_prompt: str = Field("", description="the unconditional prompt of classifier-free guidance")
     steps: int = Field(25, ge=1, le=1000, description="sampling steps (SD-Turbo: 1-4)")
     guidance_scale: float = Field(7.5, ge=0.0, description="classifier-free guidance; <= 1 turns it off")
@@ -72,6 +82,8 @@ class ClipClassifierParams(_Prompted):
     weights: str = Field(
         "openai/clip-vit-base-patch32", description="a transformers CLIP directory or hub id"
     )
+    classes: str | list[str] = _classes_field()
+    templates: list[str] = _templates_field()
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto = float16 on CUDA, else float32"
     )
