@@ -46,6 +46,8 @@ PRUNE = [
     (["--batch-size", "1"], "key `train.batch_size`"),
     (["--set", "train.lr=fast"], "key `train.lr`: Input should be a valid number"),
     (["--set", "train.bogus=1"], "unknown key `train.bogus`"),
+    (["--set", "pruner.bogus=1"], "pruner iterand: unknown key `pruner.bogus`"),
+    (["--set", "train.epochs=1.5"], "key `train.epochs`: Input should be a valid integer"),
     (["--epochs", "3", "--set", "train.warmup_epochs=3"], "must be fewer than epochs (3)"),
     (
         [*CONV2, "--method", "edge-popup", "--sparsity", "0"],
@@ -92,6 +94,8 @@ TRANSFER = [
     (["--set", "target.classes=[5, 5]"], "class 5 is listed twice"),
     (["--set", "target.classes=[-1, 2]"], "class indices are 0 or more, not -1"),
     (["--set", "pp.mode=bogus"], "key `pp.mode`"),
+    (["--set", "pcs.bogus=1"], "unknown key `pcs.bogus`"),
+    (["--set", "stages=scratch"], "key `stages`: Input should be a valid list"),
     (["--device", "cuda:x"], "--device 'cuda:x' is not a device"),
 ]
 
@@ -103,6 +107,7 @@ TRAIN_SOURCE = [
     ),
     (["generator", "--classes", "0,1,x"], "--classes '0,1,x': expected comma-separated class indices"),
     (["generator", "--steps", "0"], "key `train.steps`"),
+    (["generator", "--set", "bogus=1"], "unknown key `bogus`"),
     (["generator", "--set", "eval.classifier=bogus"], "unknown source classifier 'bogus'"),
     (["generator", "--set", "eval.classifier_params.bogus=1"], "recipe eval.classifier_params: unknown key"),
     (
