@@ -34,7 +34,7 @@ def ptl_register_generators(register: Any) -> None:
     register(
         "stable-diffusion",
         "ptl_generators.text_to_image:build",
-        description="a diffusers text-to-image pipeline (SD 1.x/2.x, SD-Turbo): classes are prompts",
+        description="a diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, Turbo): classes are prompts",
         params=text_params.StableDiffusionParams,
     )
 

@@ -56,7 +56,7 @@ class _Prompted(Params):
 class StableDiffusionParams(_Prompted):
     weights: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        description="a diffusers text-to-image pipeline directory or hub id (SD 1.x/2.x, SD-Turbo)",
+        description="a diffusers text-to-image pipeline directory or hub id (SD 1.x/2.x, SDXL, SD-Turbo)",
     )
     classes: str | list[str] = _classes_field()
     templates: list[str] = _templates_field()

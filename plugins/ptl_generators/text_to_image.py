@@ -17,9 +17,15 @@ Given ``z`` and a deterministic scheduler it is a pure function; stochastic sche
 Euler, DDIM with eta > 0) draw their noise from ``generator``, so a seeded generator reproduces
 the samples on one device.
 
+SDXL-style pipelines (two text encoders, ``StableDiffusionXLPipeline``, SDXL-Turbo) work the same
+way with diffusers' SDXL conventions: the token embedding is both encoders' penultimate hidden
+states side by side, the **pooled** embedding (the second encoder's projected text embedding)
+is mixed with the same ``p`` and goes where ``pooled_prompt_embeds`` go, the size/crop
+conditioning is ``(H, W, 0, 0, H, W)``, and the empty negative prompt is all zeros when the
+pipeline says so (``force_zeros_for_empty_prompt``); in float16 the VAE decodes in float32.
+
 Models are built from their configs and loaded strictly (missing weights are an error, never a
 silent random init); hub ids come from the Hugging Face cache, or are downloaded when online.
-Pipelines with a second text encoder (SDXL) are refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +76,37 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+@dataclass
+class PromptTable:
+    """The classes' prompt embeddings and the negative prompt's, as a pipeline consumes them.
+
+    ``tokens (K, L, D)`` go where ``prompt_embeds`` go; ``pooled (K, P)`` (SDXL only, else None)
+    where ``pooled_prompt_embeds`` go; ``negative``/``negative_pooled`` have one row.
+    """
+
+    tokens: torch.Tensor
+    negative: torch.Tensor
+    pooled: torch.Tensor | None = None
+    negative_pooled: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> PromptTable:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, torch.float32)
+
+        return PromptTable(
+            move(self.tokens), move(self.negative), move(self.pooled), move(self.negative_pooled)
+        )
+
+
+def mix(y: torch.Tensor, table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows of ``table`` for class indices ``(B,)``; the p-weighted sum of rows for ``(B, K)`` rows."""
+    y = torch.as_tensor(y)
+    probs = as_probs(y, table.shape[0], device)  # checks ranges and shapes
+    if not y.is_floating_point():
+        return table[probs.argmax(dim=1)]
+    return torch.einsum("bk,k...->b...", probs, table)
+
+
 class TextToImageGenerator:
     """Samples of a text-to-image pipeline conditioned on (mixes of) class prompt embeddings."""
 
@@ -77,8 +115,7 @@ class TextToImageGenerator:
         unet: nn.Module,
         vae: nn.Module,
         scheduler_config: dict[str, Any],
-        embeddings: torch.Tensor,
-        negative: torch.Tensor,
+        prompts: PromptTable,
         class_names: Sequence[str],
         device: torch.device,
         steps: int,
@@ -91,9 +128,14 @@ class TextToImageGenerator:
         digest: str,
     ) -> None:
         self.unet = (unet.to(device) if dtype == torch.float32 else unet.to(device, dtype)).eval()
-        self.vae = (vae.to(device) if dtype == torch.float32 else vae.to(device, dtype)).eval()
-        self.embeddings = embeddings.to(device, torch.float32)  # (K, L, D)
-        self.negative = negative.to(device, torch.float32)  # (1, L, D)
+        self.xl = prompts.pooled is not None
+        # diffusers' SDXL pipeline decodes in float32 when its VAE overflows in float16
+        upcast = self.xl and dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        self.vae_dtype = torch.float32 if upcast else dtype
+        self.vae = (vae.to(device) if self.vae_dtype == torch.float32 else vae.to(device, dtype)).eval()
+        self.prompts = prompts.to(device)
+        self.embeddings = self.prompts.tokens  # (K, L, D)
+        self.negative = self.prompts.negative  # (1, L, D)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
         self.device = device
@@ -115,6 +157,21 @@ class TextToImageGenerator:
         self.latent_shape = (int(self.unet.config.in_channels), image_size // factor, image_size // factor)
         self.latent_dim = self.latent_shape[0] * self.latent_shape[1] * self.latent_shape[2]
         self._digest = digest
+        if self.xl:
+            self._check_added_embedding()
+
+    def _check_added_embedding(self) -> None:
+        """SDXL's UNet adds an embedding of (pooled text, 6 size/crop numbers): their sizes must fit."""
+        expected = getattr(getattr(self.unet, "add_embedding", None), "linear_1", None)
+        time_dim = getattr(self.unet.config, "addition_time_embed_dim", None)
+        if expected is None or time_dim is None:
+            raise UserError("this pipeline has two text encoders but its UNet takes no pooled text embedding")
+        given = int(time_dim) * 6 + int(self.prompts.pooled.shape[-1])
+        if given != expected.in_features:
+            raise UserError(
+                f"the UNet's added embedding takes {expected.in_features} numbers, but the pooled text "
+                f"embedding and the size conditioning give {given}; the pipeline's parts do not fit"
+            )
 
     @property
     def id(self) -> str:
@@ -134,12 +191,22 @@ class TextToImageGenerator:
 
         Indices look their row up; a probability row is the p-weighted sum of the rows (float32).
         """
-        y = torch.as_tensor(y)
-        if not y.is_floating_point():
-            probs = as_probs(y, self.num_classes, self.device)  # checks the range
-            return self.embeddings[probs.argmax(dim=1)]
-        probs = as_probs(y, self.num_classes, self.device)
-        return torch.einsum("bk,kld->bld", probs, self.embeddings)
+        return mix(y, self.prompts.tokens, self.device)
+
+    def condition_pooled(self, y: torch.Tensor) -> torch.Tensor | None:
+        """``pooled_prompt_embeds`` (SDXL), mixed with the same rows; None for SD 1.x/2.x."""
+        return None if self.prompts.pooled is None else mix(y, self.prompts.pooled, self.device)
+
+    def _added(self, pooled: torch.Tensor | None, batch: int) -> dict[str, torch.Tensor] | None:
+        """SDXL's ``added_cond_kwargs``: pooled text (negative first under guidance) and size ids."""
+        if pooled is None:
+            return None
+        side = self.image_size
+        ids = torch.tensor([[side, side, 0, 0, side, side]], device=self.device, dtype=self.dtype)
+        text = pooled.to(self.dtype)
+        if self.guided:
+            text = torch.cat([self.prompts.negative_pooled.to(self.dtype).expand(batch, -1), text])
+        return {"text_embeds": text, "time_ids": ids.repeat(text.shape[0], 1)}
 
     def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -162,7 +229,7 @@ class TextToImageGenerator:
         self, y: torch.Tensor, z: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Images ``(B, C, H, W)`` in [0, 1]; ``z`` is the initial latent noise ``(B, *latent_shape)``."""
-        cond = self.condition(y)
+        cond, pooled = self.condition(y), self.condition_pooled(y)
         batch = cond.shape[0]
         if z is None:
             z = self.noise(batch, generator)
@@ -174,21 +241,31 @@ class TextToImageGenerator:
         text = cond.to(self.dtype)
         if self.guided:
             text = torch.cat([self.negative.to(self.dtype).expand(batch, -1, -1), text])
+        added = self._added(pooled, batch)
         latents = z.to(self.device, self.dtype) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x_in = torch.cat([latents, latents]) if self.guided else latents
             x_in = scheduler.scale_model_input(x_in, t)
-            eps = self.unet(x_in, t, encoder_hidden_states=text).sample
+            eps = self.unet(x_in, t, encoder_hidden_states=text, added_cond_kwargs=added).sample
             if self.guided:
                 uncond, conditioned = eps.chunk(2)
                 eps = uncond + self.guidance_scale * (conditioned - uncond)
             latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-        latents = latents / self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None)
-        if shift:
-            latents = latents + shift
-        images = self.vae.decode(latents).sample
+        images = self.vae.decode(self._unscaled(latents.to(self.vae_dtype))).sample
         return images.float().div(2).add_(0.5).clamp_(0, 1)
+
+    def _unscaled(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's latent normalization undone (per-channel mean/std where its config has them)."""
+        config = self.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            view = (1, -1, 1, 1)
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(view)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(view)
+            return latents * std / config.scaling_factor + mean
+        latents = latents / config.scaling_factor
+        shift = getattr(config, "shift_factor", None)
+        return latents + shift if shift else latents
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -282,60 +359,100 @@ def pipeline_directory(weights: str) -> Path:
     )
 
 
-def _check_layout(directory: Path) -> None:
+def _check_layout(directory: Path) -> dict[str, Any]:
+    """The pipeline's ``model_index.json``, once its parts are known to be there."""
     index = directory / "model_index.json"
     if not index.is_file():
         raise UserError(f"{directory} is not a diffusers pipeline directory (no model_index.json)")
     parts = json.loads(index.read_text())
-    if parts.get("text_encoder_2") and parts["text_encoder_2"][0]:
-        raise UserError(
-            f"{directory}: pipelines with two text encoders (SDXL, {parts.get('_class_name')}) are not "
-            "supported yet; use an SD 1.x/2.x-style pipeline (one CLIP text encoder)"
-        )
-    missing = [
-        p for p in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (directory / p).is_dir()
-    ]
+    needed = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+    if (parts.get("text_encoder_2") or [None])[0]:
+        needed += ["text_encoder_2", "tokenizer_2"]
+    missing = [p for p in needed if not (directory / p).is_dir()]
     if missing:
         raise UserError(f"{directory} lacks the pipeline parts {', '.join(missing)}")
+    return parts
 
 
-@torch.no_grad()
-def encode(
-    text_encoder: nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    device: torch.device,
-    length: int | None = None,
-) -> torch.Tensor:
-    """The text encoder's last hidden state for ``texts``, padded to the tokenizer's length."""
-    out = []
-    length = length or int(tokenizer.model_max_length)
-    use_mask = bool(getattr(text_encoder.config, "use_attention_mask", False))
-    for start in range(0, len(texts), 64):
-        tokens = tokenizer(
-            list(texts[start : start + 64]),
-            padding="max_length",
-            max_length=length,
-            truncation=True,
-            return_tensors="pt",
+@dataclass
+class TextEncoders:
+    """One CLIP text encoder and its tokenizer (SD 1.x/2.x), or two (SDXL)."""
+
+    encoders: list[tuple[nn.Module, Any]]
+
+    @property
+    def xl(self) -> bool:
+        return len(self.encoders) == 2
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings ``(N, L, D)`` and pooled ones ``(N, P)`` (SDXL; else None) of ``texts``.
+
+        SD 1.x/2.x: the encoder's last hidden state (with its attention mask where its config asks
+        for one). SDXL: both encoders' penultimate hidden states side by side, and the second
+        encoder's projected text embedding as the pooled one — diffusers' conventions.
+        """
+        tokens_out, pooled_out = [], []
+        for start in range(0, len(texts), 64):
+            chunk = list(texts[start : start + 64])
+            hidden, pooled = [], None
+            for model, tokenizer in self.encoders:
+                ids = tokenizer(
+                    chunk,
+                    padding="max_length",
+                    max_length=int(tokenizer.model_max_length),
+                    truncation=True,
+                    return_tensors="pt",
+                )
+                if not self.xl:
+                    use_mask = bool(getattr(model.config, "use_attention_mask", False))
+                    mask = ids.attention_mask.to(device) if use_mask else None
+                    hidden.append(model(ids.input_ids.to(device), attention_mask=mask)[0])
+                    continue
+                out = model(ids.input_ids.to(device), output_hidden_states=True)
+                if out[0].ndim == 2:
+                    pooled = out[0]
+                hidden.append(out.hidden_states[-2])
+            tokens_out.append(torch.cat(hidden, dim=-1).float())
+            if pooled is not None:
+                pooled_out.append(pooled.float())
+        return torch.cat(tokens_out), torch.cat(pooled_out) if pooled_out else None
+
+    def table(
+        self,
+        names: Sequence[str],
+        templates: Sequence[str],
+        negative_prompt: str,
+        zero_empty_negative: bool,
+        device: torch.device,
+    ) -> PromptTable:
+        """Every class's prompt embeddings, averaged over the templates, and the negative prompt's."""
+        spoken = [p for per_class in P.prompts(names, templates) for p in per_class]
+        tokens, pooled = self.encode(spoken, device)
+        shape = (len(names), len(templates))
+        tokens = tokens.view(*shape, *tokens.shape[1:]).mean(dim=1)
+        if pooled is not None:
+            pooled = pooled.view(*shape, pooled.shape[-1]).mean(dim=1)
+        negative, negative_pooled = self.encode([negative_prompt], device)
+        if self.xl and zero_empty_negative and not negative_prompt:
+            negative = torch.zeros_like(negative)
+            negative_pooled = torch.zeros_like(negative_pooled)
+        return PromptTable(tokens, negative, pooled, negative_pooled)
+
+
+def text_encoders(directory: Path, parts: dict[str, Any], device: torch.device) -> TextEncoders:
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    encoders = [
+        (
+            load_transformers(CLIPTextModel, directory / "text_encoder", "text encoder").to(device),
+            load_tokenizer(directory / "tokenizer", "tokenizer"),
         )
-        mask = tokens.attention_mask.to(device) if use_mask else None
-        out.append(text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].float())
-    return torch.cat(out)
-
-
-def class_embeddings(
-    text_encoder: nn.Module,
-    tokenizer: Any,
-    names: Sequence[str],
-    templates: Sequence[str],
-    device: torch.device,
-) -> torch.Tensor:
-    """``E (K, L, D)``: each class's prompt embedding averaged over the templates."""
-    spoken = P.prompts(names, templates)
-    flat = [p for per_class in spoken for p in per_class]
-    hidden = encode(text_encoder, tokenizer, flat, device)
-    return hidden.view(len(names), len(templates), *hidden.shape[1:]).mean(dim=1)
+    ]
+    if (parts.get("text_encoder_2") or [None])[0]:
+        model = load_transformers(CLIPTextModelWithProjection, directory / "text_encoder_2", "text encoder 2")
+        encoders.append((model.to(device), load_tokenizer(directory / "tokenizer_2", "tokenizer 2")))
+    return TextEncoders(encoders)
 
 
 def build(
@@ -354,28 +471,29 @@ def build(
 ) -> TextToImageGenerator:
     """The ``stable-diffusion`` factory (see the module docstring)."""
     P.require("transformers", "text-to-image", "the stable-diffusion generator")
-    from transformers import CLIPTextModel
-
     device = torch.device(device)
     templates = list(templates or P.DEFAULT_TEMPLATES)
     names = P.class_names(classes)
     P.prompts(names[:1], templates)  # template errors before anything loads
     directory = pipeline_directory(weights)
-    _check_layout(directory)
+    parts = _check_layout(directory)
     unet, unet_files = _load_diffusers_model(directory / "unet", "UNet2DConditionModel")
     vae, vae_files = _load_diffusers_model(directory / "vae", "AutoencoderKL")
-    text_encoder = load_transformers(CLIPTextModel, directory / "text_encoder", "text encoder").to(device)
-    tokenizer = load_tokenizer(directory / "tokenizer", "tokenizer")
-    embeddings = class_embeddings(text_encoder, tokenizer, names, templates, device)
-    negative = encode(text_encoder, tokenizer, [negative_prompt], device, length=embeddings.shape[1])
-    del text_encoder
+    encoders = text_encoders(directory, parts, device)
+    zero_negative = bool(parts.get("force_zeros_for_empty_prompt", True))
+    table = encoders.table(names, templates, negative_prompt, zero_negative, device)
+    del encoders  # the prompt table is all sampling needs of the text side
     config_path = directory / "scheduler" / "scheduler_config.json"
     scheduler_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    text_files = sorted((directory / "text_encoder").glob("*.safetensors"))
-    token_files = sorted(p for p in (directory / "tokenizer").iterdir() if p.is_file())
+    text_files = [
+        p
+        for sub in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+        if (directory / sub).is_dir()
+        for p in sorted((directory / sub).iterdir())
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")
+    ]
     digest = W.digest(
-        [*unet_files, *vae_files, *text_files, *token_files],
-        extra=P.text_digest(names, templates, negative_prompt),
+        [*unet_files, *vae_files, *text_files], extra=P.text_digest(names, templates, negative_prompt)
     )
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     sample = unet.config.sample_size
@@ -384,8 +502,7 @@ def build(
         unet,
         vae,
         scheduler_config,
-        embeddings,
-        negative,
+        table,
         names,
         device,
         steps,

@@ -110,6 +110,70 @@ def tiny_sd_pipeline(tmp: Path):
     return pipe
 
 
+def tiny_sdxl_pipeline(tmp: Path):
+    """A StableDiffusionXLPipeline at 16×16: two text encoders (the second with a projection, whose
+    text embedding is the pooled one), a UNet with SDXL's added (pooled text, size) embedding."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tok = tokenizer(tmp / "vocab")
+    tok_2 = tokenizer(tmp / "vocab-2")
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(tok)))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config(tok_2, projection=8)))
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,  # both encoders' hidden states side by side
+        attention_head_dim=2,
+        norm_num_groups=4,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=6 * 4 + 8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tok,
+        tokenizer_2=tok_2,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_clip(directory: Path) -> Path:
     """A CLIPModel (16-wide text and vision towers, 16×16 images, patches of 4) saved with its
     tokenizer and image-processor config, as hub CLIP folders are."""
@@ -146,3 +210,12 @@ def sd(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory):
     return tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+@pytest.fixture(scope="session")
+def sdxl(tmp_path_factory):
+    """(the reference SDXL pipeline, its saved directory)."""
+    tmp = tmp_path_factory.mktemp("sdxl")
+    pipe = tiny_sdxl_pipeline(tmp)
+    pipe.save_pretrained(tmp / "pipeline")
+    return pipe, tmp / "pipeline"

@@ -6,7 +6,8 @@ pipeline's ``encode_prompt`` gives for its prompt (averaged over templates); ptl
 stochastic few-step scheduler; one-hot rows are index conditioning; a 50/50 mix feeds the average
 of two prompt embeddings where ``prompt_embeds`` go (the tiny model's images cannot be judged by
 eye, so the honest check is: the mix equals the average, the image equals the pipeline's for that
-average, and differs from both pure classes' images).
+average, and differs from both pure classes' images). The same for ``StableDiffusionXLPipeline``:
+two text encoders, and a pooled embedding mixed with the same rows.
 """
 
 from __future__ import annotations
@@ -160,3 +161,42 @@ def test_offline_without_weights_is_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'stabilityai/sd-turbo' are not in the Hugging Face cache" in lines[0]
     assert "ptl is offline" in lines[0]
+
+
+# -- SDXL: two text encoders, a pooled embedding mixed with the same rows ---------------------------
+def test_sdxl_tables_are_the_pipelines_prompt_and_pooled_embeddings(sdxl):
+    pipe, directory = sdxl
+    gen = build(directory, guidance_scale=3.0)
+    assert gen.xl and gen.embeddings.shape == (3, 40, 32) and gen.prompts.pooled.shape == (3, 8)
+    for c, name in enumerate(CLASSES):
+        embeds, _, pooled, _ = pipe.encode_prompt(f"a photo of a {name}.", device="cpu")
+        torch.testing.assert_close(gen.embeddings[c], embeds[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(gen.prompts.pooled[c], pooled[0], rtol=0, atol=1e-6)
+    _, negative, _, negative_pooled = pipe.encode_prompt("x", device="cpu")  # no negative: zeros
+    assert not negative.any() and not negative_pooled.any()
+    assert torch.equal(gen.negative[0], negative[0]) and not gen.prompts.negative_pooled.any()
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sdxl_samples_equal_the_diffusers_pipeline_also_for_a_mix(sdxl, guidance):
+    pipe, directory = sdxl
+    gen = build(directory, guidance_scale=guidance)
+    rows = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
+    z = gen.noise(2, torch.Generator().manual_seed(4))
+    ours = gen.sample(rows, z=z)
+    tokens = torch.stack([gen.embeddings[1], (gen.embeddings[0] + gen.embeddings[2]) / 2])
+    pooled = torch.stack([gen.prompts.pooled[1], (gen.prompts.pooled[0] + gen.prompts.pooled[2]) / 2])
+    ref = pipe(
+        prompt_embeds=tokens,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=gen.negative.expand(2, -1, -1),
+        negative_pooled_prompt_embeds=gen.prompts.negative_pooled.expand(2, -1),
+        latents=z,
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
+        output_type="pt",
+    ).images
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    alone = gen.sample(torch.tensor([1]), z=z[:1])  # another batch size: equal up to rounding
+    torch.testing.assert_close(alone, ours[:1], rtol=0, atol=1e-6)
+    assert (gen.sample(torch.tensor([0]), z=z[1:]) - ours[1:]).abs().max() > 1e-3
