@@ -277,6 +277,10 @@ def plan(request: Request) -> tuple[Sweep, SweepTable, dict[str, Any]]:
         raise UserError(f"--launcher {table.launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     if table.jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if table.launcher != "local":
+        from ptl_cli.sweep_slurm import check_launcher
+
+        check_launcher(table.launcher)
     kind = base.get("kind")
     if not isinstance(kind, str):
         raise UserError(f"recipe {path}: no `kind`; a sweep needs a prune, transfer or train-source recipe")
@@ -352,23 +356,34 @@ def cell_command(sweep: Sweep, cell: Cell) -> list[str]:
             "--out", str(run_dir), "--quiet"]  # fmt: skip
 
 
-def thread_env(jobs: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a cell: its intra-op threads capped so ``jobs`` cells share the cores.
+def thread_env(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a cell: OpenMP and MKL capped at ``threads`` intra-op threads.
 
-    A cap the user set (``OMP_NUM_THREADS=1``) is kept when it is lower.
+    A lower cap the user set (``OMP_NUM_THREADS=1``) is kept, and both variables get the same
+    value: torch takes its thread count from them, and a run computes bit for bit what an
+    uninterrupted run computes only with the same count.
     """
     env = dict(os.environ if base is None else base)
-    share = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        current = env.get(name, "")
-        env[name] = str(min(share, int(current))) if current.isdigit() and int(current) > 0 else str(share)
+    caps = [
+        int(env[n])
+        for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        if env.get(n, "").isdigit() and int(env[n]) > 0
+    ]
+    count = str(min([max(1, threads), *caps]))
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = count
     return env
+
+
+def share_of_cores(jobs: int) -> int:
+    """Threads per cell when ``jobs`` cells share this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def last_error(log: Path) -> str:
     """The last ``ptl: error:`` line of a cell's log (or its last line): why it failed."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        text = log.read_text(errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("$ ")]
     except OSError:
         return ""
     errors = [line for line in lines if line.startswith("ptl: error:")]
@@ -378,7 +393,7 @@ def last_error(log: Path) -> str:
 def finish_cell(sweep: Sweep, cell: Cell, returncode: int) -> None:
     """Record a cell's outcome from its run directory (and its log when it left no run)."""
     sweep.refresh()
-    if returncode == 0 and cell.status == "completed":
+    if cell.status == "completed":  # the run says so, whatever ended the process afterwards
         return
     if returncode == 130 or cell.status == "interrupted":
         cell.status = "interrupted"
@@ -411,7 +426,7 @@ class LocalPool:
 
     def run(self) -> None:
         pending = to_run(self.sweep)
-        env = thread_env(self.jobs)
+        env = thread_env(share_of_cores(self.jobs))
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while (pending and self.stop is None) or self.running:

@@ -40,14 +40,17 @@ class CellTask:
             if cell.status == "completed":
                 return 0
         command = cell_command(sweep, cell)
-        env = thread_env(1, {**__import__("os").environ, "OMP_NUM_THREADS": str(self.threads)})
+        env = thread_env(self.threads)  # the job's CPUs (cpus_per_task)
         with sweep.log_file(cell).open("a") as log:
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
-            self._child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            code = self._child.wait()
+            child = self._child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # polled, not wait()ed: submitit's signal handler calls checkpoint() in this thread,
+            # and its wait() could not take the lock a blocking wait() here would hold
+            while child.poll() is None:
+                time.sleep(0.2)
         self._child = None
-        return code
+        return child.returncode
 
     def checkpoint(self, sweep_dir: str, cell_id: str) -> Any:
         """Preempted or out of time: let the run save its checkpoint, then requeue the same call."""
@@ -66,20 +69,27 @@ class CellTask:
         return {"threads": self.threads, "_child": None}
 
 
-def executor(sweep: Any, table: Any) -> Any:
-    """A submitit executor for the sweep's launcher, with the ``[sweep.slurm]`` resources."""
+def check_launcher(launcher: str) -> None:
+    """submitit is installed and, for ``slurm``, Slurm is here: checked before anything is written."""
     try:
         import submitit
     except ImportError:
         raise UserError(
-            f"--launcher {table.launcher} needs submitit: pip install 'ptl[slurm]' (or pip install submitit)"
+            f"--launcher {launcher} needs submitit: pip install 'ptl[slurm]' (or pip install submitit)"
         ) from None
-    cluster = "local" if table.launcher == "submitit-local" else "slurm"
-    if cluster == "slurm" and submitit.AutoExecutor.which() != "slurm":
+    if launcher == "slurm" and submitit.AutoExecutor.which() != "slurm":
         raise UserError(
             "--launcher slurm: no Slurm here (sbatch not found); run the sweep from a cluster's login "
             "node, or use --launcher local"
         )
+
+
+def executor(sweep: Any, table: Any) -> Any:
+    """A submitit executor for the sweep's launcher, with the ``[sweep.slurm]`` resources."""
+    import submitit
+
+    check_launcher(table.launcher)
+    cluster = "local" if table.launcher == "submitit-local" else "slurm"
     folder = Path(sweep.path) / "submitit" / "%j"
     ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
     slurm = table.slurm
