@@ -23,6 +23,10 @@ PHOTOS = {
 }
 
 
+#: Class counts and image sizes known without the files (see ptl_datasets.facts), for plans.
+FACTS = "ptl_datasets.facts:of"
+
+
 @hookimpl
 def ptl_register_datasets(register) -> None:
     # Schemas import pydantic: only pay for it when components are listed or built.
@@ -35,6 +39,7 @@ def ptl_register_datasets(register) -> None:
         "val/fit splits); offline",
         params=FashionPackParams,
         aliases=("bundled",),
+        facts=FACTS,
     )
     register(
         "fashion-mnist",
@@ -42,11 +47,14 @@ def ptl_register_datasets(register) -> None:
         description="Fashion-MNIST, 28×28 grey, 10 classes (Debian dataset-fashion-mnist or torchvision); "
         "half A/B, coarse labels",
         params=FashionParams,
+        facts=FACTS,
     )
     for name, (cls, text) in FIXED_SIZE.items():
-        register(name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=NoParams)
+        register(name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=NoParams, facts=FACTS)
     for name, (cls, text) in PHOTOS.items():
-        register(name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=ResizedParams)
+        register(
+            name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=ResizedParams, facts=FACTS
+        )
     register(
         "imagenet",
         "ptl_datasets.folder:imagenet",

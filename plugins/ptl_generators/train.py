@@ -69,6 +69,7 @@ def check(recipe: TrainSourceRecipe) -> None:
     d = recipe.data
     dataset = plugins.get("datasets", d.dataset)
     dataset.validate_params(d.dataset_params, f"recipe data.dataset_params ({d.dataset})")
+    _check_sizes(recipe, dataset)
     if recipe.model == "classifier":
         c = recipe.classifier
         arch = plugins.get("models", c.arch)
@@ -76,6 +77,31 @@ def check(recipe: TrainSourceRecipe) -> None:
     elif recipe.eval.classifier not in ("", "none"):
         scorer = plugins.get("classifiers", recipe.eval.classifier)
         scorer.validate_params(recipe.eval.classifier_params, "recipe eval.classifier_params")
+
+
+def _check_sizes(recipe: TrainSourceRecipe, dataset: Any) -> None:
+    """Classes and image sizes the dataset cannot have, when it is known without its files
+    (:mod:`ptl_datasets.facts`); in the words the run uses when it finds them in the data."""
+    from ptl_cli.errors import UserError
+    from ptl_datasets.facts import of_spec
+
+    facts = of_spec(dataset, recipe.data.dataset_params, f"recipe data.dataset_params ({dataset.name})")
+    if facts is None:
+        return
+    bad = [c for c in recipe.data.classes or [] if not 0 <= c < facts.num_classes]
+    if bad:
+        raise UserError(f"data.classes {bad}: {dataset.name} has classes 0..{facts.num_classes - 1}")
+    size = facts.image_size
+    if recipe.model == "biggan":
+        b = recipe.biggan
+        ups = sum(1 for up, _, _ in b.layers if up)
+        if b.bottom_width * 2**ups != size:
+            raise UserError(
+                f"biggan: bottom_width {b.bottom_width} with {sum(u for u, _, _ in b.layers)} upsampling "
+                f"blocks gives {b.bottom_width * 2**ups}px images, but {dataset.name} has {size}px"
+            )
+    if recipe.model == "ddpm" and size % recipe.ddpm.patch:
+        raise UserError(f"ddpm.patch {recipe.ddpm.patch} must divide the image size {size}")
 
 
 class TrainSourceWorkflow:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ptl_cli import plugins
+from ptl_cli.errors import UserError
 from ptl_transfer import stages
 
 
@@ -21,6 +22,16 @@ def _component(
     checked = plugins.get(kind, name).validate_params(params, where, context)
     shown = ", ".join(f"{k}={v!r}" for k, v in checked.items() if v is not None)
     return f"{name} ({shown})" if shown else name
+
+
+def _check_classes(t: Any) -> None:
+    """Target classes the dataset lacks, when its class count is known without its files."""
+    from ptl_datasets.facts import of_spec
+
+    facts = of_spec(plugins.get("datasets", t.dataset), t.params, "[target]")
+    bad = [c for c in t.classes if facts and not 0 <= c < facts.num_classes]
+    if bad:  # the words of ptl_transfer.target.build_dataset, which checks the loaded data
+        raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
 
 
 def plan(recipe: Any) -> list[tuple[str, str]]:
@@ -43,6 +54,7 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
         )
     )
     dataset = _component("datasets", t.dataset, t.params, "[target]")
+    _check_classes(t)
     classes = f", classes {t.classes}" if t.classes else ""
     labels = f"{t.labels_per_class} labels per class" if t.labels_per_class else "every image labeled"
     rows.append(("target", f"{dataset}{classes}; {labels} (split seed {t.split_seed})"))
