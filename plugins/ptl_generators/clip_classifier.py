@@ -100,12 +100,13 @@ class ClipClassifier(nn.Module):
 @torch.no_grad()
 def text_embeddings(model: nn.Module, tokenizer: Any, names: Sequence[str], templates: Sequence[str], device):
     """``(K, P)``: per class, the normalized projected text features averaged over templates, renormalized."""
-    rows = []
-    for spoken in P.prompts(names, templates):
-        tokens = tokenizer(spoken, padding=True, truncation=True, return_tensors="pt").to(device)
-        features = _features(model.get_text_features(**tokens)).float()
-        rows.append(F.normalize(F.normalize(features, dim=-1).mean(dim=0), dim=-1))
-    return torch.stack(rows)
+    spoken = [p for per_class in P.prompts(names, templates) for p in per_class]
+    features = []
+    for start in range(0, len(spoken), 256):  # CLIP's causal text model: padding changes nothing
+        tokens = tokenizer(spoken[start : start + 256], padding=True, truncation=True, return_tensors="pt")
+        features.append(_features(model.get_text_features(**tokens.to(device))).float())
+    unit = F.normalize(torch.cat(features), dim=-1).view(len(names), len(templates), -1)
+    return F.normalize(unit.mean(dim=1), dim=-1)
 
 
 def _preprocessing(directory: Path, image_size: int) -> tuple[int, tuple[int, int], list[float], list[float]]:

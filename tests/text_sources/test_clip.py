@@ -83,3 +83,30 @@ def test_grey_images_of_any_size(clip_dir):
     grey = images(2, 1, 28)
     torch.testing.assert_close(clf(grey), clf(grey.expand(-1, 3, -1, -1)), rtol=0, atol=0)
     assert clf(images(2, 3, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "params"),
+    [
+        (
+            "generators",
+            "stable-diffusion",
+            {"weights", "classes", "templates", "guidance_scale", "scheduler"},
+        ),
+        ("classifiers", "clip", {"weights", "classes", "templates", "dtype"}),
+    ],
+)
+def test_ptl_list_shows_the_text_sources_with_their_parameters(kind, name, params):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ptl_cli", "list", kind, name, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["name"] == name and params <= {p["name"] for p in entry["params"]}
