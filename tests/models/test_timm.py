@@ -129,3 +129,13 @@ def test_listed_with_its_parameters():
     assert result.returncode == 0, result.stderr
     assert "timm:*" in result.stdout and "pretrained" in result.stdout
     json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("timm:resnet10t", {"stem": "small"}), ("timm:test_vit", {"kwargs": {"img_size": 28, "patch_size": 7}})],
+)
+def test_the_model_contract_checks_pass(name, params):
+    from ptl_cli.testing import check_model
+
+    check_model(name, params)

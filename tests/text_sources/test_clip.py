@@ -110,3 +110,10 @@ def test_ptl_list_shows_the_text_sources_with_their_parameters(kind, name, param
     assert result.returncode == 0, result.stderr
     (entry,) = json.loads(result.stdout)
     assert entry["name"] == name and params <= {p["name"] for p in entry["params"]}
+
+
+def test_the_classifier_contract_checks_pass(clip_dir):
+    from ptl_cli.testing import check_classifier
+
+    check_classifier("clip", {"weights": str(clip_dir), "classes": CLASSES}, channels=1)
+    check_classifier("clip", {"weights": str(clip_dir), "classes": CLASSES}, channels=3)

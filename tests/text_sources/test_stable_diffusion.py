@@ -200,3 +200,11 @@ def test_sdxl_samples_equal_the_diffusers_pipeline_also_for_a_mix(sdxl, guidance
     alone = gen.sample(torch.tensor([1]), z=z[:1])  # another batch size: equal up to rounding
     torch.testing.assert_close(alone, ours[:1], rtol=0, atol=1e-6)
     assert (gen.sample(torch.tensor([0]), z=z[1:]) - ours[1:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pipeline", ["sd", "sdxl"])
+def test_the_generator_contract_checks_pass(pipeline, request):
+    from ptl_cli.testing import check_generator
+
+    directory = request.getfixturevalue(pipeline)[1]
+    check_generator("stable-diffusion", {"weights": str(directory), "classes": CLASSES, "steps": 2})
