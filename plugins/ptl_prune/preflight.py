@@ -22,6 +22,16 @@ def nothing_to_train(method: str, model: str) -> str:
     )
 
 
+def split_batch(batch_size: int, world_size: int) -> int:
+    """This rank's share of the global batch, or the error naming the world size (torchrun)."""
+    if batch_size % world_size:
+        raise UserError(
+            f"train.batch_size {batch_size} does not split over {world_size} processes; "
+            "choose a multiple of the world size"
+        )
+    return batch_size // world_size
+
+
 def needs_network(params: dict[str, Any]) -> bool:
     """Whether the pruner's settings could name no layer or prune none (else every layer gets a
     positive rate, so scores exist whatever the network); pruners without per-layer rates: no."""
@@ -59,7 +69,11 @@ def layer_names(model_section: Any, channels: int) -> tuple[list[str], bool]:
 
 
 def check(recipe: Any) -> None:
-    """Raise the error the run would raise for unmatched patterns or a network with no scores."""
+    """Raise the error the run would raise for a batch the processes cannot share (under
+    torchrun, from its environment), unmatched patterns or a network with no scores."""
+    from ptl_cli.engine.distributed import from_env
+
+    split_batch(recipe.train.batch_size, from_env().world_size)
     params = recipe.pruner_params
     if not needs_network(params):
         return

@@ -139,12 +139,9 @@ class PruneWorkflow:
         )
 
         # batches: a resumable permutation per epoch, this rank's share of the global batch
-        if t.batch_size % dist.world_size:
-            raise UserError(
-                f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes; "
-                "choose a multiple of the world size"
-            )
-        per_rank = t.batch_size // dist.world_size
+        from ptl_prune.preflight import split_batch
+
+        per_rank = split_batch(t.batch_size, dist.world_size)
         # photos are random-resized-cropped in the loader, per image, keyed by (epoch, index)
         train_set = prune_data.crop_in_loader(data.train, r.augment, r.seed)
         cropped = train_set is not data.train

@@ -34,8 +34,20 @@ def _check_classes(t: Any) -> None:
         raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
 
 
+def _check_world(r: Any) -> None:
+    """Under torchrun, batches the processes cannot share (the PP one is met only after the
+    scratch and KD stages have trained)."""
+    from ptl_cli.engine.distributed import from_env, local_batch_size
+
+    info = from_env()
+    local_batch_size(r.train.batch_size, info, "train.batch_size")
+    if set(r.stages) & {"pp", "pp+pssl"}:
+        local_batch_size(r.pp.train.batch_size, info, "pp.train.batch_size")
+
+
 def plan(recipe: Any) -> list[tuple[str, str]]:
     r = recipe
+    _check_world(r)
     s, t, m = r.source, r.target, r.model
     rows: list[tuple[str, str]] = [("stages", ", ".join(r.stages))]
     for phase in stages.phases(r):

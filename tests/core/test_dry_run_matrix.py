@@ -239,3 +239,24 @@ def test_checking_names_imports_no_torch(args):
     result = subprocess.run([sys.executable, "-c", PLAN, *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["prune", "--batch-size", "128"], "train.batch_size 128 does not split over 3 processes"),
+        (["transfer", "--set", "train.batch_size=16"], "train.batch_size = 16 does not split over 3"),
+        (["transfer", "--set", "train.batch_size=18"], "pp.train.batch_size = 64 does not split over 3"),
+    ],
+    ids=["prune", "transfer", "transfer pp"],
+)
+def test_batches_the_processes_cannot_share(cli, tmp_path, monkeypatch, args, expected):
+    """Under torchrun (its environment, here without processes) the world size is known at once;
+    the PP batch used to fail only after the scratch and KD stages had trained."""
+    for key, value in {"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    code, _, dry = cli(*args, "--dry-run")
+    assert code == 2 and expected in dry and dry.count("\n") == 1
+    code, _, real = cli(*args, "--out", tmp_path / "run", "--quiet")
+    assert (code, real) == (2, dry) and not (tmp_path / "run").exists()
