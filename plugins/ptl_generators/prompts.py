@@ -101,4 +101,4 @@ def text_digest(names: Sequence[str], templates: Sequence[str], extra: str = "")
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps([list(names), list(templates), extra]).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps([list(names), list(templates), extra]).encode()).hexdigest()[:16]

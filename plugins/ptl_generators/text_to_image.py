@@ -9,8 +9,9 @@ analogue of ``p @ E.weight`` for a class-embedding table. A one-hot row therefor
 the image of its index. Classifier-free guidance uses the negative (by default the empty)
 prompt's embedding, as diffusers' pipelines do, when ``guidance_scale > 1``.
 
-The embeddings are computed once, when the generator is built, in float32; the text encoder is
-then dropped (a 1000-class ImageNet table is about 240 MB for SD 1.5). Sampling is diffusers'
+The embeddings are computed once, in float32, and stored in ``<ptl cache>/prompt-embeddings/``
+(a 1000-class ImageNet table is about 240 MB for SD 1.5); a later build reads them and loads no
+text encoder. Sampling is diffusers'
 own loop written out: the chosen scheduler (the pipeline's, or another one from the same config
 for few-step sampling), ``scale_model_input``, the UNet, guidance, ``scheduler.step``, the VAE.
 Given ``z`` and a deterministic scheduler it is a pure function; stochastic schedulers (ancestral
@@ -30,6 +31,7 @@ silent random init); hub ids come from the Hugging Face cache, or are downloaded
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from collections.abc import Sequence
@@ -455,6 +457,44 @@ def text_encoders(directory: Path, parts: dict[str, Any], device: torch.device) 
     return TextEncoders(encoders)
 
 
+_TABLE_KEYS = ("tokens", "negative", "pooled", "negative_pooled")
+
+
+def cached_table(
+    directory: Path,
+    parts: dict[str, Any],
+    text_files: list[Path],
+    names: Sequence[str],
+    templates: Sequence[str],
+    negative_prompt: str,
+    device: torch.device,
+) -> PromptTable:
+    """The prompt table from ``<ptl cache>/prompt-embeddings/``, else computed and stored there.
+
+    Keyed by a digest of the text encoders' and tokenizers' files, the names, templates and
+    negative prompt: a later run (another seed, a resumed stage) loads no text encoder at all.
+    Stored in float32, so a cached table is bit for bit the computed one.
+    """
+    from ptl_cli.data.locations import cache_dir
+
+    zero_negative = bool(parts.get("force_zeros_for_empty_prompt", True))
+    what = json.dumps([list(names), list(templates), negative_prompt, zero_negative, 1])
+    key = W.digest(text_files, extra=what)
+    path = cache_dir() / "prompt-embeddings" / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            state, _ = W.read_single(path, "prompt-embeddings")
+            return PromptTable(*(state.get(k) for k in _TABLE_KEYS)).to(device)
+        except UserError:
+            pass  # a damaged cache file is recomputed and replaced
+    encoders = text_encoders(directory, parts, device)
+    table = encoders.table(names, templates, negative_prompt, zero_negative, device)
+    tensors = {k: getattr(table, k) for k in _TABLE_KEYS if getattr(table, k) is not None}
+    with contextlib.suppress(OSError):  # a read-only cache only costs the recomputation next time
+        W.save_single(path, tensors, {"ptl_format": "prompt-embeddings", "classes": len(names)})
+    return table
+
+
 def build(
     device: Any = "cpu",
     weights: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -479,12 +519,6 @@ def build(
     parts = _check_layout(directory)
     unet, unet_files = _load_diffusers_model(directory / "unet", "UNet2DConditionModel")
     vae, vae_files = _load_diffusers_model(directory / "vae", "AutoencoderKL")
-    encoders = text_encoders(directory, parts, device)
-    zero_negative = bool(parts.get("force_zeros_for_empty_prompt", True))
-    table = encoders.table(names, templates, negative_prompt, zero_negative, device)
-    del encoders  # the prompt table is all sampling needs of the text side
-    config_path = directory / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     text_files = [
         p
         for sub in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
@@ -492,6 +526,9 @@ def build(
         for p in sorted((directory / sub).iterdir())
         if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")
     ]
+    table = cached_table(directory, parts, text_files, names, templates, negative_prompt, device)
+    config_path = directory / "scheduler" / "scheduler_config.json"
+    scheduler_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     digest = W.digest(
         [*unet_files, *vae_files, *text_files], extra=P.text_digest(names, templates, negative_prompt)
     )

@@ -44,7 +44,7 @@ def reference(pipe, gen, embeds, z, guidance, seed=0, eta=0.0):
     ).images
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guided(sd):
     return build(sd[1], guidance_scale=3.0)
 
@@ -208,3 +208,23 @@ def test_the_generator_contract_checks_pass(pipeline, request):
 
     directory = request.getfixturevalue(pipeline)[1]
     check_generator("stable-diffusion", {"weights": str(directory), "classes": CLASSES, "steps": 2})
+
+
+def test_prompt_tables_are_cached_on_disk_and_read_back(sd, tmp_path, monkeypatch):
+    """The second build reads the stored table (a table written into the cache file is what it
+    uses); other templates make another entry; a damaged file is recomputed."""
+    from safetensors.torch import load_file
+
+    from ptl_generators import weights as W
+
+    monkeypatch.setenv("PTL_CACHE_DIR", str(tmp_path / "cache"))
+    first = build(sd[1])
+    (entry,) = (tmp_path / "cache" / "prompt-embeddings").iterdir()
+    assert torch.equal(build(sd[1]).embeddings, first.embeddings)
+    stored = load_file(str(entry))
+    W.save_single(entry, {**stored, "tokens": stored["tokens"] + 1}, {"ptl_format": "prompt-embeddings"})
+    assert torch.equal(build(sd[1]).embeddings, first.embeddings + 1)
+    entry.write_bytes(b"damaged")
+    assert torch.equal(build(sd[1]).embeddings, first.embeddings)
+    build(sd[1], templates=["a drawing of a {name}."])
+    assert len(list((tmp_path / "cache" / "prompt-embeddings").iterdir())) == 2
