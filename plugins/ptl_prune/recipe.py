@@ -70,6 +70,13 @@ class DataSection(Params):
     test_limit: int = Field(0, ge=0, description="evaluate on only this many test images (0 = all)")
     eval_batch_size: int = Field(512, ge=1)
 
+    @field_validator("train_limit")
+    @classmethod
+    def _batchable(cls, value: int) -> int:
+        if value == 1:  # the lone image would be dropped: a batch of one breaks BatchNorm
+            raise ValueError("1 training image makes no batch; use 0 (all) or 2 or more")
+        return value
+
     @model_validator(mode="after")
     def _known(self) -> DataSection:
         where = f"dataset {self.dataset}"

@@ -49,6 +49,7 @@ PRUNE = [
     (["--set", "pruner.bogus=1"], "pruner iterand: unknown key `pruner.bogus`"),
     (["--set", "train.epochs=1.5"], "key `train.epochs`: Input should be a valid integer"),
     (["--epochs", "3", "--set", "train.warmup_epochs=3"], "must be fewer than epochs (3)"),
+    (["--set", "data.train_limit=1"], "1 training image makes no batch"),
     (
         [*CONV2, "--method", "edge-popup", "--sparsity", "0"],
         "pruner edge-popup leaves nothing to train on conv2",
