@@ -202,6 +202,28 @@ class ImageDataset(Protocol):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
 
 
+@runtime_checkable
+class Logger(Protocol):
+    """An experiment tracker fed by the run (rank 0 only); ``metrics.jsonl`` stays the record.
+
+    Each method may raise: the run warns once and goes on without this logger.
+    """
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """Once at the start (and again when resuming): the resolved recipe, flattened to dotted
+        keys (``train.lr``) with scalar or string values."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Every record the run logs: finite numbers named ``stage/key`` (``train/loss``), and the
+        record's ``step``; stages restart their steps, so each name is its own series."""
+
+    def log_image(self, name: str, path: str) -> None:
+        """At the end: each PNG of the report (``curves``), as a file path."""
+
+    def close(self) -> None:
+        """When the run ends, however it ends (completed, interrupted, failed)."""
+
+
 #: The protocol a factory of each component kind must return (kinds as in ``registry.KINDS``).
 PROTOCOLS: dict[str, type] = {
     "models": Model,
@@ -211,6 +233,7 @@ PROTOCOLS: dict[str, type] = {
     "generators": Generator,
     "classifiers": SourceClassifier,
     "workflows": Workflow,
+    "loggers": Logger,
 }
 
 #: How ptl calls the factory of each kind: the documented call (``docs/plugins/reference.md``).
@@ -223,6 +246,7 @@ FACTORY_CALLS: dict[str, str] = {
     "generators": "factory(device, **params)",
     "classifiers": "factory(device, **params)",
     "workflows": "factory()",
+    "loggers": "factory(run_dir, run_id, resuming, **params)",
 }
 
 #: Keyword arguments ptl passes only to a callable whose signature accepts them (a parameter of

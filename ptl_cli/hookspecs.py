@@ -97,6 +97,17 @@ def ptl_register_workflows(register: Any) -> None:
 
 
 @hookspec
+def ptl_register_loggers(register: Any) -> None:
+    """Register experiment loggers (TensorBoard, MLflow, ...) for ``--log NAME`` / ``[compute] log``.
+
+    Factory: ``factory(run_dir, run_id, resuming, **params) -> contracts.Logger``; on rank 0 it
+    receives the resolved recipe, every metrics record and the report's PNGs, then ``close()``.
+    ``metrics.jsonl`` stays the source of truth: a logger that raises is switched off, never the
+    run. Declare an optional package with ``requires="module"`` (and ``extra="name"``).
+    """
+
+
+@hookspec
 def ptl_register_commands(app: Any) -> None:
     """Add commands to the ``ptl`` Typer app (``app.command()(fn)`` or ``app.add_typer(...)``).
 

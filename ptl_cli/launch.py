@@ -86,12 +86,26 @@ def check_compute(compute: Any) -> None:
     resolved as the run resolves it, and bf16 support is checked on it. With ``auto``, whether
     the GPU found supports bf16 is learnt when the run starts.
     """
+    check_loggers(compute.log)
     spec = (compute.device or "auto").strip().lower()
     if spec in ("auto", "cpu"):
         return
     from ptl_cli.engine.device import Precision, resolve_device
 
     Precision(compute.precision, resolve_device(spec))
+
+
+def check_loggers(names: list[str]) -> None:
+    """Each ``[compute] log`` name is a registered logger whose package is installed (the
+    ``requires`` its plugin declares): a typo or a missing extra is a one-line error up front."""
+    import importlib.util
+
+    for name in names:
+        spec = plugins.get("loggers", name)
+        needed = spec.meta.get("requires")
+        if needed and importlib.util.find_spec(needed) is None:
+            extra = spec.meta.get("extra", needed)
+            raise UserError(f"logger {name!r} needs the {needed} package: pip install 'ptl[{extra}]'")
 
 
 def discard_unstarted(run: Run, keep_folder: bool) -> None:
@@ -178,6 +192,7 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
     from ptl_cli.engine.context import RunContext
     from ptl_cli.engine.device import Precision
     from ptl_cli.engine.interrupt import Interrupted, InterruptGuard
+    from ptl_cli.engine.loggers import Loggers
     from ptl_cli.engine.progress import Progress
     from ptl_cli.engine.seeding import seed_everything
 
@@ -186,6 +201,8 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
     seed_everything(recipe.seed, recipe.compute.deterministic)
     if dist.is_main:
         run.set_status("running", error="")
+    warn = lambda m: out.print(f"[yellow]warning:[/] {m}")  # noqa: E731
+    loggers = Loggers.start(recipe.compute.log, run, resuming, warn) if dist.is_main else Loggers([], warn)
     try:
         with InterruptGuard() as guard:
             ctx = RunContext(
@@ -202,6 +219,7 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
                 dist=dist,
                 resuming=resuming,
                 quiet=common.quiet,
+                loggers=loggers,
             )
             verb = "resuming" if resuming else "run"
             ranks = f", {dist.world_size} processes" if dist.enabled else ""
@@ -235,9 +253,11 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
 
             header, rows = workflow.results_table(run)
             write_report(run, header, rows)
+            loggers.images(run)
             summarize(run, workflow, common)
         distributed.barrier(dist)  # nobody leaves before rank 0 recorded the result
     finally:
+        loggers.close()
         distributed.shutdown(dist)
 
 

@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "generators": ("ptl_register_generators", "generator"),
     "classifiers": ("ptl_register_classifiers", "source classifier"),
     "workflows": ("ptl_register_workflows", "workflow"),
+    "loggers": ("ptl_register_loggers", "logger"),
 }
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:\*)?$")

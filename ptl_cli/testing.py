@@ -917,6 +917,42 @@ def check_classifier(
     return clf
 
 
+def check_logger(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    run_dir: str | os.PathLike[str],
+    steps: int = 3,
+) -> Any:
+    """Check an experiment logger as a run drives it, in ``run_dir`` (a temporary folder): built
+    with ``(run_dir, run_id, resuming=False)``, it takes flattened hyperparameters, ``steps``
+    metrics records (two stages, as workflows log them), a real PNG and ``close()``; built again
+    with ``resuming=True`` it continues the same run. What it wrote is the caller's to read back."""
+    from PIL import Image
+
+    build, what = _builder("loggers", component, params)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    image = run_dir / "curves.png"
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(image)
+    hyper = {"kind": "prune", "seed": 0, "train.lr": 0.1, "model.width": 0.5, "compute.log": "['x']"}
+    for resuming, first in ((False, 0), (True, steps)):
+        logger = build(str(run_dir), run_dir.name, resuming)
+        with calling(what, "log_hyperparams(params)"):
+            logger.log_hyperparams(dict(hyper))
+        for step in range(first, first + steps):
+            with calling(what, f"log_metrics(metrics, {step + 1})"):
+                logger.log_metrics({"train/loss": 1.0 / (step + 1), "train/lr": 0.1}, step + 1)
+        with calling(what, "log_metrics(metrics, step) of a stage that restarts its steps"):
+            logger.log_metrics({"test/test_acc": 0.5}, 1)
+        if resuming:
+            with calling(what, "log_image(name, path)"):
+                logger.log_image("curves", str(image))
+        with calling(what, "close()"):
+            logger.close()
+    return logger
+
+
 #: ``check_<kind>`` for each component kind, as named in :data:`ptl_cli.registry.KINDS`.
 CHECKS: dict[str, Callable[..., Any]] = {
     "models": check_model,
@@ -925,6 +961,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "ssl": check_ssl,
     "generators": check_generator,
     "classifiers": check_classifier,
+    "loggers": check_logger,
 }
 
 __all__ = [
@@ -935,6 +972,7 @@ __all__ = [
     "check_classifier",
     "check_dataset",
     "check_generator",
+    "check_logger",
     "check_model",
     "check_plugin_loads",
     "check_pruner",

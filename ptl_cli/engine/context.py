@@ -28,6 +28,7 @@ class RunContext:
     dist: distributed.DistInfo = field(default_factory=distributed.DistInfo)
     resuming: bool = False
     quiet: bool = False
+    loggers: Any = None  # ptl_cli.engine.loggers.Loggers: copies of each record for trackers
     started: float = field(default_factory=time.time)
 
     def should_stop(self) -> bool:
@@ -57,6 +58,8 @@ class RunContext:
             clean[key] = value
         clean.setdefault("time", round(time.time() - self.started, 3))
         self.run.log(clean)
+        if self.loggers is not None:
+            self.loggers.log(clean)
 
     def save_checkpoint(self, state: dict[str, Any], step: int) -> None:
         """Rank 0 writes ``state`` atomically; every rank waits until it is on disk."""

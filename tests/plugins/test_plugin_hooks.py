@@ -17,6 +17,7 @@ from ptl_cli.testing import (
     check_classifier,
     check_dataset,
     check_generator,
+    check_logger,
     check_model,
     check_plugin_loads,
     check_pruner,
@@ -321,6 +322,83 @@ def test_ptl_register_classifiers(plugin_site):
     pack = plugins.get("datasets", "fashion-pack").build(None, "test", False)
     accuracy = (clf(pack.images.float() / 255).argmax(1) == pack.targets).float().mean().item()
     assert accuracy > 0.5
+
+
+LOGGERS = """
+import json
+from pathlib import Path
+
+from ptl_cli import hookimpl
+
+
+class JsonLinesLogger:
+    # every call as a line of RUN/hook-calls.jsonl: what the run gave the logger, in order
+
+    def __init__(self, run_dir, run_id, resuming):
+        self.path = Path(run_dir) / "hook-calls.jsonl"
+        self._write("start", run_id=run_id, resuming=resuming)
+
+    def _write(self, call, **data):
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"call": call, **data}) + "\\n")
+
+    def log_hyperparams(self, params):
+        self._write("hyperparams", params=params)
+
+    def log_metrics(self, metrics, step):
+        self._write("metrics", metrics=metrics, step=step)
+
+    def log_image(self, name, path):
+        self._write("image", name=name, exists=Path(path).is_file())
+
+    def close(self):
+        self._write("close")
+
+
+class BrokenLogger(JsonLinesLogger):
+    def log_metrics(self, metrics, step):
+        raise ConnectionError("tracking server unreachable")
+
+
+@hookimpl
+def ptl_register_loggers(register):
+    register("hook-jsonl", JsonLinesLogger, description="calls as JSON lines")
+    register("hook-broken", BrokenLogger, description="fails on the first metrics")
+    register("hook-needs-sdk", JsonLinesLogger, description="needs a package", requires="no_such_sdk_ptl")
+"""
+
+
+def test_ptl_register_loggers(plugin_site, tmp_path):
+    env = _install_dice(plugin_site)
+    install_plugin(plugin_site, "ptl-hook-loggers", "ptl_hook_loggers", LOGGERS)
+    check_plugin_loads("ptl-hook-loggers", ["ptl_register_loggers"])
+    check_logger("hook-jsonl", run_dir=tmp_path / "checked")
+    calls = [json.loads(line) for line in (tmp_path / "checked" / "hook-calls.jsonl").open()]
+    assert [c["call"] for c in calls].count("start") == 2 and calls[-1]["call"] == "close"
+
+    run = tmp_path / "run"
+    logs = 'compute.log=["hook-jsonl", "hook-broken"]'
+    done = run_ptl("dice", "--set", logs, "--out", str(run), "--quiet", env=env)
+    assert done.returncode == 0, done.stderr  # a logger failure never stops the run
+    text = " ".join(done.stdout.split())  # the console wraps long lines
+    assert text.count("warning:") == 1 and "logger 'hook-broken' failed in log_metrics()" in text
+    assert "tracking server unreachable" in text
+    calls = [json.loads(line) for line in (run / "hook-calls.jsonl").open()]
+    starts = [c for c in calls if c["call"] == "start"]
+    assert len(starts) == 2 and not starts[0]["resuming"] and starts[0]["run_id"] == "run"
+    hyper = next(c["params"] for c in calls if c["call"] == "hyperparams")
+    assert hyper["kind"] == "dice" and hyper["steps"] == 6 and hyper["seed"] == 3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    sent = [(c["step"], c["metrics"]["train/total"]) for c in calls if c["call"] == "metrics"]
+    assert sent == [(r["step"], r["total"]) for r in records] and len(sent) == 6
+    ends = [c["call"] for c in calls if c["call"] in ("image", "close")]
+    assert ends == ["image", "close"]  # to hook-jsonl only: hook-broken was switched off
+    assert all(c["exists"] for c in calls if c["call"] == "image")
+
+    missing = run_ptl("dice", "--set", 'compute.log=["hook-needs-sdk"]', "--dry-run", env=env)
+    assert missing.returncode == 2 and "needs the no_such_sdk_ptl package" in missing.stderr
+    typo = run_ptl("dice", "--set", 'compute.log=["hook-jsnl"]', "--dry-run", env=env)
+    assert typo.returncode == 2 and "did you mean 'hook-jsonl'" in typo.stderr
 
 
 WORKFLOW = """
