@@ -17,7 +17,7 @@ from pathlib import Path
 from ptl_cli.errors import UserError
 
 NAMES = ("fashion-coarse", "fashion04")
-DEFAULT = "fashion04"  # switched to fashion-coarse when its files land
+DEFAULT = "fashion-coarse"
 DESCRIPTIONS = {
     "fashion-coarse": "Fashion-MNIST coarse classes (top, trouser, footwear, bag) of train half A",
     "fashion04": "Fashion-MNIST classes 0-4",

@@ -142,7 +142,7 @@ def checkpoint(
     ).to(device)
 
 
-def bundled(device: Any = "cpu", weights: str = "fashion04") -> SourceClassifier:
+def bundled(device: Any = "cpu", weights: str = "fashion-coarse") -> SourceClassifier:
     """A bundled classifier: ``fashion-coarse`` (4 coarse classes of Fashion-MNIST train half A,
     ``recipes/source/classifier-fashion-coarse``) or ``fashion04`` (classes 0–4)."""
     from ptl_generators import bundled as B

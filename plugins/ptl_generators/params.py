@@ -41,7 +41,7 @@ class DiffusersParams(Params):
 
 class BundledClassifierParams(Params):
     weights: Literal["fashion-coarse", "fashion04"] = Field(
-        "fashion04",
+        "fashion-coarse",
         description="fashion-coarse: top/trouser/footwear/bag of Fashion-MNIST half A; fashion04: 0-4",
     )
 

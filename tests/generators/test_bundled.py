@@ -1,6 +1,9 @@
 """The bundled quickstart source models: real quality on real Fashion-MNIST images.
 
-Sample counts are small for speed; the model cards report the same measurements at larger counts.
+Two sets ship: ``fashion-coarse`` (the default: top / trouser / footwear / bag of train half A) and
+``fashion04`` (classes 0-4, the far quickstart's source). The default set gets every check; the
+other its contract and agreement. Sample counts are small for speed; the model cards report the
+same measurements at larger counts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from ptl_cli.testing import check_classifier, check_generator
 from ptl_generators.quality import accuracy, agreement, mean_probs
 
 FAST_DDIM = {"steps": 10}  # the bundled DDPM's measured step/quality trade-off is in its model card
+COARSE = ("top", "trouser", "footwear", "bag")
+FINE04 = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+SOFT_PAIR = (0, 3)  # top and bag (the model cards list other pairs too)
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +39,35 @@ def ddpm():
 def test_bundled_classifier_keeps_the_contract_and_is_accurate_on_the_pack(classifier):
     check_classifier("bundled", channels=1, sizes=(28, 32))
     check_classifier("bundled", channels=3, sizes=(64,))
+    assert classifier.class_names == COARSE
+    pack = plugins.get("datasets", "fashion-pack").build(None, "test", False, params={"coarse": True})
+    acc = accuracy(classifier, pack.images, pack.targets)
+    assert acc >= 0.95, f"bundled classifier accuracy {acc:.3f} on the pack's test images, coarse labels"
+
+
+def test_the_fashion04_classifier_is_the_far_pairs_source():
+    clf = plugins.get("classifiers", "bundled").build("cpu", params={"weights": "fashion04"})
+    assert clf.class_names == FINE04
     pack = plugins.get("datasets", "fashion-pack").build(None, "test", False)
     keep = pack.targets < 5  # classes 0-4 keep their indices
-    acc = accuracy(classifier, pack.images[keep], pack.targets[keep])
-    assert acc >= 0.9, f"bundled classifier accuracy {acc:.3f} on the pack's test images of classes 0-4"
+    acc = accuracy(clf, pack.images[keep], pack.targets[keep])
+    assert acc >= 0.9, f"fashion04 classifier accuracy {acc:.3f} on the pack's test images of classes 0-4"
 
 
 @pytest.mark.parametrize("name", ["biggan", "diffusers"])
-def test_bundled_generators_keep_the_contract(name):
-    gen = check_generator(name, {"steps": 2} if name == "diffusers" else None)  # contract only: 2 steps
-    assert (gen.num_classes, gen.channels, gen.image_size) == (5, 1, 28)
-    assert gen.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+@pytest.mark.parametrize(("weights", "names"), [("bundled", COARSE), ("bundled:fashion04", FINE04)])
+def test_bundled_generators_keep_the_contract(name, weights, names):
+    params = {"weights": weights, **({"steps": 2} if name == "diffusers" else {})}  # contract only
+    gen = check_generator(name, params)
+    assert (gen.num_classes, gen.channels, gen.image_size) == (len(names), 1, 28)
+    assert gen.class_names == names
+
+
+def test_an_unknown_bundled_name_is_a_one_line_error():
+    from ptl_cli.errors import UserError
+
+    with pytest.raises(UserError, match=r"bundled models are bundled:fashion-coarse, bundled:fashion04$"):
+        plugins.get("generators", "biggan").build("cpu", params={"weights": "bundled:fashion09"})
 
 
 @pytest.mark.parametrize(("name", "per_class"), [("biggan", 40), ("ddpm", 20)])
@@ -53,14 +77,21 @@ def test_conditional_samples_are_classified_as_their_class(request, classifier, 
     assert mean >= 0.8, f"{name}: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
 
 
+def test_fashion04_samples_are_classified_as_their_class():
+    gen = plugins.get("generators", "biggan").build("cpu", params={"weights": "bundled:fashion04"})
+    clf = plugins.get("classifiers", "bundled").build("cpu", params={"weights": "fashion04"})
+    mean, rates = agreement(gen, clf, 20, seed=1)
+    assert mean >= 0.8, f"fashion04 biggan: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
+
+
 @pytest.mark.parametrize("name", ["biggan", "ddpm"])
 def test_soft_conditioning_moves_the_classifier_toward_both_classes(request, classifier, name):
     gen = request.getfixturevalue(name)
-    a, b, n = 0, 4, 30  # T-shirt/top and Coat (the model cards list other pairs too)
+    (a, b), n = SOFT_PAIR, 30
     weights = (0.0, 0.25, 0.5, 0.75, 1.0)  # the weight of b in the row (1 - w) e_a + w e_b
     probs = {}
     for w in weights:
-        row = [0.0] * 5
+        row = [0.0] * gen.num_classes
         row[a], row[b] = 1 - w, w
         probs[w] = mean_probs(gen, classifier, row, n, seed=2)
     pure_a, mix, pure_b = probs[0.0], probs[0.5], probs[1.0]
@@ -82,6 +113,6 @@ def test_ids_name_the_weights_and_sampling_settings(biggan, ddpm):
 
 
 def test_sampling_is_reproducible_with_a_generator(biggan):
-    y = torch.tensor([0, 1, 2, 3, 4])
+    y = torch.tensor([0, 1, 2, 3])
     a = biggan.sample(y, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, biggan.sample(y, generator=torch.Generator().manual_seed(7)))
