@@ -109,9 +109,35 @@ def test_no_weights_are_loaded_unless_asked(monkeypatch, tmp_path):
     b = build("timm:test_resnet", in_channels=3, size=32)
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     assert all(torch.equal(x, y) for x, y in pairs)
-    with pytest.raises(UserError, match="pretrained weights could not be loaded") as err:
+    with pytest.raises(UserError, match="not in the Hugging Face cache") as err:
         build("timm:test_resnet", pretrained=True)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "timm/test_resnet.r160_in1k" in str(err.value)
+
+
+def test_pretrained_weights_come_from_the_hub_cache_with_a_fresh_head(monkeypatch, tmp_path):
+    """A snapshot of timm's hub repository laid into the cache (as `hf download` leaves it): the
+    body loads from it, the 10-way head is new, and a grey first conv is adapted from RGB."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    published = timm.create_model("test_resnet", num_classes=1000).state_dict()
+    repo = tmp_path / "hub" / "models--timm--test_resnet.r160_in1k"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in published.items()}, str(snapshot / "model.safetensors"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    net = build("timm:test_resnet", in_channels=3, size=32, pretrained=True)
+    state = net.state_dict()
+    body = [k for k in published if not k.startswith("fc.")]
+    assert body and all(torch.equal(state[k], published[k]) for k in body)
+    assert state["fc.weight"].shape == (10, published["fc.weight"].shape[1])
+    grey = build("timm:test_resnet", in_channels=1, size=32, pretrained=True)
+    first = next(k for k in body if k.endswith("weight") and published[k].ndim == 4)
+    torch.testing.assert_close(grey.state_dict()[first], published[first].sum(dim=1, keepdim=True))
 
 
 @pytest.fixture(scope="module")
