@@ -117,3 +117,13 @@ def test_the_classifier_contract_checks_pass(clip_dir):
 
     check_classifier("clip", {"weights": str(clip_dir), "classes": CLASSES}, channels=1)
     check_classifier("clip", {"weights": str(clip_dir), "classes": CLASSES}, channels=3)
+
+
+def test_offline_without_weights_is_one_line(monkeypatch, tmp_path):
+    from ptl_cli.errors import UserError
+
+    monkeypatch.setenv("PTL_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="CLIP weights 'openai/clip-vit-base-patch32' are not in the") as err:
+        build("openai/clip-vit-base-patch32")
+    assert "\n" not in str(err.value) and "ptl is offline" in str(err.value)
