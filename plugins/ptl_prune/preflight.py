@@ -45,8 +45,10 @@ def needs_network(params: dict[str, Any]) -> bool:
     )
 
 
-def layer_names(model_section: Any, channels: int) -> tuple[list[str], bool]:
-    """The Conv/Linear layer names of the recipe's network (and whether it has affine BatchNorm)."""
+def layer_names(model_section: Any, channels: int) -> tuple[list[str], bool] | None:
+    """The Conv/Linear layer names of the recipe's network (and whether it has affine BatchNorm),
+    or None when it cannot be built on the meta device (some torchvision networks initialize
+    from data, e.g. RegNet-Y): the run then checks it."""
     import torch
     from torch import nn
 
@@ -62,8 +64,11 @@ def layer_names(model_section: Any, channels: int) -> tuple[list[str], bool]:
         "in_channels": channels,
         "image_size": 224,  # large enough for every built-in network; no weights are allocated
     }
-    with torch.device("meta"):
-        model = build_model(arch)
+    try:
+        with torch.device("meta"):
+            model = build_model(arch)
+    except Exception:  # names and parameters were checked with the recipe; sizes are placeholders
+        return None
     bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in model.modules())
     return [name for name, _ in prunable_layers(model)], bn
 
@@ -80,9 +85,12 @@ def check(recipe: Any) -> None:
     from ptl_prune.build import build_pruner
 
     pruner = build_pruner(recipe.pruner)
-    names, has_bn = layer_names(recipe.model, 3)
+    built = layer_names(recipe.model, 3)
+    if built is None:
+        return
+    names, has_bn = built
     if any(not _matches(pattern, names) for pattern in params["layer_sparsity"]):
-        grey, _ = layer_names(recipe.model, 1)  # a grey dataset may wrap the network (torchvision)
+        grey = (layer_names(recipe.model, 1) or ([], False))[0]  # grey data may wrap the network
         if all(_matches(pattern, names) or _matches(pattern, grey) for pattern in params["layer_sparsity"]):
             return
     pruner._check_patterns(names)
