@@ -25,6 +25,7 @@ class Builder:
     weights: tuple[str, ...]  # its weights enum's member names (DEFAULT not included)
     enum: str  # the enum's class name ("" when none was found)
     module: str = ""  # the file that defines it ("resnet" for torchvision.models.resnet)
+    linear: bool = True  # its file builds an nn.Linear (SqueezeNet's classifier is a convolution)
 
 
 def _names(node: ast.AST | None) -> list[str]:
@@ -46,10 +47,11 @@ def _registered_name(decorators: list[ast.expr], default: str) -> str | None:
 
 def _scan(models_dir: Path, everything: bool) -> dict[str, Builder]:
     enums: dict[str, tuple[str, ...]] = {}
-    found: list[tuple[str, bool, list[str], str]] = []
+    found: list[tuple[str, bool, list[str], str, bool]] = []
     for path in sorted(models_dir.rglob("*.py") if everything else models_dir.glob("*.py")):
         top_level = path.parent == models_dir
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text, str(path))
         for node in tree.body:
             if isinstance(node, ast.ClassDef) and any(_names(b)[-1:] == ["WeightsEnum"] for b in node.bases):
                 members = [
@@ -66,11 +68,11 @@ def _scan(models_dir: Path, everything: bool) -> dict[str, Builder]:
                     continue
                 args = node.args.args + node.args.kwonlyargs
                 weights = next((a.annotation for a in args if a.arg == "weights"), None)
-                found.append((name, top_level, _names(weights), path.stem))
+                found.append((name, top_level, _names(weights), path.stem, "Linear(" in text))
     out = {}
-    for name, top_level, annotation, module in found:
+    for name, top_level, annotation, module, linear in found:
         enum = next((n for n in annotation if n in enums), "")
-        out[name] = Builder(name, top_level, enums.get(enum, ()), enum, module)
+        out[name] = Builder(name, top_level, enums.get(enum, ()), enum, module, linear)
     return out
 
 
@@ -162,3 +164,9 @@ def classifier_problem(name: str, weights: str) -> str | None:
         known = ", ".join(["DEFAULT", *builder.weights])
         return f"unknown weights {weights!r}; known: {known}"
     return None
+
+
+def lacks_linear_head(name: str) -> bool:
+    """Whether model ``torchvision:ARCH`` certainly has no ``nn.Linear`` (a head to swap)."""
+    builder = catalog().get(name.split(":", 1)[-1])
+    return builder is not None and not builder.linear

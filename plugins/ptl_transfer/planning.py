@@ -34,6 +34,20 @@ def _check_classes(t: Any) -> None:
         raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
 
 
+def _check_head(r: Any) -> None:
+    """KD and PP give the target network a second head: it needs an ``nn.Linear`` one. Known
+    without building it for torchvision's networks (the stages used to fail after scratch)."""
+    swapping = [s for s in r.stages if s in ("kd", "pp", "pp+pssl")]
+    if swapping and r.model.arch.startswith("torchvision:"):
+        from ptl_models.tv_catalog import lacks_linear_head
+
+        if lacks_linear_head(r.model.arch):
+            raise UserError(
+                f"[model] {r.model.arch} has no nn.Linear head; stage {swapping[0]} needs one to swap "
+                "(choose another architecture, or run only scratch and pssl)"
+            )
+
+
 def _check_world(r: Any) -> None:
     """Under torchrun, batches the processes cannot share (the PP one is met only after the
     scratch and KD stages have trained)."""
@@ -71,6 +85,7 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     labels = f"{t.labels_per_class} labels per class" if t.labels_per_class else "every image labeled"
     rows.append(("target", f"{dataset}{classes}; {labels} (split seed {t.split_seed})"))
     arch = _component("models", m.arch, m.params, "[model]", {"width": m.width})
+    _check_head(r)
     rows.append(("target architecture", f"{arch}, width {m.width}"))
     ssl = _component("ssl", r.ssl.name, r.ssl.params, "[ssl]")
     names = set(r.stages)

@@ -82,6 +82,7 @@ TRANSFER = [
         "[model]: torchvision models have no width factor",
     ),
     (["--stages", "scratch,ppssl"], "unknown stage 'ppssl'"),
+    (["--arch", "torchvision:squeezenet1_1", "--stages", "pp"], "has no nn.Linear head; stage pp needs one"),
     (["--set", "source.generator.params.truncation=0"], "key `truncation`: Input should be greater than 0"),
     (["--set", "source.generator.params.bogus=1"], "[source.generator]: unknown key `bogus`"),
     (["--set", "ssl.params.bogus=1"], "[ssl]: unknown key `bogus`"),

@@ -68,3 +68,17 @@ def test_source_classifier_names_are_checked_like_torchvision():
     )
     for name in ("torchvision:resnet50", "torchvision:fasterrcnn_resnet50_fpn"):  # any with weights
         assert tv_catalog.classifier_problem(name, "DEFAULT") is None
+
+
+def test_which_networks_lack_a_linear_head():
+    """Transfer's KD and PP stages swap an nn.Linear head: only SqueezeNet has none."""
+    import torch
+    from torch import nn
+
+    lacking = [n for n in tv_catalog.model_names() if tv_catalog.lacks_linear_head(f"torchvision:{n}")]
+    assert lacking == ["squeezenet1_0", "squeezenet1_1"]
+    for name in ("squeezenet1_1", "resnet18", "mobilenet_v3_small", "vit_b_16"):
+        with torch.device("meta"):
+            model = tvm.get_model(name, weights=None)
+        has_linear = any(isinstance(m, nn.Linear) for m in model.modules())
+        assert has_linear != tv_catalog.lacks_linear_head(f"torchvision:{name}"), name
