@@ -131,7 +131,10 @@ def _print_cells(plan, table, as_json: bool) -> None:
 @sweep_app.command("show")
 def sweep_show(
     sweep_dir: Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep directory.")],
-    metric: Annotated[str, typer.Option(help="Metric of the plot.")] = "test_acc",
+    metric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Final metric of the plot (default test_acc, or the last stage's)."),
+    ] = None,
     x: Annotated[Optional[str], typer.Option(help="Grid key on the plot's x axis.")] = None,  # noqa: UP045
     hue: Annotated[Optional[str], typer.Option(help="Grid key drawn as one line per value.")] = None,  # noqa: UP045
     as_json: options.Json = False,

@@ -58,10 +58,8 @@ def aggregate(sweep: Any) -> dict[str, Any]:
         rows.append(
             {"point": group["point"], "completed": completed, "cells": group["cells"], "metrics": stats}
         )
-    names = sorted(
-        {m for r in rows for m in r["metrics"]},
-        key=lambda m: (m not in HEADLINE, HEADLINE.index(m) if m in HEADLINE else 0, m),
-    )
+    seen = list(dict.fromkeys(m for r in rows for m in r["metrics"]))  # in the workflow's order
+    names = [m for m in HEADLINE if m in seen] + [m for m in seen if m not in HEADLINE]
     return {
         "path": str(sweep.path),
         "grid": sweep.spec["grid"],
@@ -116,12 +114,24 @@ def plot_axes(grid: dict[str, list[Any]], x: str | None, hue: str | None) -> tup
     return x, hue
 
 
+def accuracies(result: dict[str, Any]) -> list[str]:
+    """The final metrics that are test accuracies (``test_acc``, or one per stage: ``pp_test_acc``)."""
+    return [m for m in result["metrics"] if m == "test_acc" or m.endswith("_test_acc")]
+
+
+def default_metric(result: dict[str, Any]) -> str:
+    """``test_acc``, else the last stage's test accuracy (workflows report stages in order)."""
+    found = accuracies(result)
+    return "test_acc" if "test_acc" in found else (found[-1] if found else "test_acc")
+
+
 def write_plot(
-    sweep: Any, result: dict[str, Any], metric: str, x: str | None, hue: str | None
+    sweep: Any, result: dict[str, Any], metric: str | None, x: str | None, hue: str | None
 ) -> Path | None:
     """``SWEEP/<metric>.png``: mean ± std of ``metric`` against grid key ``x``, a line per ``hue``
     value (the other grid keys, if any, split lines further). None when nothing completed."""
     x, hue = plot_axes(result["grid"], x, hue)
+    metric = metric or default_metric(result)
     rows = [r for r in result["rows"] if metric in r["metrics"]]
     if not rows:
         if result["rows"] and any(r["metrics"] for r in result["rows"]) and metric not in result["metrics"]:
@@ -143,10 +153,10 @@ def write_plot(
         stat = row["metrics"][metric]
         lines.setdefault(label, []).append((xv, stat["mean"], stat["std"]))
     numeric_x = x is not None and _numeric(result["grid"][x])
-    order = {v: i for i, v in enumerate(result["grid"][x])} if x else {}
+    order = {repr(v): i for i, v in enumerate(result["grid"][x])} if x else {}  # values may be lists
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, points in lines.items():
-        points.sort(key=lambda p: p[0] if numeric_x else order.get(p[0], 0))
+        points.sort(key=lambda p: p[0] if numeric_x else order.get(repr(p[0]), 0))
         xs = [p[0] if numeric_x else str(p[0]) for p in points]
         ax.errorbar(
             xs, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=label
@@ -185,7 +195,8 @@ def print_table(sweep: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     keys = list(result["grid"])
-    shown = [m for m in result["metrics"] if m in HEADLINE] or result["metrics"][:3]
+    headline = [m for m in result["metrics"] if m in HEADLINE]
+    shown = list(dict.fromkeys(headline + accuracies(result)))[:6] or result["metrics"][:3]
     table = Table(title=f"sweep {sweep.path} ({sweep.kind}): mean ± std over seeds")
     for column in (*keys, "seeds", *shown):
         table.add_column(column)

@@ -159,6 +159,8 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
     assert Image.open(shown["plot"]).size[0] > 100
     code, out, err = cli("sweep", "show", sweep)
     assert code == 0 and "±" in out and "2/2" in out, err
+    code, _, err = cli("resume", sweep, "--quiet")  # ptl resume SWEEP: nothing left to run
+    assert code == 0 and cells(sweep) == after, err
     code, _, err = cli("sweep", "show", sweep, "--x", "pruner.sparsity", "--hue", "model.widht")
     assert code == 2 and "model.widht" in err
 
