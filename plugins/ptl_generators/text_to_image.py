@@ -529,8 +529,10 @@ def build(
     table = cached_table(directory, parts, text_files, names, templates, negative_prompt, device)
     config_path = directory / "scheduler" / "scheduler_config.json"
     scheduler_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    configs = [p for p in (config_path, directory / "model_index.json") if p.is_file()]
     digest = W.digest(
-        [*unet_files, *vae_files, *text_files], extra=P.text_digest(names, templates, negative_prompt)
+        [*unet_files, *vae_files, *text_files, *configs],
+        extra=P.text_digest(names, templates, negative_prompt),
     )
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     sample = unet.config.sample_size
