@@ -153,11 +153,13 @@ def classifier_problem(name: str, weights: str) -> str | None:
     """
     from ptl_cli.errors import did_you_mean
 
-    builders = catalog(everything=True)
-    if not builders:
-        return None
     arch = name.split(":", 1)[1] if ":" in name else name
-    builder = builders.get(arch)
+    builder = catalog().get(arch)  # the classifiers people use: no need to read detection & co.
+    if builder is None:
+        builders = catalog(everything=True)
+        if not builders:
+            return None
+        builder = builders.get(arch)
     if builder is None or not builder.enum:
         return f"unknown torchvision classifier {arch!r}; {did_you_mean(arch, model_names(everything=True))}"
     if weights != "DEFAULT" and weights not in builder.weights:
