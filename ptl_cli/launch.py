@@ -42,6 +42,7 @@ def resolve_recipe(kind: str, common: Common, default: str, overrides: dict[str,
     overrides = dict(overrides)
     overrides["compute.device"] = common.device
     overrides["seed"] = common.seed
+    overrides["compute.log"] = common.log
     resolved = recipes.resolve(common.recipe or default, spec.params, overrides, common.sets, kind)
     if resolved.model.kind != kind:
         raise UserError(

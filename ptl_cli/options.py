@@ -34,6 +34,16 @@ Out = Annotated[
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Resolve and print the plan; run nothing.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
+Log = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--log", metavar="<name[,name]>", help="Experiment loggers, e.g. tensorboard,mlflow,wandb."),
+]
+
+
+def log_names(text: str | None) -> list[str] | None:
+    """``--log tensorboard,wandb`` -> ``["tensorboard", "wandb"]`` (None when not given)."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
 
 
 @dataclass
@@ -48,3 +58,4 @@ class Common:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    log: list[str] | None = None  # ``[compute] log``: the recipe's loggers when None

@@ -22,14 +22,6 @@ Grid = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--grid", "-g", metavar="<key.path=v1,v2>", help="A grid axis (repeatable)."),
 ]
-Log = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--log", metavar="<name[,name]>", help="Experiment loggers: tensorboard, mlflow, wandb."),
-]
-
-
-def log_names(text: str | None) -> list[str]:
-    return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
 @sweep_app.callback(invoke_without_command=True)
@@ -50,7 +42,7 @@ def sweep_command(
             "--out", "-o", metavar="<dir>", help="Sweep directory (new, empty, or this same sweep)."
         ),
     ] = None,
-    log: Log = None,
+    log: options.Log = None,
     partition: Annotated[Optional[str], typer.Option(help="Slurm partition.")] = None,  # noqa: UP045
     time_min: Annotated[Optional[int], typer.Option("--time", help="Slurm minutes per job.")] = None,  # noqa: UP045
     gpus_per_node: Annotated[Optional[int], typer.Option(help="Slurm GPUs per job.")] = None,  # noqa: UP045
@@ -88,7 +80,7 @@ def sweep_command(
         launcher=launcher,
         out=out,
         slurm={k: v for k, v in slurm.items() if v is not None},
-        log=log_names(log),
+        log=options.log_names(log) or [],
     )
     plan, table, base = sweep.plan(request)
     if dry_run:
@@ -165,7 +157,7 @@ def run_command(
     device: options.Device = None,
     seed: options.Seed = None,
     out: options.Out = None,
-    log: Log = None,
+    log: options.Log = None,
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
@@ -179,17 +171,16 @@ def run_command(
     kind = data.get("kind")
     if not isinstance(kind, str):
         raise UserError(f"recipe {path}: no `kind` (prune, transfer, train-source, ...)")
-    names = log_names(log)
-    items = list(sets or []) + ([f"compute.log={json.dumps(names)}"] if names else [])
     common = options.Common(
         recipe=recipe,
-        sets=items,
+        sets=sets,
         device=device,
         seed=seed,
         out=out,
         dry_run=dry_run,
         json=as_json,
         quiet=quiet,
+        log=options.log_names(log),
     )
     launch(kind, common, recipe, {})
 

@@ -151,11 +151,12 @@ def train_generator(
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log: options.Log = None,
 ) -> None:
     """Train a class-conditional generator (BigGAN-style GAN or DDPM) on your own data."""
     if kind not in ("biggan", "ddpm"):
         raise UserError(f"--kind {kind!r}: choose biggan or ddpm")
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet)
+    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     _launch(common, kind, dataset, classes, steps, data_dir)
 
 
@@ -176,9 +177,10 @@ def train_classifier(
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log: options.Log = None,
 ) -> None:
     """Train a source classifier on your own data."""
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet)
+    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     _launch(common, "classifier", dataset, classes, steps, data_dir, {"classifier.arch": arch})
 
 

@@ -79,6 +79,7 @@ def prune(
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log: options.Log = None,
 ) -> None:
     """Prune a randomly initialized network (edge-popup, IteRand) or train it densely (sgd)."""
     from ptl_cli import plugins
@@ -112,5 +113,6 @@ def prune(
         dry_run=dry_run,
         json=as_json,
         quiet=quiet,
+        log=options.log_names(log),
     )
     launch("prune", common, default, overrides)

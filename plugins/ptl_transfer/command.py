@@ -53,11 +53,12 @@ def transfer(
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log: options.Log = None,
 ) -> None:
     """Transfer without source data: PP, PCS and P-SSL against scratch and KD baselines."""
     from ptl_cli.launch import launch
 
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet)
+    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     overrides = recipe_overrides(
         recipe or DEFAULT_RECIPE,
         generator=generator,

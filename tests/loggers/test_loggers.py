@@ -144,6 +144,6 @@ def test_wandb_offline_run_records_the_metrics_and_the_recipe(logged_run):
 
 def test_unknown_or_uninstalled_logger_is_a_one_line_error_at_dry_run(cli, tmp_path):
     (tmp_path / "tiny.toml").write_text(BASE)
-    code, _, err = cli("run", "--recipe", tmp_path / "tiny.toml", "--log", "tensorbord", "--dry-run")
+    code, _, err = cli("prune", "--recipe", tmp_path / "tiny.toml", "--log", "tensorbord", "--dry-run")
     assert code == 2 and "unknown logger 'tensorbord'" in err and "tensorboard" in err
     assert len(err.strip().splitlines()) == 1
