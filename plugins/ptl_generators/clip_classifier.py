@@ -62,6 +62,7 @@ class ClipClassifier(nn.Module):
         self.register_buffer("text_embeddings", text_embeddings)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
+        self.classes_are_names = True  # its classes are the names it scores: G_s/C_s must agree on them
         self.size = size
         self.crop = crop
         self.mean = tuple(float(m) for m in mean)

@@ -140,6 +140,7 @@ class TextToImageGenerator:
         self.negative = self.prompts.negative  # (1, L, D)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
+        self.classes_are_names = True  # its classes are the names it speaks: G_s/C_s must agree on them
         self.device = device
         self.steps = steps
         self.guidance_scale = guidance_scale

@@ -35,12 +35,27 @@ class Sources:
         return classifier
 
     def _check_classes(self, component: Any, what: str) -> None:
-        """G_s and C_s must share the source label space, or PCS conditions on the wrong classes."""
+        """G_s and C_s must share the source label space, or PCS conditions on the wrong classes.
+
+        Components whose classes are the names they speak or score (``classes_are_names``: the
+        text-to-image generator, CLIP) must also name them alike, in the same order.
+        """
         other = self.__dict__.get("classifier" if what == "generator" else "generator")
-        if other is None or other.num_classes == component.num_classes:
+        if other is None:
             return
         gen, cls = (component, other) if what == "generator" else (other, component)
         s = self.recipe.source
+        named = getattr(gen, "classes_are_names", False) and getattr(cls, "classes_are_names", False)
+        if named and gen.num_classes == cls.num_classes and tuple(gen.class_names) != tuple(cls.class_names):
+            pairs = zip(gen.class_names, cls.class_names, strict=True)
+            i = next(i for i, (a, b) in enumerate(pairs) if a != b)
+            raise UserError(
+                f"[source]: generator {s.generator.name!r} and classifier {s.classifier.name!r} name class "
+                f"{i} differently ({gen.class_names[i]!r} vs {cls.class_names[i]!r}); give both the same "
+                "classes"
+            )
+        if gen.num_classes == cls.num_classes:
+            return
         raise UserError(
             f"[source]: generator {s.generator.name!r} has {gen.num_classes} classes but classifier "
             f"{s.classifier.name!r} has {cls.num_classes}; G_s and C_s must share the source classes"

@@ -98,3 +98,20 @@ def test_the_paper_scale_text_to_image_recipes_plan_offline_without_heavy_import
     assert answer["heavy"] == []
     assert answer["plan"]["source generator"].startswith("stable-diffusion")
     assert answer["plan"]["source classifier"].startswith(classifier)
+
+
+def test_text_sources_that_name_their_classes_differently_are_refused(sd, clip_dir):
+    from ptl_cli import plugins
+    from ptl_cli.errors import UserError
+    from ptl_transfer.sources import Sources
+
+    data, _ = recipes.load_raw("transfer-quickstart")
+    data["source"] = {
+        "generator": {"name": "stable-diffusion", "params": {"weights": str(sd[1]), "classes": CLASSES}},
+        "classifier": {"name": "clip", "params": {"weights": str(clip_dir), "classes": CLASSES[::-1]}},
+    }
+    recipe = recipes.validate(data, plugins.get("workflows", "transfer").params, "test").model
+    sources = Sources(recipe, "cpu")
+    assert sources.generator.class_names == tuple(CLASSES)
+    with pytest.raises(UserError, match="name class 0 differently \\('cat' vs 'red car'\\)"):
+        sources.classifier  # noqa: B018 - building it is the check
