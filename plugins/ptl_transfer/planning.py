@@ -34,6 +34,26 @@ def _check_classes(t: Any) -> None:
         raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
 
 
+def _check_source_classes(s: Any) -> None:
+    """Source models that both take their classes as a ``classes`` setting (a text-to-image
+    generator and CLIP) must be given the same one, or PCS conditions on other classes than C_s
+    scores (caught here before the scratch stage trains; the built models are compared too)."""
+    g, c = s.generator, s.classifier
+    gen = plugins.get("generators", g.name).validate_params(g.params, "[source.generator]")
+    cls = plugins.get("classifiers", c.name).validate_params(c.params, "[source.classifier]")
+    if "classes" in gen and "classes" in cls and gen["classes"] != cls["classes"]:
+        raise UserError(
+            f"[source]: the generator's classes {_short(gen['classes'])} and the classifier's "
+            f"{_short(cls['classes'])} differ; give [source.generator] and [source.classifier] the same "
+            "`classes`"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_head(r: Any) -> None:
     """KD and PP give the target network a second head: it needs an ``nn.Linear`` one. Known
     without building it for torchvision's networks (the stages used to fail after scratch)."""
@@ -79,6 +99,7 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
             _component("classifiers", s.classifier.name, s.classifier.params, "[source.classifier]"),
         )
     )
+    _check_source_classes(s)
     dataset = _component("datasets", t.dataset, t.params, "[target]")
     _check_classes(t)
     classes = f", classes {t.classes}" if t.classes else ""

@@ -115,3 +115,10 @@ def test_text_sources_that_name_their_classes_differently_are_refused(sd, clip_d
     assert sources.generator.class_names == tuple(CLASSES)
     with pytest.raises(UserError, match="name class 0 differently \\('cat' vs 'red car'\\)"):
         sources.classifier  # noqa: B018 - building it is the check
+
+
+def test_different_classes_settings_are_refused_at_dry_run(cli):
+    other = 'source.classifier.params.classes=["a", "b"]'
+    code, _, err = cli("transfer", "--recipe", "transfer-cars-sd-clip", "--set", other, "--dry-run")
+    assert code == 2 and "the generator's classes 'imagenet' and the classifier's ['a', 'b'] differ" in err
+    assert len(err.strip().splitlines()) == 1
