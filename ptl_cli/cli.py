@@ -105,7 +105,7 @@ def plugins_command(
 @plugins_app.command("new")
 def plugins_new(
     name: Annotated[str, typer.Argument(help="Plugin name, e.g. 'magnitude' (package ptl-magnitude).")],
-    kind: Annotated[str, typer.Option("--kind", help="pruner | ssl | generator | model | dataset")],
+    kind: Annotated[str, typer.Option("--kind", help="pruner | ssl | generator | model | dataset | logger")],
     directory: Annotated[str, typer.Option("--dir", help="Where to create the package folder.")] = ".",
 ) -> None:
     """Create an installable plugin package: entry point, a working component, and its tests."""

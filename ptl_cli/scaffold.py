@@ -74,6 +74,14 @@ KINDS: dict[str, Kind] = {
         "A dataset of oriented sine gratings, one orientation per class",
         "ptl prune --dataset {component}",
     ),
+    "logger": Kind(
+        "loggers",
+        "logger",
+        "logger",
+        "logger",
+        "An experiment logger that writes every metric of a run to a CSV file",
+        "ptl prune --log {component}",
+    ),
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
