@@ -51,8 +51,8 @@ def pretrained_file(arch: str, name: str) -> Path:
     (timm's own loader would try the network and wait for its timeouts)."""
     from timm.models import get_pretrained_cfg
 
+    from ptl_cli import downloads as W
     from ptl_cli.data.locations import cache_dir
-    from ptl_generators import weights as W
 
     cfg = get_pretrained_cfg(arch)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
