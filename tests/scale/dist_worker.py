@@ -58,6 +58,14 @@ def main() -> None:
     assert distributed.broadcast_object(info, info.rank) == 0
     ok("objects", info)
 
+    # gather_global_batch undoes rank_share: the global batch in its own order, rows of any shape
+    whole = torch.arange(12).reshape(6, 2) * 10
+    share = distributed.rank_share(whole, info)
+    assert torch.equal(distributed.gather_global_batch(share), whole)
+    flags = torch.tensor([True, False, True, True, False, False])
+    assert torch.equal(distributed.gather_global_batch(distributed.rank_share(flags, info)), flags)
+    ok("gather_global_batch", info)
+
     # work split in rounds: every rank makes the same number of rounds, no item twice
     rounds = distributed.work_rounds(list(range(5)), info)
     assert rounds == ([0, 2, 4] if info.rank == 0 else [1, 3, None]), rounds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ptl_cli.engine import distributed
 from ptl_cli.errors import UserError
@@ -20,6 +21,7 @@ CHECKS = (
     "collective_checks",
     "global_mean",
     "create_on_main",
+    "gather_global_batch",
 )
 
 
@@ -40,6 +42,8 @@ def test_single_process_is_the_plain_path(monkeypatch):
     assert distributed.any_rank(info, True) is True
     assert distributed.mean_over_ranks(info, {"x": 3}) == {"x": 3.0}
     assert distributed.local_batch_size(64, info) == 64
+    batch = torch.arange(5)
+    assert distributed.gather_global_batch(batch) is batch
 
 
 def test_half_set_environment_is_a_clear_error(monkeypatch):
