@@ -16,7 +16,7 @@ import torch
 
 from ptl_cli.data.base import DatasetInfo
 from ptl_cli.data.locations import data_dir
-from ptl_cli.data.photo import PhotoDataset
+from ptl_cli.data.photo import PhotoDataset, PhotoFiles
 from ptl_cli.data.splits import holdout_split
 from ptl_cli.errors import UserError
 
@@ -25,19 +25,6 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = ("train", "val", "test")
 #: A single class-per-folder directory is split into train and this seeded test share.
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0
-
-
-class _OpenFile:
-    """``open(i)``: image file ``i`` decoded as RGB (a class, not a closure: workers may be spawned)."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def __call__(self, index: int):
-        from PIL import Image
-
-        with Image.open(self.files[index]) as image:
-            return image.convert("RGB")
 
 
 def class_names(directory: Path) -> list[str]:
@@ -77,7 +64,7 @@ def load_folder(
             f"{name} ({split}): no images under {directory}; expected {directory}/<class>/<image>.jpg"
         )
     info = DatasetInfo(name, len(classes), 3, image_size, tuple(classes), IMAGENET_MEAN, IMAGENET_STD)
-    return PhotoDataset(_OpenFile(files), torch.as_tensor(labels), info)
+    return PhotoDataset(PhotoFiles(files), torch.as_tensor(labels), info)
 
 
 def _split_dir(base: Path, split: str) -> Path:
