@@ -147,3 +147,42 @@ def test_unknown_or_uninstalled_logger_is_a_one_line_error_at_dry_run(cli, tmp_p
     code, _, err = cli("prune", "--recipe", tmp_path / "tiny.toml", "--log", "tensorbord", "--dry-run")
     assert code == 2 and "unknown logger 'tensorbord'" in err and "tensorboard" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_resumed_run_continues_the_same_tracked_runs(cli, one_thread, tmp_path):
+    """Interrupted after 2 steps and resumed: one MLflow run with every step once, and TensorBoard
+    reading both sessions' event files as one run, equal to metrics.jsonl."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tmp_path / "tiny.toml").write_text(BASE)
+    run = tmp_path / "run"
+    args = [
+        "prune",
+        "--recipe",
+        tmp_path / "tiny.toml",
+        "--log",
+        "mlflow,tensorboard",
+        "--out",
+        run,
+        "--quiet",
+    ]
+    code, _, err = cli(*args, "--set", "train.stop_after_steps=2")
+    assert code == 130, err
+    code, _, err = cli("resume", run, "--quiet")
+    assert code == 0, err
+    expected = scalars_of(run)
+    client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "ptl"]
+    (tracked,) = client.search_runs([experiment.experiment_id])
+    assert tracked.info.run_id == (run / "mlflow-run-id").read_text().strip()
+    assert tracked.info.status == "FINISHED"
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    for tag, points in expected.items():
+        history = sorted((m.step, m.value) for m in client.get_metric_history(tracked.info.run_id, tag))
+        assert history == [(s, pytest.approx(v, rel=1e-6)) for s, v in points], tag
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == [
+            (s, pytest.approx(v, rel=1e-6)) for s, v in points
+        ]
