@@ -8,11 +8,11 @@ schema and written into the run directory, so a run always records exactly what 
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import Field
 
 from ptl_cli.errors import UserError, did_you_mean

@@ -40,12 +40,28 @@ def top_level_imports(path: Path) -> set[str]:
     return names
 
 
+def installed_by_tests(path: Path) -> set[str]:
+    """Throwaway plugin packages a test writes and installs itself (``install_plugin(site, dist,
+    "module", source)``): imported after installation, provided by no distribution."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        func = getattr(node, "func", None)
+        name = getattr(func, "id", None) or getattr(func, "attr", None)
+        if isinstance(node, ast.Call) and name == "install_plugin" and len(node.args) >= 3:
+            module = node.args[2]
+            if isinstance(module, ast.Constant) and isinstance(module.value, str):
+                names.add(module.value)
+    return names
+
+
 def project_modules() -> set[str]:
-    """Top-level names the project itself provides (its packages and the tests' own modules)."""
+    """Top-level names the project itself provides (its packages, the tests' own modules and the
+    throwaway plugins the tests install)."""
     own = {"ptl_cli", "tests", "conftest"}
     own.update(p.name for p in (ROOT / "plugins").iterdir() if p.is_dir())
     for path in (ROOT / "tests").rglob("*.py"):
         own.add(path.stem)
+        own.update(installed_by_tests(path))
     for path in (ROOT / "examples").rglob("*.py"):
         own.update(part for part in path.relative_to(ROOT / "examples").parts)
     own.update(p.name for p in (ROOT / "examples").rglob("*") if p.is_dir())
@@ -78,8 +94,12 @@ def test_every_import_is_declared():
 def test_the_check_sees_an_undeclared_import(tmp_path):
     # The scan itself works: an import of a module no requirement provides is reported.
     probe = tmp_path / "probe.py"
-    probe.write_text("import scipy.stats\nfrom numpy import zeros\nimport json\n")
-    assert top_level_imports(probe) == {"scipy", "numpy", "json"}
+    probe.write_text(
+        "import scipy.stats\nfrom numpy import zeros\nimport json\n"
+        "install_plugin(site, 'ptl-probe', 'ptl_probe', SOURCE)\nimport ptl_probe\n"
+    )
+    assert top_level_imports(probe) == {"scipy", "numpy", "json", "ptl_probe"}
+    assert installed_by_tests(probe) == {"ptl_probe"}
     assert "scipy" not in declared_distributions()
     assert "numpy" in declared_distributions()
 
