@@ -30,7 +30,9 @@ import typer
 from ptl_cli import options
 from ptl_cli.errors import UserError
 
-WHATS = ("prune", "transfer")
+WHATS = ("prune", "transfer", "photo")
+#: what a bare ``ptl bench`` runs
+DEFAULT_WHATS = ("prune", "transfer")
 
 
 @dataclass
@@ -356,7 +358,9 @@ def _flags(s: Setup) -> dict[str, Any]:
 def command(
     what: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="prune and/or transfer (default: both)."),
+        typer.Argument(
+            help="prune and/or transfer (default: both); photo: ptl's photo loader vs torchvision's."
+        ),
     ] = None,
     device: options.Device = None,
     model: Annotated[Optional[str], typer.Option(help="Model plugin (default conv6 / resnet18).")] = None,  # noqa: UP045
@@ -379,10 +383,17 @@ def command(
     steps: Annotated[int, typer.Option(help="Timed steps per measurement (×3 repeats).")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    data_dir: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--data-dir", help="photo: an image folder DIR/<class>/<image> (default: generated)."),
+    ] = None,
+    photos: Annotated[int, typer.Option(help="photo: generated 500×375 JPEGs without --data-dir.")] = 256,
+    image_size: Annotated[int, typer.Option("--image-size", help="photo: crop side.")] = 224,
+    reps: Annotated[int, typer.Option(help="photo: interleaved passes over the folder per loader.")] = 5,
     as_json: options.Json = False,
 ) -> None:
     """Images/s of prune and transfer training steps on this device, and whether loading keeps up."""
-    chosen = what or list(WHATS)
+    chosen = what or list(DEFAULT_WHATS)
     unknown = [w for w in chosen if w not in WHATS]
     if unknown:
         raise UserError(f"ptl bench: unknown {unknown[0]!r}; choose from {', '.join(WHATS)}")
@@ -404,6 +415,13 @@ def command(
     if "transfer" in chosen:
         batch = batch_size or (8 if cpu else 64)
         reports.append(bench_transfer(s, model or "resnet18", width, dataset, batch, mu, 4096))
+    if "photo" in chosen:
+        from ptl_cli.bench_photo import bench_photo
+
+        echo = (lambda _: None) if as_json else typer.echo
+        flags = {"workers": workers, "threads": _threads()}
+        batch = batch_size or 32
+        reports.append(bench_photo(data_dir, photos, batch, workers, image_size, reps, flags, echo))
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
         return

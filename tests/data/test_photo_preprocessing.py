@@ -256,3 +256,22 @@ def test_prune_crops_photos_once_in_the_loader_and_small_images_on_the_device(fo
     as_is = prune_data.eval_views(images, info)
     assert torch.equal(prune_data.train_views(images, section, info, cropped=True), as_is)
     assert not torch.equal(prune_data.train_views(images, section, info), as_is)  # cropped again
+
+
+def test_bench_photo_times_both_loaders_on_the_same_folder(cli, folder):
+    """``ptl bench photo`` reads the folder with ptl's loader and torchvision's ImageFolder + PIL
+    loader, training and evaluation views, and reports their speed ratios; a missing folder is a
+    one-line error."""
+    import json
+
+    code, out, err = cli(
+        "bench", "photo", "--data-dir", str(folder), "--reps", "1", "--batch-size", "4", "--json"
+    )
+    assert code == 0, err
+    (report,) = json.loads(out)
+    rows = {row["what"]: row for row in report["rows"]}
+    assert set(rows) == {f"{w} {v} (folder)" for w in ("ptl", "torchvision") for v in ("train", "eval")}
+    assert {row["images_per_step"] for row in rows.values()} == {len(list(folder.rglob("*.jpg")))}
+    assert {"train_ptl_vs_torchvision_speed", "eval_ptl_vs_torchvision_speed"} <= set(report["ratios"])
+    code, _, err = cli("bench", "photo", "--data-dir", str(folder / "missing"))
+    assert code == 2 and "--data-dir" in err and "Traceback" not in err
