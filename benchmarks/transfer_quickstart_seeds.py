@@ -1,10 +1,20 @@
-"""The transfer quickstart over several seeds: mean ± std test accuracy of every stage.
+"""The transfer quickstart over several seeds, with the ceiling rows: a markdown table of every stage.
 
-Runs ``ptl transfer --generator biggan --ssl fixmatch --seed S --json`` once per seed (extra
-arguments are passed on), reads each run's final metrics and prints one row per stage. The PP and
-PCS pools do not depend on the run seed: the first run makes them, the others reuse them.
+Runs ``ptl transfer --generator G --ssl fixmatch --seed S --json`` once per seed (extra arguments
+after ``--`` are passed on), and with ``--ceiling`` the same recipe's ``pssl`` stage once more
+per seed with the PCS pool replaced by *real* unlabeled target images (the target's other
+training images of the same classes, i.e. plain FixMatch): what P-SSL would reach with a perfect
+generator. It prints one markdown row per stage (mean ± std over the seeds, and each seed), and
+whether PP+P-SSL beats the better of scratch and KD by more than the larger of their seed stds.
 
-    python benchmarks/transfer_quickstart_seeds.py [--seeds 0 1 2] [--parallel 1] [-- --arch conv4 ...]
+    python benchmarks/transfer_quickstart_seeds.py [--generator biggan|diffusers] [--seeds 0 1 2]
+        [--ceiling] [--validation] [--parallel 3] [--recipe transfer-quickstart-far] [-- --set ...]
+
+``--validation`` trains on the pack's ``fit`` split and measures on its ``val`` split (100 images
+per class of the pack's train split, never the test split): use it for every tuning decision,
+and the plain command (test split) once at the end. The PP and PCS pools do not depend on the run
+seed: with ``--parallel`` a 1-step run makes them first, and the runs only read them. Runs go to
+``$PTL_RUNS_DIR`` (./runs).
 """
 
 from __future__ import annotations
@@ -16,45 +26,101 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 STAGES = ("scratch", "kd", "pp", "pssl", "pp_pssl")
+LABELS = {
+    "scratch": "scratch (supervised, labeled target images only)",
+    "kd": "KD from the source classifier",
+    "pp": "PP, then supervised fine-tuning",
+    "pssl": "P-SSL (FixMatch on PCS pseudo samples)",
+    "pp_pssl": "**PP + P-SSL** (the full method)",
+    "ceiling_pssl": "ceiling: FixMatch on real unlabeled target images",
+}
+VALIDATION = ["--set", "target.train_split=fit", "--set", "target.test_split=val"]
 
 
-def run(seed: int, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "ptl_cli", "transfer", "--generator", "biggan", "--ssl", "fixmatch"]
-    cmd += ["--seed", str(seed), "--json", "--quiet", *extra]
+def run(args: list[str], ceiling: bool) -> dict:
+    """One ``ptl transfer`` in a subprocess (the ceiling through the controls' worker)."""
+    if ceiling:
+        worker = Path(__file__).with_name("transfer_quickstart_controls.py")
+        head = [sys.executable, str(worker), "--worker"]
+    else:
+        head = [sys.executable, "-m", "ptl_cli"]
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run([*head, "transfer", *args, "--json", "--quiet"], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"seed {seed} failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
     summary = json.loads(done.stdout)
     summary["wall"] = time.perf_counter() - started
+    kind = "ceiling" if ceiling else "run"
+    print(
+        f"{kind} {' '.join(args[-2:])}: {summary['wall']:.0f} s, {summary['path']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    for line in done.stderr.splitlines():  # the run's one-line warnings (e.g. PCS collapse)
+        if "warning:" in line:
+            print(line.strip(), file=sys.stderr)
     return summary
+
+
+def cell(accs: list[float]) -> tuple[float, float, str]:
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return statistics.mean(accs), std, " / ".join(f"{a:.3f}" for a in accs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", default="biggan", help="biggan (default) or diffusers")
+    parser.add_argument("--recipe", default=None, help="default: the quickstart recipe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--parallel", type=int, default=1, help="runs at once (after the first)")
+    parser.add_argument("--ceiling", action="store_true", help="add the real-unlabeled-images rows")
+    parser.add_argument("--validation", action="store_true", help="fit/val splits, not the test split")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="runs at once (after the first, which makes the pools)"
+    )
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
-    first = run(args.seeds[0], extra)  # makes the pools the others reuse
+    base = ["--generator", args.generator, "--ssl", "fixmatch"]
+    if args.recipe:
+        base += ["--recipe", args.recipe]
+    base += [*(VALIDATION if args.validation else []), *extra]
+    jobs = [([*base, "--seed", str(seed)], False) for seed in args.seeds]
+    if args.ceiling:
+        jobs += [([*base, "--stages", "pssl", "--seed", str(seed)], True) for seed in args.seeds]
+    if args.parallel > 1:  # one 1-step run makes the PP and PCS pools, so parallel runs only read them
+        run([*base, "--stages", "pssl,pp+pssl", "--steps", "1", "--pp-steps", "1"], ceiling=False)
     with ThreadPoolExecutor(args.parallel) as pool:
-        rest = list(pool.map(lambda s: run(s, extra), args.seeds[1:]))
-    summaries = [first, *rest]
-    print(f"seeds {args.seeds}; extra arguments: {' '.join(extra) or '(none)'}")
-    print(f"{'stage':10s} {'mean':>7s} {'std':>7s}   per seed")
-    for stage in STAGES:
-        accs = [s["metrics"].get(f"{stage}_test_acc") for s in summaries]
+        done = list(pool.map(lambda job: run(*job), jobs))
+    runs, real = done[: len(args.seeds)], done[len(args.seeds) :]
+    rows = {s: [r["metrics"].get(f"{s}_test_acc") for r in runs] for s in STAGES}
+    if real:
+        rows["ceiling_pssl"] = [r["metrics"].get("pssl_test_acc") for r in real]
+    split = "val split (100/class of the pack's train split)" if args.validation else "test split"
+    print(f"`{' '.join(['ptl transfer', *base])}`, seeds {args.seeds}, accuracy on the {split}\n")
+    print("| stage | mean ± std | seeds " + " / ".join(map(str, args.seeds)) + " |")
+    print("|---|---|---|")
+    stats = {}
+    for name, accs in rows.items():
         if any(a is None for a in accs):
             continue
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"{stage:10s} {statistics.mean(accs):7.4f} {std:7.4f}   {' '.join(f'{a:.4f}' for a in accs)}")
-    gains = [s["metrics"]["pp_pssl_test_acc"] - s["metrics"]["scratch_test_acc"] for s in summaries]
-    per_seed = " ".join(f"{g:+.4f}" for g in gains)
-    print(f"pp+pssl - scratch: {statistics.mean(gains):+.4f} (per seed {per_seed})")
-    for s in summaries:
-        print(f"run {s['path']}: {s['wall']:.0f} s wall, pcs_agreement {s['metrics'].get('pcs_agreement')}")
+        mean, std, per_seed = cell(accs)
+        stats[name] = (mean, std)
+        print(f"| {LABELS[name]} | {mean:.3f} ± {std:.3f} | {per_seed} |")
+    if {"scratch", "kd", "pp_pssl"} <= stats.keys():
+        best = max(("scratch", "kd"), key=lambda s: stats[s][0])
+        margin = stats["pp_pssl"][0] - stats[best][0]
+        spread = max(stats["pp_pssl"][1], stats[best][1])
+        verdict = "beats" if margin > spread else "does not beat"
+        print(
+            f"\nPP+P-SSL {verdict} the better baseline ({best}) by more than the larger seed std: "
+            f"{margin:+.3f} vs {spread:.3f}"
+        )
+    shares = [r["metrics"].get("pp_pssl_pseudo_label_max_share") for r in runs]
+    walls = " / ".join(f"{r['wall']:.0f}" for r in runs)
+    print(f"pp+pssl pseudo-label max share per seed: {shares}; wall seconds per run: {walls}")
+    print(f"pcs_agreement: {[r['metrics'].get('pcs_agreement') for r in runs]}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Helpers are handed out through the ``tx`` fixture because tests run with
 ``--import-mode=importlib``, where a test module cannot import a sibling module.
-Everything is real: the bundled Fashion-MNIST-0-4 BigGAN and classifier, the bundled pack's
-classes 5-9 as the target, real (tiny) target networks. Runs are made tiny by overriding the
+Everything is real: the bundled coarse Fashion-MNIST BigGAN and classifier (top, trouser,
+footwear, bag of train half A), the bundled pack's quickstart classes (tops and footwear, from
+half B) as the target, real (tiny) target networks. Runs are made tiny by overriding the
 quickstart recipe, so the tests also exercise the recipe users run.
 """
 
@@ -34,14 +35,19 @@ def classifier():
 
 @pytest.fixture(scope="session")
 def target_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """40 real target images (Fashion-MNIST classes 5-9, 8 each) and their relabelled classes."""
+    """40 real target images (the quickstart's target classes, 5 each) and their relabelled classes."""
     from ptl_cli.data.splits import per_class_split
     from ptl_transfer.target import select_classes
 
     pack = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    target = select_classes(pack, [5, 6, 7, 8, 9])
-    index, _ = per_class_split(target.targets, 8, seed=0)
+    target = select_classes(pack, quickstart_classes())
+    index, _ = per_class_split(target.targets, 5, seed=0)
     return target.images[index], target.targets[index]
+
+
+def quickstart_classes() -> list[int]:
+    """The target classes of the quickstart recipe (8 fine classes: tops and footwear)."""
+    return recipes.load_raw("transfer-quickstart")[0]["target"]["classes"]
 
 
 def tiny_recipe(pool_dir: Path, **sets: Any) -> dict[str, Any]:
@@ -158,6 +164,7 @@ class Helpers:
     """What ``tx`` hands to tests."""
 
     tiny_recipe = staticmethod(tiny_recipe)
+    quickstart_classes = staticmethod(quickstart_classes)
     make_job = staticmethod(make_job)
     run_transfer = staticmethod(run_transfer)
     records = staticmethod(records)
