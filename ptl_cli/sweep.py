@@ -335,7 +335,13 @@ def prepare(sweep: Sweep, base: dict[str, Any]) -> None:
         data, _ = cell_recipe(base, sweep.spec["sets"], cell)
         target = sweep.recipe_file(cell)
         text = recipes.dumps(data)
-        if not target.is_file() or target.read_text() != text:
+        if target.is_file() and target.read_text() != text:
+            # the cells that ran used the old text: mixing two recipes in one table would mislead
+            raise UserError(
+                f"{sweep.spec['recipe']} changed since {sweep.path} was started (cell {cell.id}); "
+                "choose another --out for the new recipe, or restore the old one to continue"
+            )
+        if not target.is_file():
             atomic.write_text(target, text)
     sweep.refresh()
     sweep.save()

@@ -161,6 +161,9 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
     assert code == 0 and "±" in out and "2/2" in out, err
     code, _, err = cli("resume", sweep, "--quiet")  # ptl resume SWEEP: nothing left to run
     assert code == 0 and cells(sweep) == after, err
+    base.write_text(BASE.replace("epochs = 3", "epochs = 4"))  # the same command, another recipe
+    code, _, err = cli(*args)
+    assert code == 2 and "changed since" in err
     code, _, err = cli("sweep", "show", sweep, "--x", "pruner.sparsity", "--hue", "model.widht")
     assert code == 2 and "model.widht" in err
 
