@@ -38,6 +38,7 @@ from ptl_cli.errors import UserError
 from ptl_cli.schema import Params
 
 SWEEP_FILE = "sweep.json"
+RECIPE_AXIS = "recipe"  # a grid key that picks each cell's base recipe
 LAUNCHERS = ("local", "slurm", "submitit-local")
 
 
@@ -216,9 +217,16 @@ def spec_digest(spec: dict[str, Any]) -> str:
 
 def cell_recipe(base: dict[str, Any], sets: list[str], cell: Cell) -> tuple[dict[str, Any], dict[str, str]]:
     """The cell's recipe data (base, then ``--set`` items, then grid values and seed) and where
-    each overridden key came from, for error messages."""
+    each overridden key came from, for error messages.
+
+    A grid axis named ``recipe`` (``--grid recipe=iterand-conv6-cifar10,edge-popup-conv6-cifar10``)
+    gives each cell its own base recipe: the way to sweep over methods whose recipes differ in
+    more than one key (each pruner has its own parameters).
+    """
     import copy
 
+    if RECIPE_AXIS in cell.point:
+        base = recipes.load_raw(str(cell.point[RECIPE_AXIS]))[0]
     data = copy.deepcopy(base)
     data.pop("sweep", None)
     data.pop("extends", None)  # already merged in; a relative `extends` would not resolve from cells/
@@ -228,6 +236,8 @@ def cell_recipe(base: dict[str, Any], sets: list[str], cell: Cell) -> tuple[dict
         recipes.set_dotted(data, key, value, f"--set {item}")
         sources[key] = f"--set {item}"
     for key, value in cell.point.items():
+        if key == RECIPE_AXIS:
+            continue
         recipes.set_dotted(data, key, value, f"--grid {key}")
         sources[key] = f"--grid {key}={value}"
     data["seed"] = cell.seed
@@ -260,9 +270,18 @@ def plan(request: Request) -> tuple[Sweep, SweepTable, dict[str, Any]]:
     """
     from ptl_cli.schema import validate_model
 
-    base, path = recipes.load_raw(request.recipe)
+    command_grid = parse_grid(request.grid)
+    ref = request.recipe or next(iter(command_grid.get(RECIPE_AXIS, [])), None)
+    if not ref:
+        raise UserError(
+            "ptl sweep needs --recipe NAME|FILE (a prune, transfer or train-source recipe) or a "
+            "--grid recipe=NAME,NAME axis"
+        )
+    base, path = recipes.load_raw(str(ref))
     table = validate_model(SweepTable, base.get("sweep") or {}, f"recipe {path}: [sweep]")
-    grid = {**table.grid, **parse_grid(request.grid)}
+    grid = {**table.grid, **command_grid}
+    for value in grid.get(RECIPE_AXIS, []):
+        recipes.find(str(value))  # an unknown recipe name is a one-line error here
     seeds = parse_seeds(request.seeds) or table.seeds or [int(base.get("seed", 0))]
     updates: dict[str, Any] = {}
     if request.jobs is not None:
@@ -308,9 +327,10 @@ def validate_cells(sweep: Sweep, base: dict[str, Any]) -> list[list[tuple[str, s
     plans = []
     for cell in sweep.cells:
         data, sources = cell_recipe(base, sweep.spec["sets"], cell)
-        resolved = recipes.validate(
-            data, spec.params, f"recipe {sweep.spec['recipe']} (cell {cell.id})", sources
-        )
+        where = f"recipe {cell.point.get(RECIPE_AXIS, sweep.spec['recipe'])} (cell {cell.id})"
+        if data.get("kind") != sweep.kind:
+            raise UserError(f"{where}: a `{data.get('kind')}` recipe in a sweep of `{sweep.kind}` runs")
+        resolved = recipes.validate(data, spec.params, where, sources)
         check_compute(resolved.model.compute)
         plans.append(list(workflow.plan(resolved.model)))
     return plans

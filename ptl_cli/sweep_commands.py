@@ -60,10 +60,7 @@ def sweep_command(
     if ctx.invoked_subcommand is not None:
         return
     from ptl_cli import sweep
-    from ptl_cli.errors import UserError
 
-    if not recipe:
-        raise UserError("ptl sweep needs --recipe NAME|FILE (a prune, transfer or train-source recipe)")
     slurm = {
         "partition": partition,
         "time": time_min,
