@@ -469,10 +469,7 @@ def collapse_warning(stage: str, shares: list[float], class_names: tuple[str, ..
     if shares[top] <= COLLAPSE_SHARE:
         return None
     name = class_names[top] if top < len(class_names) else str(top)
-    return (
-        f"{stage}: {shares[top]:.0%} of the PCS pseudo samples are predicted as one target class "
-        f"({name}); the source covers little of the target, so P-SSL can gain little (docs/transfer.md)"
-    )
+    return f"{stage}: pseudo labels collapsed onto {name} ({shares[top]:.0%} of the pseudo samples)"
 
 
 def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
