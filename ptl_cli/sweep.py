@@ -432,6 +432,12 @@ def to_run(sweep: Sweep) -> list[Cell]:
     return [c for c in sweep.cells if c.status != "completed"]
 
 
+def _live_owner(run_dir: Path) -> int | None:
+    from ptl_cli.runs import Run
+
+    return Run(run_dir).live_owner() if (run_dir / "run.json").is_file() else None
+
+
 class LocalPool:
     """Up to ``jobs`` cells at once as child processes; SIGINT/SIGTERM stop them cleanly.
 
@@ -451,7 +457,7 @@ class LocalPool:
                 proc.send_signal(signal.SIGTERM)
 
     def run(self) -> None:
-        pending = to_run(self.sweep)
+        pending = [c for c in to_run(self.sweep) if not self._owned_elsewhere(c)]
         env = thread_env(share_of_cores(self.jobs))
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -474,6 +480,15 @@ class LocalPool:
         if self.stop is not None:
             self.sweep.save()
             raise SystemExit(130)
+
+    def _owned_elsewhere(self, cell: Cell) -> bool:
+        """A cell another live process still runs (a sweep killed with SIGKILL leaves its cells
+        running): it is left alone, and reported, instead of failing on the run's lock."""
+        owner = _live_owner(self.sweep.run_dir(cell))
+        if owner is None or owner == os.getpid():
+            return False
+        cell.status = "running"
+        return True
 
     def _start(self, cell: Cell, env: dict[str, str]) -> None:
         command = cell_command(self.sweep, cell)
@@ -522,6 +537,10 @@ def execute(sweep: Sweep, table: SweepTable, quiet: bool) -> int:
         out.print(
             f"{completed}/{len(sweep.cells)} cells completed; `ptl sweep show {sweep.path}` aggregates them"
         )
+    for cell in unfinished:
+        owner = _live_owner(sweep.run_dir(cell))
+        if owner is not None:
+            out.print(f"{cell.id} is still being run by process {owner}; left to it")
     if unfinished:
         out.print(f"continue with: ptl resume {sweep.path}")
     return 1 if failed or unfinished else 0

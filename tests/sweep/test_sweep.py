@@ -209,3 +209,31 @@ def test_a_recipe_axis_sweeps_methods_whose_recipes_differ(cli, tmp_path):
     assert code == 2 and "unknown key `pruner.rerand_freq`" in err  # why the recipe axis exists
     code, _, err = cli("sweep", "--grid", "recipe=iterand-conv6-cifar10,transfer-quickstart", "--dry-run")
     assert code == 2 and "a `transfer` recipe in a sweep of `prune` runs" in err
+
+
+def test_a_cell_another_live_process_runs_is_left_alone(cli, one_thread, base, tmp_path):
+    """After a sweep was killed with SIGKILL its cells may still run; running the sweep again
+    leaves such a cell to its process (and says so) while the others run."""
+    from ptl_cli.runs import Run
+
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--recipe", base, "--grid", "model.width=0.125", "--seeds", "0,1", "--out", sweep]
+    args += ["--set", "train.epochs=1", "--quiet"]
+    from ptl_cli import sweep as sweeps
+
+    request = sweeps.Request(str(base), ["model.width=0.125"], "0,1", ["train.epochs=1"], out=str(sweep))
+    planned, _, data = sweeps.plan(request)
+    sweeps.prepare(planned, data)  # the sweep directory, as the killed sweep left it
+    ident = "width=0.125-seed=0"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "ptl"])
+    try:
+        run = Run.create("prune", "tiny", {"kind": "prune"}, str(sweep / "runs" / ident))
+        run.update(pid=holder.pid)  # as if that process were running the cell
+        code, _, err = cli(*args)
+        assert code == 1
+        assert f"is still being run by process {holder.pid}; left to it" in " ".join(err.split())
+        status = {i: c["status"] for i, c in cells(sweep).items()}
+        assert status == {ident: "running", "width=0.125-seed=1": "completed"}
+    finally:
+        holder.kill()
+        holder.wait()
