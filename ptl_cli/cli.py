@@ -417,7 +417,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = typer.main.get_command(build_app())
         _flags_without_type(command)
-        command.main(args=args, prog_name="ptl", standalone_mode=False)
+        # Without standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
+        code = command.main(args=args, prog_name="ptl", standalone_mode=False)
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except (typer.Exit, getattr(ex, "Exit", typer.Exit)) as exc:
         raise SystemExit(getattr(exc, "exit_code", 0)) from None
     except (typer.Abort, getattr(ex, "Abort", typer.Abort)):

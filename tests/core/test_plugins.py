@@ -157,6 +157,17 @@ def test_two_plugins_with_the_same_command(cli, plugin_site):
     assert bbb.status == "error" and "a command of plugin 'ptl-aaa'" in bbb.error
 
 
+def test_a_plugin_command_exit_status_reaches_the_shell(cli, plugin_site):
+    # typer.Exit(3) inside a command is the exit status of `ptl` (click returns it, not raises it).
+    extra = (
+        "import typer\n\n    def fail() -> None:\n        raise typer.Exit(3)\n\n"
+        "    app.command('exit-three')(fail)"
+    )
+    commands_plugin(plugin_site, "ptl-exits", "hello-exits", extra=extra)
+    assert cli("hello-exits")[0] == 0
+    assert cli("exit-three")[0] == 3
+
+
 def test_a_failing_command_hook_leaves_nothing_behind(cli, plugin_site):
     commands_plugin(plugin_site, "ptl-half", "half-done", extra="raise RuntimeError('oops')")
     code, _, err = cli("half-done")
