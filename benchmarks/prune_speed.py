@@ -17,9 +17,12 @@ times full training steps (forward, backward, optimizer step) of
   ``--reference``; it is imported from there, never copied), same model, batch and optimizer.
 
 Methods are interleaved (A B C D A B C D ...) so that a change in machine load hits all of them,
-and the median of ``--reps`` steps is reported. The clock is the process's CPU time by default
+and the median of ``--reps`` steps is reported, with the median and interquartile range of the
+supermask / dense ratio taken round by round. The clock is the process's CPU time by default
 (``--clock cpu``: what a step costs, however busy a shared machine is; use ``--threads 1`` with
-it, as spinning worker threads count too) or wall time (``--clock wall``, for an idle machine).
+it, as spinning worker threads count too), its user-mode part (``--clock user``: without the
+kernel's page-fault work, which moves with glibc's heap state) or wall time (``--clock wall``,
+for an idle machine).
 """
 
 from __future__ import annotations
@@ -173,7 +176,16 @@ def cuda_clock() -> float:
     return time.perf_counter()
 
 
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter, "cuda": cuda_clock}
+def user_clock() -> float:
+    """The process's user-mode CPU time: ``cpu`` without the kernel's share, most of which on a
+    CPU step is zero-filling the fresh pages that large allocations fault in (glibc returns freed
+    memory to the system and gets it back, a cost that moves with the allocator's state)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+CLOCKS = {"cpu": time.process_time, "user": user_clock, "wall": time.perf_counter, "cuda": cuda_clock}
 
 
 def timed(fn: Callable[[], None], clock: Callable[[], float]) -> float:
@@ -210,6 +222,19 @@ def iqr(values: list[float]) -> float:
         return 0.0
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q3 - q1
+
+
+def round_ratios(times: dict[str, list[float]], num: str, den: str) -> tuple[float, float, float]:
+    """Median, first and third quartile of ``num / den`` taken round by round.
+
+    Both were timed in the same round, back to back, so a change in machine load divides out of
+    each ratio; the quartiles say how far a rerun's median may land.
+    """
+    ratios = [a / b for a, b in zip(times[num], times[den], strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q2, q1, q3
 
 
 def summary(times: dict[str, list[float]], k_per: int) -> dict[str, float]:
@@ -262,7 +287,10 @@ def main() -> None:
         if args.reference:
             fns["reference"], fns["reference re-draw"] = reference_step(args.reference, model_name, x, y)
         fns["mask work"] = masks
-        s = summary(interleaved(fns, args.reps, clock), args.k_per)
+        times = interleaved(fns, args.reps, clock)
+        s = summary(times, args.k_per)
+        ratio, q1, q3 = round_ratios(times, "edge-popup", "sgd")
+        work, w1, w3 = round_ratios(times, "mask work", "sgd")
         print(f"\n{model_name}: median step time over {args.reps} interleaved steps")
         print(f"  dense SGD step            {s['sgd'] * 1e3:9.1f} ms")
         print(f"  edge-popup step           {s['edge-popup'] * 1e3:9.1f} ms")
@@ -270,8 +298,10 @@ def main() -> None:
         print(f"  IteRand re-draw           {redraw_ms:9.1f} ms (once per {args.k_per} steps)")
         print(f"  IteRand step (amortized)  {s['iterand amortized'] * 1e3:9.1f} ms")
         print(f"  supermask work alone      {s['mask work'] * 1e3:9.1f} ms (selection, W*m, g*W: all layers)")
-        print(f"  supermask / dense         {s['supermask / dense']:9.3f}")
+        print(f"  supermask / dense         {s['supermask / dense']:9.3f}  (ratio of the medians)")
+        print(f"  supermask / dense, rounds {ratio:9.3f}  IQR {q1:.3f}-{q3:.3f} (median of per-round ratios)")
         print(f"  (dense + work) / dense    {s['(dense + work) / dense']:9.3f}  (the overhead without noise)")
+        print(f"  (dense + work), rounds    {1 + work:9.3f}  IQR {1 + w1:.3f}-{1 + w3:.3f}")
         print(f"  IteRand / edge-popup      {s['iterand / edge-popup']:9.3f}  (K_per={args.k_per})")
         print(f"  1 + re-draw / K_per step  {s['1 + re-draw / K_per step']:9.4f}")
         if "reference" in s:

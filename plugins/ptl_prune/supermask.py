@@ -9,8 +9,9 @@ attached to ordinary ``nn.Conv1d/2d/3d`` and ``nn.Linear`` modules with
 Cost, per layer and step, beyond the dense layer's own work: one O(n) selection (a k-th value, no
 sort: a sampled bracket on the CPU, a multi-block radix select on accelerators), one multiply
 forward (``W ⊙ m``) and one backward (``dL/dS = dL/d(W⊙m) ⊙ W``). No gradient is computed for
-``W`` when it is frozen, nothing is copied to the host on accelerators, and the mask is saved for
-backward as one byte per weight.
+``W`` when it is frozen, nothing is copied to the host on accelerators, ``dL/dS`` is written into
+the incoming gradient's memory, and the mask is saved for backward (one byte per weight) only
+when ``W`` is trained.
 """
 
 from __future__ import annotations
@@ -89,14 +90,17 @@ def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
     lo_rank, hi_rank = math.floor(q * m - spread), math.ceil(q * m + spread)
     lo = sample[lo_rank] if lo_rank >= 0 else None
     hi = sample[hi_rank] if hi_rank < m else None
-    below = 0 if lo is None else int(torch.count_nonzero(flat < lo))
+    # one compare pass per bracket end, reused: ``flat < lo`` is counted as ``n - (flat >= lo)``
+    # (scores are finite), and the ``>= lo`` mask becomes the band's mask in place
+    above = None if lo is None else flat >= lo
+    below = 0 if above is None else n - int(torch.count_nonzero(above))
     if below < k:
-        if lo is None:
+        if above is None:
             inside = flat <= hi
         elif hi is None:
-            inside = flat >= lo
+            inside = above
         else:
-            inside = (flat >= lo).logical_and_(flat <= hi)
+            inside = above.logical_and_(flat <= hi)
         band = torch.masked_select(flat, inside)
         if k - below <= band.numel():
             return band.kthvalue(k - below).values
@@ -138,7 +142,10 @@ class _MaskedWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, scores, kept, score_abs):  # type: ignore[override]
         ctx.score_abs = score_abs
-        ctx.save_for_backward(weight, kept, scores if score_abs else None)
+        # the mask is kept for backward only when W is trained: a frozen W's mask is freed here,
+        # one byte per weight less held from forward to backward
+        needed = kept if ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(weight, needed, scores if score_abs else None)
         return weight * kept.view(torch.uint8)  # a uint8 factor multiplies faster than a bool one
 
     @staticmethod
@@ -147,10 +154,27 @@ class _MaskedWeight(torch.autograd.Function):
         grad_weight = grad * kept.view(torch.uint8) if ctx.needs_input_grad[0] else None
         grad_scores = None
         if ctx.needs_input_grad[1]:
-            grad_scores = grad * weight
+            grad_scores = grad.mul_(weight) if _reusable(grad, weight) else grad * weight
             if ctx.score_abs:
                 grad_scores = torch.where(scores < 0, -grad_scores, grad_scores)
         return grad_weight, grad_scores, None, None
+
+
+def _reusable(grad: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``dL/dS = g ⊙ W`` may be written into ``g``'s memory instead of a new tensor.
+
+    ``g`` is the layer's fresh ``dL/d(W⊙m)``, used by nobody after this backward; it is reused
+    when contiguous (not a broadcast), shaped and typed like ``W`` and outside a double-backward
+    graph. The multiply is the same either way, so the values are identical; what is saved is
+    one weight-sized allocation per layer and step, which on a CPU means fresh pages to fault in.
+    """
+    return (
+        not torch.is_grad_enabled()
+        and not grad.requires_grad
+        and grad.shape == weight.shape
+        and grad.dtype == weight.dtype
+        and grad.is_contiguous()
+    )
 
 
 class Supermask(nn.Module):
