@@ -1,16 +1,18 @@
-"""Two controls for the quickstart's result (docs/transfer.md, "Why P-SSL does not help here").
+"""Two controls for a transfer recipe's result (docs/transfer.md, "The far pair").
 
-Both run the quickstart recipe unchanged except for one thing, over several seeds:
+Both run the recipe (default ``transfer-quickstart-far``) unchanged except for one thing, over
+several seeds:
 
 * ``real`` -- the ``pssl`` stage with the PCS pool replaced by *real* unlabeled target images (the
-  bundled pack's classes 5-9 minus the labeled ones), i.e. plain FixMatch. If this beats scratch,
-  the SSL machinery and the quickstart's schedule (200 steps, τ, λ_u, EMA) leave room for SSL to
-  help, and what P-SSL lacks is in the pseudo samples.
+  bundled pack's images of the target classes minus the labeled ones), i.e. plain FixMatch. If
+  this beats scratch, the SSL machinery and the recipe's schedule (steps, τ, λ_u, EMA) leave
+  room for SSL to help, and what P-SSL lacks is in the pseudo samples.
 * ``matched`` -- the target is classes 0-4, the source models' own classes (this breaks the
   issue's disjoint label spaces: a diagnostic, not a result). If PP+P-SSL beats scratch there,
   the method is implemented right and the quickstart's pair is what leaves it nothing to transfer.
 
-    python benchmarks/transfer_quickstart_controls.py [--arms real matched] [--seeds 0 1 2] [-- ARGS]
+    python benchmarks/transfer_quickstart_controls.py [--recipe R] [--arms real matched]
+        [--seeds 0 1 2] [-- ARGS]
 
 ARGS are passed on to every ``ptl transfer`` (e.g. ``-- --steps 20`` for a quick look).
 
@@ -68,8 +70,8 @@ def worker(argv: list[str]) -> None:
     main(argv)
 
 
-def run(arm: str, seed: int, extra: list[str]) -> dict:
-    args = [*QUICKSTART, *ARMS[arm], "--seed", str(seed), *extra]
+def run(arm: str, seed: int, extra: list[str], recipe: str) -> dict:
+    args = [*QUICKSTART, "--recipe", recipe, *ARMS[arm], "--seed", str(seed), *extra]
     head = [sys.executable, __file__, "--worker"] if arm == "real" else [sys.executable, "-m", "ptl_cli"]
     done = subprocess.run([*head, *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -83,10 +85,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["real", "matched"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipe", default="transfer-quickstart-far")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     for arm in args.arms:
-        results = [run(arm, seed, extra) for seed in args.seeds]
+        results = [run(arm, seed, extra, args.recipe) for seed in args.seeds]
         print(f"{arm}: {' '.join([*ARMS[arm], *extra])}; seeds {args.seeds}")
         for stage in STAGES:
             accs = [r.get(f"{stage}_test_acc") for r in results]
