@@ -11,7 +11,7 @@ from ptl_cli.testing import check_classifier
 
 
 def test_plain_state_dict_needs_its_settings_and_loads_strictly(tmp_path):
-    bundled = plugins.get("classifiers", "bundled").build("cpu")
+    bundled = plugins.get("classifiers", "bundled").build("cpu", params={"weights": "fashion04"})  # 5 classes
     path = tmp_path / "net.pt"
     torch.save(bundled.net.state_dict(), path)
     settings = {
