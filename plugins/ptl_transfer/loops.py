@@ -469,7 +469,7 @@ def collapse_warning(stage: str, shares: list[float], class_names: tuple[str, ..
     if shares[top] <= COLLAPSE_SHARE:
         return None
     name = class_names[top] if top < len(class_names) else str(top)
-    return f"{stage}: pseudo labels collapsed onto {name} ({shares[top]:.0%} of the pseudo samples)"
+    return f"{stage}: pseudo labels collapsed onto {name} ({shares[top]:.0%} of the pool)"
 
 
 def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:

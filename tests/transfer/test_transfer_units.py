@@ -181,7 +181,7 @@ def test_collapsed_pseudo_labels_give_one_warning_line_naming_the_class():
     names = ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     far = collapse_warning("pp+pssl", [0.0, 1.0, 0.0, 0.0, 0.0], names)  # the far pair's measured shares
     assert far is not None and "\n" not in far
-    assert far == "pp+pssl: pseudo labels collapsed onto Shirt (100% of the pseudo samples)"
+    assert far == "pp+pssl: pseudo labels collapsed onto Shirt (100% of the pool)"
     assert collapse_warning("pssl", [0.1, 0.25, 0.2, 0.2, 0.25], names) is None  # balanced: quiet
     assert collapse_warning("pssl", [COLLAPSE_SHARE, 1 - COLLAPSE_SHARE, 0, 0, 0], names) is None
     assert "onto Sandal (81%" in collapse_warning("pssl", [COLLAPSE_SHARE + 0.01, 0.19, 0, 0, 0], names)
