@@ -11,7 +11,6 @@ labels change the thresholds. Losses, logs, gradients and the state after every 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import types
 
@@ -25,75 +24,23 @@ from ptl_ssl.freematch import FreeMatch
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
 
 
-class _Registry:
-    def register(self, name: str):
-        return lambda cls: cls
-
-
 @pytest.fixture(scope="module")
 def usb(reference) -> types.SimpleNamespace:
     """USB's FlexMatch and FreeMatch over a stand-in base class, with their real hooks."""
     load = reference.load_file
-    hook = load("semilearn", "core/hooks/hook.py")
-    algorithm_utils = types.ModuleType("semilearn.algorithms.utils")
-    for part in ("misc", "ops"):
-        algorithm_utils.__dict__.update(vars(load("semilearn", f"algorithms/utils/{part}.py")))
-    needs = {"semilearn.core.hooks": {"Hook": hook.Hook}, "semilearn.algorithms.utils": algorithm_utils}
-    masking = load("semilearn", "algorithms/hooks/masking.py", needs)
-    labeling = load("semilearn", "algorithms/hooks/pseudo_label.py", needs)
-    criterions = load("semilearn", "core/criterions/consistency.py")
-    cross_entropy = load("semilearn", "core/criterions/cross_entropy.py")
-    hooks = {"MaskingHook": masking.MaskingHook, "PseudoLabelingHook": labeling.PseudoLabelingHook}
-    with_hooks = {**needs, "semilearn.algorithms.hooks": hooks}
 
-    class AlgorithmBase:
-        """The members of USB's ``AlgorithmBase`` that these ``train_step``s use."""
+    def extra_init(self, args) -> None:
+        self.distributed, self.world_size = False, 1
 
-        def __init__(self, args, net_builder=None, tb_log=None, logger=None, **kwargs) -> None:
-            self.args = args
-            self.model = args.model
-            self.num_classes = args.num_classes
-            self.lambda_u = args.ulb_loss_ratio
-            self.use_cat = True
-            self.amp_cm = contextlib.nullcontext
-            self.distributed, self.world_size = False, 1
-            self.ce_loss = cross_entropy.CELoss()
-            self.consistency_loss = criterions.ConsistencyLoss()
-            self.hooks_dict: dict[str, object] = {}
-            self.set_hooks()
-
-        def set_hooks(self) -> None:
-            """USB's own hooks (EMA, logging, ...) run outside ``train_step``."""
-
-        def register_hook(self, hook, name=None, priority="NORMAL") -> None:
-            self.hooks_dict[name or type(hook).__name__] = hook
-
-        def registered_hook(self, name: str) -> bool:
-            return name in self.hooks_dict
-
-        def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
-            return getattr(self.hooks_dict[hook_name], fn_name)(self, *args, **kwargs)
-
-        def compute_prob(self, logits: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(logits, dim=-1)
-
-        def process_out_dict(self, out_dict=None, **kwargs) -> dict:
-            return {**(out_dict or {}), **kwargs}
-
-        def process_log_dict(self, log_dict=None, prefix="train", **kwargs) -> dict:
-            return {**(log_dict or {}), **kwargs}
-
-    base = {"AlgorithmBase": AlgorithmBase}
-    common = {
-        "semilearn.core": base,
-        "semilearn.core.utils": {"ALGORITHMS": _Registry()},
-        "semilearn.algorithms.hooks": hooks,
-        "semilearn.algorithms.utils": algorithm_utils,
+    stand_in = reference.usb_algorithm_stand_in(("MaskingHook", "PseudoLabelingHook"), extra_init)
+    with_hooks = {
+        **stand_in.needs,
+        "semilearn.algorithms.hooks": stand_in.provides["semilearn.algorithms.hooks"],
     }
     classes = {}
     for name in ("flexmatch", "freematch"):
         utils = load("semilearn", f"algorithms/{name}/utils.py", with_hooks)
-        provides = {**common, f"semilearn.algorithms.{name}.utils": utils}
+        provides = {**stand_in.provides, f"semilearn.algorithms.{name}.utils": utils}
         module = load("semilearn", f"algorithms/{name}/{name}.py", provides)
         classes[name] = getattr(module, "FlexMatch" if name == "flexmatch" else "FreeMatch")
     return types.SimpleNamespace(**classes)
@@ -172,6 +119,16 @@ def _same(a, b) -> None:
     torch.testing.assert_close(torch.as_tensor(a).float(), torch.as_tensor(b).float(), rtol=1e-5, atol=1e-6)
 
 
+def _same_step(loss, logs, grads, out, log, their_grads) -> None:
+    """One step's loss, logged parts and gradients equal USB's."""
+    _same(loss, out["loss"])
+    _same(logs["loss_x"], log["sup_loss"])
+    _same(logs["loss_u"], log["unsup_loss"])
+    _same(logs["mask_ratio"], log["util_ratio"])
+    for a, b in zip(grads, their_grads, strict=True):
+        _same(a, b)
+
+
 @pytest.mark.parametrize("warmup", [True, False])
 def test_flexmatch_equals_usb_over_steps(usb, logits_model, warmup):
     """Eight steps with revisited samples: masks, losses, gradients, pseudo labels and class-wise
@@ -192,12 +149,7 @@ def test_flexmatch_equals_usb_over_steps(usb, logits_model, warmup):
     for step, batch in enumerate(_steps()):
         out, log, their_grads = _usb_step(theirs, their_model, batch, with_index=True)
         loss, logs, grads = _ptl_step(ours, model, batch, step, with_index=True)
-        _same(loss, out["loss"])
-        _same(logs["loss_x"], log["sup_loss"])
-        _same(logs["loss_u"], log["unsup_loss"])
-        _same(logs["mask_ratio"], log["util_ratio"])
-        for a, b in zip(grads, their_grads, strict=True):
-            _same(a, b)
+        _same_step(loss, logs, grads, out, log, their_grads)
         hook = theirs.hooks_dict["MaskingHook"]
         assert torch.equal(ours.selected_label, hook.selected_label)
         assert torch.equal(ours.classwise_acc, hook.classwise_acc)
@@ -251,12 +203,7 @@ def test_freematch_equals_usb_over_steps(usb, logits_model, params, usb_args):
     for step, batch in enumerate(_steps(seed=1)):
         out, log, their_grads = _usb_step(theirs, their_model, batch, with_index=False)
         loss, logs, grads = _ptl_step(ours, model, batch, step, with_index=False)
-        _same(loss, out["loss"])
-        _same(logs["loss_x"], log["sup_loss"])
-        _same(logs["loss_u"], log["unsup_loss"])
-        _same(logs["mask_ratio"], log["util_ratio"])
-        for a, b in zip(grads, their_grads, strict=True):
-            _same(a, b)
+        _same_step(loss, logs, grads, out, log, their_grads)
         hook = theirs.hooks_dict["MaskingHook"]
         _same(ours.time_p, hook.time_p)
         _same(ours.p_model, hook.p_model)

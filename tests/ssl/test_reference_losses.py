@@ -3,17 +3,17 @@
 USB's algorithm files (``semilearn/algorithms/<name>/<name>.py``) are executed as they are
 installed, with their real hooks (``FixedThresholdingHook``, ``PseudoLabelingHook``), real
 losses (``ce_loss``, ``consistency_loss``), real ``Bn_Controller`` and ``EMA``. Only their base
-class is a stand-in: USB's ``AlgorithmBase`` imports scikit-learn, tensorboard, its datasets
-and optimizers; :class:`AlgorithmBase` below provides the few members ``train_step`` uses
-(hooks by name, ``compute_prob`` = softmax, ``amp_cm``, ``it``, ...), set from ``args`` as USB's
-``__init__`` sets them. Both sides get the same fixed random logits (through a real linear
-layer set to the identity) and the same model; losses, logs and parameter gradients are
-compared. Where ptl differs on purpose, the test says so and checks the documented difference.
+class is a stand-in (``usb_algorithm_stand_in`` in ``tests/reference.py``): USB's
+``AlgorithmBase`` imports scikit-learn, tensorboard, its datasets and optimizers; the stand-in
+provides the few members ``train_step`` uses (hooks by name, ``compute_prob`` = softmax,
+``amp_cm``, ``it``, ...), set from ``args`` as USB's ``__init__`` sets them. Both sides get the
+same fixed random logits (through a real linear layer set to the identity) and the same model;
+losses, logs and parameter gradients are compared. Where ptl differs on purpose, the test says
+so and checks the documented difference.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import math
@@ -32,26 +32,10 @@ from ptl_ssl.views import weak_view
 K, N_LABELED, N_UNLABELED = 10, 8, 32
 
 
-class _Registry:
-    """Stands in for ``semilearn.core.utils.ALGORITHMS``: registering is a no-op here."""
-
-    def register(self, name: str):
-        return lambda cls: cls
-
-
 @pytest.fixture(scope="module")
 def usb(reference) -> types.SimpleNamespace:
     """USB's four algorithm classes over the stand-in base, and the real pieces they use."""
     load = reference.load_file
-    hook = load("semilearn", "core/hooks/hook.py")
-    algorithm_utils = types.ModuleType("semilearn.algorithms.utils")
-    for part in ("misc", "ops"):
-        algorithm_utils.__dict__.update(vars(load("semilearn", f"algorithms/utils/{part}.py")))
-    needs = {"semilearn.core.hooks": {"Hook": hook.Hook}, "semilearn.algorithms.utils": algorithm_utils}
-    masking = load("semilearn", "algorithms/hooks/masking.py", needs)
-    labeling = load("semilearn", "algorithms/hooks/pseudo_label.py", needs)
-    criterions = load("semilearn", "core/criterions/consistency.py")
-    cross_entropy = load("semilearn", "core/criterions/cross_entropy.py")
     # core/utils/misc.py (Bn_Controller, EMA) imports a YAML library and tensorboard at the top,
     # neither used by those two classes
     misc = load(
@@ -60,63 +44,24 @@ def usb(reference) -> types.SimpleNamespace:
         {"ruamel": {}, "ruamel.yaml": {}, "torch.utils.tensorboard": {"SummaryWriter": object}},
     )
 
-    class AlgorithmBase:
-        """The members of USB's ``AlgorithmBase`` that the algorithms' ``train_step`` use."""
+    def extra_init(self, args) -> None:
+        self.num_train_iter = args.num_train_iter
+        self.it = args.it
+        self.bn_controller = misc.Bn_Controller()
+        self.ema = None
 
-        def __init__(self, args, net_builder=None, tb_log=None, logger=None, **kwargs) -> None:
-            self.args = args
-            self.model = args.model
-            self.num_classes = args.num_classes
-            self.num_train_iter = args.num_train_iter
-            self.lambda_u = args.ulb_loss_ratio
-            self.use_cat = True  # USB's default
-            self.amp_cm = contextlib.nullcontext
-            self.it = args.it
-            self.bn_controller = misc.Bn_Controller()
-            self.ema = None
-            self.ce_loss = cross_entropy.CELoss()
-            self.consistency_loss = criterions.ConsistencyLoss()
-            self.hooks_dict: dict[str, object] = {}
-            self.set_hooks()
-
-        def set_hooks(self) -> None:
-            """USB's own hooks here (EMA, logging, ...) run outside ``train_step``."""
-
-        def register_hook(self, hook, name=None, priority="NORMAL") -> None:
-            self.hooks_dict[name or type(hook).__name__] = hook
-
-        def registered_hook(self, name: str) -> bool:
-            return name in self.hooks_dict
-
-        def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
-            return getattr(self.hooks_dict[hook_name], fn_name)(self, *args, **kwargs)
-
-        def compute_prob(self, logits: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(logits, dim=-1)
-
-        def process_out_dict(self, out_dict=None, **kwargs) -> dict:
-            return {**(out_dict or {}), **kwargs}
-
-        def process_log_dict(self, log_dict=None, prefix="train", **kwargs) -> dict:
-            return {**(log_dict or {}), **kwargs}
-
-    base = {"AlgorithmBase": AlgorithmBase}
-    common = {
-        "semilearn.core": base,
-        "semilearn.core.algorithmbase": base,
-        "semilearn.core.utils": {"ALGORITHMS": _Registry()},
-        "semilearn.algorithms.hooks": {
-            "PseudoLabelingHook": labeling.PseudoLabelingHook,
-            "FixedThresholdingHook": masking.FixedThresholdingHook,
-        },
-        "semilearn.algorithms.utils": algorithm_utils,
-    }
+    stand_in = reference.usb_algorithm_stand_in(("PseudoLabelingHook", "FixedThresholdingHook"), extra_init)
     classes = {
-        name: getattr(load("semilearn", f"algorithms/{name.lower()}/{name.lower()}.py", common), name)
+        name: getattr(
+            load("semilearn", f"algorithms/{name.lower()}/{name.lower()}.py", stand_in.provides), name
+        )
         for name in ("FixMatch", "UDA", "PseudoLabel", "MeanTeacher")
     }
     return types.SimpleNamespace(
-        **classes, consistency_loss=criterions.consistency_loss, EMA=misc.EMA, masking=masking
+        **classes,
+        consistency_loss=stand_in.criterions.consistency_loss,
+        EMA=misc.EMA,
+        masking=stand_in.masking,
     )
 
 
