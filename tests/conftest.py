@@ -84,16 +84,25 @@ def show(cli: Callable[..., tuple[int, str, str]]) -> Callable[[Path], dict]:
     return run_show
 
 
-@pytest.fixture(scope="session")
-def reference():
-    """``tests/reference.py``: loads single modules of reference code (e.g. semilearn's) without
-    running their packages' heavy ``__init__``; a fixture because tests cannot import siblings."""
+def _sibling(stem: str):
+    """Load ``tests/<stem>.py`` as a module: tests cannot import siblings (importlib mode)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "ptl_tests_reference", Path(__file__).with_name("reference.py")
-    )
+    spec = importlib.util.spec_from_file_location(f"ptl_tests_{stem}", Path(__file__).with_name(f"{stem}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """``tests/reference.py``: loads single modules of reference code (e.g. semilearn's) without
+    running their packages' heavy ``__init__``; a fixture because tests cannot import siblings."""
+    return _sibling("reference")
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusers():
+    """``tests/tiny_diffusers.py``: builders of the tiny random diffusers models the tests share."""
+    return _sibling("tiny_diffusers")

@@ -14,65 +14,32 @@ from ptl_cli.testing import check_generator
 from ptl_generators.diffusion import MixableEmbedding, build, make_mixable
 
 
-def _tiny_unet(classes: int = 3):
-    from diffusers import UNet2DModel
-
+def _tiny_unet(tiny, classes: int = 3):
     torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_class_embeds=classes + 1,  # + the null class
-        attention_head_dim=None,
-    )
+    return tiny.class_unet(classes=classes + 1)  # + the null class
 
 
 @pytest.fixture(scope="module")
-def unet_dir(tmp_path_factory):
+def unet_dir(tmp_path_factory, tiny_diffusers):
     """A diffusers pipeline directory: unet/ + scheduler/ + ptl.json (null class 3)."""
     from diffusers import DDIMScheduler
 
     root = tmp_path_factory.mktemp("unet-pipeline")
-    _tiny_unet().save_pretrained(root / "unet")
+    _tiny_unet(tiny_diffusers).save_pretrained(root / "unet")
     DDIMScheduler(num_train_timesteps=100, clip_sample=True).save_pretrained(root / "scheduler")
     (root / "ptl.json").write_text(json.dumps({"null_class": 3, "class_names": ["a", "b", "c"]}))
     return root
 
 
 @pytest.fixture(scope="module")
-def dit_dir(tmp_path_factory):
+def dit_dir(tmp_path_factory, tiny_diffusers):
     """A DiT pipeline directory (transformer/ + vae/ + scheduler/) with a 3-class label table."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+    from diffusers import DDIMScheduler
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("dit-pipeline")
-    DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,  # eps and learned variance, like DiT-XL/2
-        num_layers=2,
-        sample_size=4,
-        patch_size=2,
-        num_embeds_ada_norm=3,
-        norm_num_groups=2,
-    ).save_pretrained(root / "transformer")
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    ).save_pretrained(root / "vae")
+    tiny_diffusers.dit(classes=3).save_pretrained(root / "transformer")
+    tiny_diffusers.vae(sample_size=8).save_pretrained(root / "vae")
     DDIMScheduler(num_train_timesteps=100).save_pretrained(root / "scheduler")
     return root
 
@@ -131,10 +98,10 @@ def test_dit_generator_keeps_the_contract_with_vae_decoding(dit_dir):
     assert len(tables) == 2  # one label table per transformer block, all swapped
 
 
-def test_missing_or_unexpected_keys_in_a_diffusers_directory_are_errors(tmp_path):
+def test_missing_or_unexpected_keys_in_a_diffusers_directory_are_errors(tmp_path, tiny_diffusers):
     from safetensors.torch import load_file, save_file
 
-    unet = _tiny_unet()
+    unet = _tiny_unet(tiny_diffusers)
     unet.save_pretrained(tmp_path / "m")
     file = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
     state = load_file(str(file))
@@ -208,7 +175,7 @@ def test_eta_defaults_to_the_model_files_own_setting(tmp_path, unet_dir):
     assert not torch.equal(a, gen.sample(y, z=z, generator=torch.Generator().manual_seed(3)))
 
 
-def test_hub_repository_with_bin_weights_only_is_fetched_as_bin(tmp_path, monkeypatch):
+def test_hub_repository_with_bin_weights_only_is_fetched_as_bin(tmp_path, monkeypatch, tiny_diffusers):
     """From the hub, safetensors are asked for first; a repository that has only .bin weights is
     asked again for those (a stand-in for the hub serves files by pattern, as snapshot_download)."""
     import fnmatch
@@ -220,7 +187,7 @@ def test_hub_repository_with_bin_weights_only_is_fetched_as_bin(tmp_path, monkey
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     repo = tmp_path / "remote"
-    _tiny_unet().save_pretrained(repo / "unet", safe_serialization=False)  # .bin only
+    _tiny_unet(tiny_diffusers).save_pretrained(repo / "unet", safe_serialization=False)  # .bin only
     assert not list(repo.rglob("*.safetensors"))
     asked = []
 

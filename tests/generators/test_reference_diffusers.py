@@ -36,42 +36,22 @@ def _no_progress(pipe):
 
 
 # -- DiT -------------------------------------------------------------------------------------------
-def _tiny_dit_pipeline():
+def _tiny_dit_pipeline(tiny):
     """DiT-XL/2's structure, tiny: learned sigma (8 output channels), 1000 classes + the null class
     (``DiTPipeline`` hard-codes 1000 as the null label), a small VAE, DDIM."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import DDIMScheduler, DiTPipeline
 
     torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        sample_size=4,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
+    transformer = tiny.dit(classes=1000)
+    vae = tiny.vae(sample_size=8)
     scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
     return _no_progress(DiTPipeline(transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler))
 
 
 @pytest.fixture(scope="module")
-def dit(tmp_path_factory):
+def dit(tmp_path_factory, tiny_diffusers):
     """(reference pipeline, its directory as ``save_pretrained`` writes it)."""
-    pipe = _tiny_dit_pipeline()
+    pipe = _tiny_dit_pipeline(tiny_diffusers)
     directory = tmp_path_factory.mktemp("dit") / "pipeline"
     pipe.save_pretrained(directory)
     return pipe, directory
@@ -210,23 +190,12 @@ NULL = 3  # three classes and the null class
 
 
 @pytest.fixture(scope="module")
-def unet(tmp_path_factory):
+def unet(tmp_path_factory, tiny_diffusers):
     """(UNet, scheduler config, pipeline directory with ptl.json naming the null class)."""
-    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+    from diffusers import DDIMPipeline, DDIMScheduler
 
     torch.manual_seed(0)
-    model = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_class_embeds=NULL + 1,
-        attention_head_dim=None,
-    ).eval()
+    model = tiny_diffusers.class_unet(classes=NULL + 1).eval()
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
     directory = tmp_path_factory.mktemp("unet") / "pipeline"
     DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(directory)

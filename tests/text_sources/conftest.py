@@ -56,46 +56,17 @@ def text_config(tok, hidden: int = 16, projection: int | None = None) -> dict:
     )
 
 
-def tiny_sd_pipeline(tmp: Path):
+def tiny_sd_pipeline(tmp: Path, tiny):
     """A StableDiffusionPipeline at 16×16 pixels (8×8×4 latents), DDIM with SD's schedule."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tok = tokenizer(tmp / "vocab")
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(tok)))
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    unet = tiny.cond_unet(cross_attention_dim=16)
+    vae = tiny.vae(sample_size=16)
+    scheduler = DDIMScheduler(**tiny.SD_SCHEDULE, clip_sample=False, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
@@ -110,15 +81,10 @@ def tiny_sd_pipeline(tmp: Path):
     return pipe
 
 
-def tiny_sdxl_pipeline(tmp: Path):
+def tiny_sdxl_pipeline(tmp: Path, tiny):
     """A StableDiffusionXLPipeline at 16×16: two text encoders (the second with a projection, whose
     text embedding is the pooled one), a UNet with SDXL's added (pooled text, size) embedding."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     tok = tokenizer(tmp / "vocab")
@@ -126,40 +92,14 @@ def tiny_sdxl_pipeline(tmp: Path):
     torch.manual_seed(2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(tok)))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config(tok_2, projection=8)))
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    unet = tiny.cond_unet(
         cross_attention_dim=32,  # both encoders' hidden states side by side
-        attention_head_dim=2,
-        norm_num_groups=4,
         addition_embed_type="text_time",
         addition_time_embed_dim=4,
         projection_class_embeddings_input_dim=6 * 4 + 8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    vae = tiny.vae(sample_size=16)
+    scheduler = EulerDiscreteScheduler(**tiny.SD_SCHEDULE, timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
@@ -199,10 +139,10 @@ def tiny_clip(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sd(tmp_path_factory):
+def sd(tmp_path_factory, tiny_diffusers):
     """(the reference diffusers pipeline, its saved directory)."""
     tmp = tmp_path_factory.mktemp("sd")
-    pipe = tiny_sd_pipeline(tmp)
+    pipe = tiny_sd_pipeline(tmp, tiny_diffusers)
     pipe.save_pretrained(tmp / "pipeline")
     return pipe, tmp / "pipeline"
 
@@ -213,9 +153,9 @@ def clip_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sdxl(tmp_path_factory):
+def sdxl(tmp_path_factory, tiny_diffusers):
     """(the reference SDXL pipeline, its saved directory)."""
     tmp = tmp_path_factory.mktemp("sdxl")
-    pipe = tiny_sdxl_pipeline(tmp)
+    pipe = tiny_sdxl_pipeline(tmp, tiny_diffusers)
     pipe.save_pretrained(tmp / "pipeline")
     return pipe, tmp / "pipeline"
