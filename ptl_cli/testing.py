@@ -650,26 +650,11 @@ def _check_sparsity(value: Any, what: str) -> None:
 
 # -- SSL algorithms --------------------------------------------------------------------------------------
 def make_views(images01: Any, names: Iterable[str], generator: Any = None) -> dict[str, Any]:
-    """The views an SSL algorithm asks for, as the transfer workflow builds them (normalized).
+    """The views an SSL algorithm asks for, as the transfer workflow builds them (normalized with
+    the bundled Fashion-MNIST statistics): :func:`ptl_cli.data.views.make_views`."""
+    from ptl_cli.data.views import make_views as core_views
 
-    Uses the built-in ``ptl_ssl`` views (weak flip + pad-crop; strong = weak + RandAugment +
-    Cutout) when that plugin is importable, else weak views for both.
-    """
-    from ptl_cli.data.augment import weak
-    from ptl_cli.data.base import normalize
-
-    names = tuple(names)
-    try:
-        from ptl_ssl.views import make_views as builtin_views
-
-        return builtin_views(images01, names, (0.2860,), (0.3530,), generator=generator)
-    except ImportError:  # pragma: no cover - ptl_ssl ships with ptl
-        return {
-            n: normalize(
-                images01 if n == "none" else weak(images01, generator=generator), (0.2860,), (0.3530,)
-            )
-            for n in names
-        }
+    return core_views(images01, tuple(names), (0.2860,), (0.3530,), generator=generator)
 
 
 def confident_net(num_classes: int = 5, in_channels: int = 1, scale: float = 40.0) -> Any:

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptl_cli.data.views import weak_view
 from ptl_ssl.common import check_logits, frozen_batchnorm, unwrap, view
-from ptl_ssl.views import weak_view
 
 
 def sigmoid_rampup(step: int, rampup_steps: float) -> float:
