@@ -29,6 +29,13 @@ def latest_record(metrics: Path) -> dict[str, Any]:
     return {}
 
 
+def cell_position(record: dict[str, Any]) -> str:
+    """Where a running cell is, from its newest metrics record: ``"pssl step 200"``, ``"epoch 2 step 90"``."""
+    parts = [str(record["stage"])] if "stage" in record else []
+    parts += [f"{key} {record[key]}" for key in ("epoch", "step") if key in record]
+    return " ".join(parts) or "starting"
+
+
 class SweepProgress:
     """``with SweepProgress(sweep) as p``: ``started(cell)``, ``update(running)``, ``finished(cell)``."""
 
@@ -41,19 +48,21 @@ class SweepProgress:
     def __enter__(self) -> SweepProgress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
                 transient=True,
             )
             self._bar.start()
             done = sum(c.status == "completed" for c in self.sweep.cells)
-            self._overall = self._bar.add_task("sweep", total=len(self.sweep.cells), completed=done)
+            total = len(self.sweep.cells)
+            count = f"{done}/{total} cells"
+            self._overall = self._bar.add_task("sweep", total=total, completed=done, count=count)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -62,7 +71,9 @@ class SweepProgress:
 
     def started(self, cell: Any) -> None:
         if self._bar is not None:
-            self._tasks[cell.id] = self._bar.add_task(f"  {cell.id}", total=None)
+            # a cell's length is its own recipe's business: its line shows the stage and step it has
+            # logged, its bar pulses (no made-up total)
+            self._tasks[cell.id] = self._bar.add_task(f"  {cell.id}", total=None, count="starting")
 
     def update(self, running: dict[str, Any]) -> None:
         if self._bar is None:
@@ -72,8 +83,7 @@ class SweepProgress:
             if task is None:
                 continue
             record = latest_record(self.sweep.path / "runs" / ident / "metrics.jsonl")
-            where = " ".join(f"{k} {record[k]}" for k in ("stage", "step") if k in record)
-            self._bar.update(task, description=f"  {ident}  {where}".rstrip())
+            self._bar.update(task, count=cell_position(record))
 
     def finished(self, cell: Any) -> None:
         if self._bar is None:
@@ -83,5 +93,7 @@ class SweepProgress:
             self._bar.remove_task(task)
         if cell.status == "completed":
             self._bar.advance(self._overall)
+            done = int(self._bar.tasks[self._overall].completed)
+            self._bar.update(self._overall, count=f"{done}/{len(self.sweep.cells)} cells")
         else:
             self._bar.console.print(f"{cell.status}: {cell.id} {cell.error}".rstrip())
