@@ -9,9 +9,9 @@ linearly; max 50 as in USB). As in USB, the labeled batch alone updates BatchNor
 statistics: the student's unlabeled pass runs with them frozen. Given the same two views, the
 loss equals USB's ``train_step`` after the ramp-up (``tests/ssl/test_reference_losses.py``).
 
-The algorithm asks for the *unaugmented* unlabeled batch (view ``"none"``) and draws both weak
-views itself: the view names cannot ask for two independent weak draws, and flip + pad-crop
-commute with per-channel normalization, so drawing them after normalization is exact.
+The algorithm asks for two independent weak views of the unlabeled batch, ``("weak", "weak")``,
+which the training loop hands over as ``"weak"`` (the student's) and ``"weak:1"`` (the teacher's),
+drawn in that order (:func:`ptl_cli.data.views.make_views`).
 
 The teacher is a deep copy of the student made on the first ``loss`` call (so it is built on
 the right device, after any wrapping), with its own parameters and buffers; it runs in the
@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_cli.data.views import weak_view
 from ptl_ssl.common import check_logits, frozen_batchnorm, unwrap, view
 
 
@@ -45,7 +44,7 @@ class MeanTeacher:
     """Mean Teacher's loss and the EMA teacher it maintains."""
 
     labeled_views = ("weak",)
-    unlabeled_views = ("none",)
+    unlabeled_views = ("weak", "weak")  # keys "weak" (student) and "weak:1" (teacher)
 
     def __init__(
         self, num_classes: int, ema_decay: float = 0.999, lambda_u: float = 50.0, rampup_fraction: float = 0.4
@@ -80,8 +79,8 @@ class MeanTeacher:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         teacher = self._teacher_for(model)  # before the student's forward touches its BN buffers
         x = view(labeled, "weak", "MeanTeacher", "labeled")
-        u = view(unlabeled, "none", "MeanTeacher", "unlabeled")
-        u_student, u_teacher = weak_view(u), weak_view(u)
+        u_student = view(unlabeled, "weak", "MeanTeacher", "unlabeled")
+        u_teacher = view(unlabeled, "weak:1", "MeanTeacher", "unlabeled")
 
         logits_x = model(x)
         with frozen_batchnorm(model):  # as USB: the labeled batch alone updates BN's statistics

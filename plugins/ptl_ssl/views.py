@@ -4,6 +4,6 @@ They moved to the core's data package so that every plugin (and the core's contr
 can build them without importing this plugin; this name keeps older imports working.
 """
 
-from ptl_cli.data.views import VIEW_NAMES, crop_padding, make_views, weak_view
+from ptl_cli.data.views import VIEW_NAMES, crop_padding, make_views, view_keys, weak_view
 
-__all__ = ["VIEW_NAMES", "crop_padding", "make_views", "weak_view"]
+__all__ = ["VIEW_NAMES", "crop_padding", "make_views", "view_keys", "weak_view"]

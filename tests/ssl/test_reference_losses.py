@@ -23,11 +23,11 @@ import pytest
 import torch
 from torch import nn
 
+from ptl_cli.data.views import view_keys, weak_view
 from ptl_ssl.fixmatch import FixMatch
 from ptl_ssl.meanteacher import MeanTeacher
 from ptl_ssl.pseudolabel import PseudoLabel
 from ptl_ssl.uda import UDA
-from ptl_ssl.views import weak_view
 
 K, N_LABELED, N_UNLABELED = 10, 8, 32
 
@@ -117,7 +117,7 @@ def _usb_step(usb_cls, model: nn.Module, batch: dict, it: int = 0, total: int = 
 
 def _ptl_step(algorithm, model: nn.Module, batch: dict, step: int = 0, total: int = 100):
     labeled = {"weak": batch["x"]}
-    unlabeled = {name: batch[name] for name in algorithm.unlabeled_views}
+    unlabeled = {key: batch[key] for key in view_keys(algorithm.unlabeled_views)}
     loss, logs = algorithm.loss(model, labeled, batch["y"], unlabeled, step, total)
     model.zero_grad()
     loss.backward()
@@ -254,14 +254,15 @@ def fashion_batch(fashion) -> dict[str, torch.Tensor]:
 def _meanteacher_both(
     usb, algorithm, ours: nn.Module, theirs: nn.Module, ema, batch: dict, it: int, seed: int
 ):
-    """One MeanTeacher step on each side with the same two weak views: ptl draws them (student's
-    first) from the unaugmented batch; USB gets them re-drawn from the same seed."""
-    torch.manual_seed(seed)
-    ptl = _ptl_step(algorithm, ours, batch, step=it, total=100)
+    """One MeanTeacher step on each side with the same two weak views, drawn from ``seed`` in the
+    order the loop draws them: ptl's ``weak`` (the student's) is USB's ``x_ulb_s`` and ptl's
+    ``weak:1`` (the teacher's) is USB's ``x_ulb_w``."""
     torch.manual_seed(seed)
     u = batch["none"]
-    views = {"x": batch["x"], "y": batch["y"], "strong": weak_view(u), "weak": weak_view(u)}
-    assert not torch.equal(views["strong"], views["weak"])  # two independent weak draws
+    student, teacher = weak_view(u), weak_view(u)
+    assert not torch.equal(student, teacher)  # two independent weak draws
+    ptl = _ptl_step(algorithm, ours, {**batch, "weak": student, "weak:1": teacher}, step=it, total=100)
+    views = {"x": batch["x"], "y": batch["y"], "strong": student, "weak": teacher}
     usb_side = _usb_step(
         usb.MeanTeacher, theirs, views, it=it, total=100, ema=ema, unsup_warm_up=0.4, lambda_u=50.0
     )
@@ -284,8 +285,8 @@ def test_meanteacher_equals_usb_given_the_same_views_and_teacher(usb, fashion_ba
     """Two documented differences, and equality otherwise.
 
     * Views: USB's dataset hands MeanTeacher two independent weak views (its ``x_ulb_s`` is a
-      weak view for this algorithm); ptl takes the unaugmented batch and draws the two weak
-      views itself. Re-drawn from the same seed, they are handed to USB.
+      weak view for this algorithm); ptl asks for ``("weak", "weak")``. The same two views are
+      handed to both.
     * Ramp-up: ptl weighs the consistency term by the paper's ``exp(-5 (1 - t)^2)``, USB by
       ``t`` itself (``t = clip(it / (0.4 · iterations), 0, 1)``): equal from the end of the
       ramp-up on, and the unweighted terms are equal throughout.

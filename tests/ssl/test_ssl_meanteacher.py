@@ -9,22 +9,26 @@ import pytest
 import torch
 
 from ptl_cli.data.base import normalize
+from ptl_cli.data.views import make_views
 from ptl_ssl.meanteacher import MeanTeacher, sigmoid_rampup
 
 
 def _batches(fashion, step: int):
+    """Labeled and unlabeled views as the loop makes them; the two weak views of the unlabeled
+    batch (keys ``weak`` and ``weak:1``) are drawn from the global RNG."""
     images, labels, mean, std = fashion
     lo = (step * 8) % 48
     x = normalize(images[lo : lo + 8].float() / 255, mean, std)
-    u = normalize(images[lo + 8 : lo + 24].float() / 255, mean, std)
-    return {"weak": x}, labels[lo : lo + 8] % 5, {"none": u}
+    u = make_views(images[lo + 8 : lo + 24], MeanTeacher.unlabeled_views, mean, std)
+    assert set(u) == {"weak", "weak:1"} and not torch.equal(u["weak"], u["weak:1"])
+    return {"weak": x}, labels[lo : lo + 8] % 5, u
 
 
 def _train(algo, model, optimizer, fashion, steps, start=0, seed=0):
     """Plain SGD steps as a training loop would run them; returns each step's losses."""
     losses = []
     for step in range(start, start + steps):
-        torch.manual_seed(seed + step)  # the views MeanTeacher draws come from the global RNG
+        torch.manual_seed(seed + step)  # the unlabeled weak views come from the global RNG
         labeled, targets, unlabeled = _batches(fashion, step)
         loss, logs = algo.loss(model, labeled, targets, unlabeled, step, 10)
         optimizer.zero_grad()
@@ -127,7 +131,7 @@ def test_loss_equals_hand_computation_on_fixed_logits(logits_model):
         model,
         {"weak": constant_images(labeled)},
         torch.tensor([1]),
-        {"none": constant_images(student_rows)},
+        {"weak": constant_images(student_rows), "weak:1": constant_images(student_rows)},
         20,
         100,
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ptl_cli.data.base import normalize
-from ptl_ssl.views import crop_padding, make_views, weak_view
+from ptl_cli.data.views import crop_padding, make_views, view_keys, weak_view
 
 
 def test_views_are_the_requested_names_and_normalized(fashion, fashion01):
@@ -34,9 +34,25 @@ def test_weak_padding_scales_with_the_image():
 
 
 def test_weak_view_commutes_with_normalization(fashion):
-    """Why MeanTeacher may draw its weak views from the normalized, unaugmented batch."""
+    """Why MeanTeacher's views could move from its loss (where it drew them from the normalized
+    batch) into ``make_views`` (which draws them before normalizing) without changing a bit."""
     images, _, mean, std = fashion
     x = images.float() / 255
     after = weak_view(normalize(x, mean, std), torch.Generator().manual_seed(4))
     before = normalize(weak_view(x, torch.Generator().manual_seed(4)), mean, std)
-    torch.testing.assert_close(after, before)
+    assert torch.equal(after, before)
+
+
+def test_a_repeated_name_is_a_further_independent_draw(fashion):
+    """``("weak", "weak")`` gives keys ``weak`` and ``weak:1``: two different draws, in request
+    order, equal to drawing ``weak_view`` twice from the same generator."""
+    images, _, mean, std = fashion
+    assert view_keys(("weak", "strong", "weak", "weak")) == ["weak", "strong", "weak:1", "weak:2"]
+    views = make_views(images, ("weak", "weak"), mean, std, generator=torch.Generator().manual_seed(5))
+    assert list(views) == ["weak", "weak:1"]
+    assert not torch.equal(views["weak"], views["weak:1"])
+    gen = torch.Generator().manual_seed(5)
+    x = images.float() / 255
+    first, second = weak_view(x, gen), weak_view(x, gen)
+    assert torch.equal(views["weak"], normalize(first, mean, std))
+    assert torch.equal(views["weak:1"], normalize(second, mean, std))
