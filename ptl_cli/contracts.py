@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ptl_cli.errors import UserError
+from ptl_cli.kinds import KINDS
 
 if TYPE_CHECKING:  # torch is heavy; contracts must be importable without it
     import torch
@@ -224,37 +225,20 @@ class Logger(Protocol):
         """When the run ends, however it ends (completed, interrupted, failed)."""
 
 
-#: The protocol a factory of each component kind must return (kinds as in ``registry.KINDS``).
-PROTOCOLS: dict[str, type] = {
-    "models": Model,
-    "datasets": ImageDataset,
-    "pruners": Pruner,
-    "ssl": SSLAlgorithm,
-    "generators": Generator,
-    "classifiers": SourceClassifier,
-    "workflows": Workflow,
-    "loggers": Logger,
-}
+# Views of ``ptl_cli.kinds.KINDS`` (the one table of kinds), by the names plugins and docs use.
+
+#: The protocol a factory of each component kind must return.
+PROTOCOLS: dict[str, type] = {name: globals()[kind.protocol] for name, kind in KINDS.items()}
 
 #: How ptl calls the factory of each kind: the documented call (``docs/plugins/reference.md``).
 #: ``**params`` are the fields of the component's parameter schema, defaults filled in.
-FACTORY_CALLS: dict[str, str] = {
-    "models": "factory(num_classes, in_channels, image_size, width=1.0, **params)",
-    "datasets": "factory(root, split, download, **params)",
-    "pruners": "factory(**params)",
-    "ssl": "factory(num_classes, **params)",
-    "generators": "factory(device, **params)",
-    "classifiers": "factory(device, **params)",
-    "workflows": "factory()",
-    "loggers": "factory(run_dir, run_id, resuming, **params)",
-}
+FACTORY_CALLS: dict[str, str] = {name: kind.factory_call for name, kind in KINDS.items()}
 
 #: Keyword arguments ptl passes only to a callable whose signature accepts them (a parameter of
 #: that name, or ``**kwargs``), keyed by ``(kind, "factory" or method)``. They extend a contract
 #: without breaking plugins written before it: an old factory or ``loss`` is called as before.
 OPTIONAL_ARGUMENTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ssl", "factory"): ("num_labeled", "num_unlabeled"),
-    ("ssl", "loss"): ("unlabeled_index",),
+    (name, member): names for name, kind in KINDS.items() for member, names in kind.optional_arguments.items()
 }
 
 
@@ -273,18 +257,24 @@ def accepts(function: Any, name: str) -> bool:
 def optional_arguments(kind: str, member: str, function: Any, values: dict[str, Any]) -> dict[str, Any]:
     """The items of ``values`` (named in :data:`OPTIONAL_ARGUMENTS` for ``(kind, member)``) that
     ``function`` accepts: what ptl adds to its call of a factory or method."""
-    names = OPTIONAL_ARGUMENTS.get((kind, member), ())
+    names = _optional(kind, member)
     return {k: v for k, v in values.items() if k in names and accepts(function, k)}
+
+
+def reserved_problem(kind: str, fields: Iterable[str]) -> str | None:
+    """Why a parameter schema with ``fields`` cannot be used: a field named like an argument ptl
+    passes to the factory itself (``num_unlabeled``); ``None`` if there is none."""
+    clash = sorted(set(fields) & set(_optional(kind, "factory")))
+    if clash:
+        return f"its parameter schema has a field {clash[0]!r}, a name ptl passes to the factory itself"
+    return None
 
 
 def ensure_no_reserved_params(kind: str, fields: Iterable[str], what: str) -> None:
     """A parameter schema may not use a name ptl passes to the factory itself (``num_unlabeled``)."""
-    clash = sorted(set(fields) & set(OPTIONAL_ARGUMENTS.get((kind, "factory"), ())))
-    if clash:
-        raise UserError(
-            f"{what}: its parameter schema has a field {clash[0]!r}, a name ptl passes to the factory "
-            "itself (docs/plugins/reference.md); rename the field"
-        )
+    problem = reserved_problem(kind, fields)
+    if problem:
+        raise UserError(f"{what}: {problem} (docs/plugins/reference.md); rename the field")
 
 
 # Dunder members a protocol may require; other private names are typing's own machinery.
@@ -392,7 +382,8 @@ def signature_problems(obj: Any, protocol: type) -> list[str]:
 
 
 def _optional(kind: str, member: str) -> tuple[str, ...]:
-    return OPTIONAL_ARGUMENTS.get((kind, member), ())
+    entry = KINDS.get(kind)
+    return entry.optional_arguments.get(member, ()) if entry else ()
 
 
 def _plain(signature: inspect.Signature) -> str:
@@ -415,8 +406,9 @@ def factory_call_problem(
         signature.bind(*args, **kwargs)
     except TypeError as exc:
         name = getattr(factory, "__qualname__", type(factory).__qualname__)
+        call = KINDS[kind].factory_call if kind in KINDS else "factory(...)"
         return (
-            f"its factory cannot be called as ptl calls it, {FACTORY_CALLS.get(kind, 'factory(...)')} "
+            f"its factory cannot be called as ptl calls it, {call} "
             f"with params {', '.join(kwargs) or 'none'}: {name}{_plain(signature)}: {exc} "
             "(every field of the parameter schema is passed as a keyword argument)"
         )
@@ -452,9 +444,7 @@ def ensure_satisfies(kind: str, obj: Any, what: str) -> Any:
         return obj
     problems = describe_problems(obj, protocol)
     if problems:
-        from ptl_cli.registry import KINDS
-
-        hook = KINDS[kind][0]
+        hook = KINDS[kind].hook
         raise UserError(
             f"{what} does not satisfy the {protocol.__name__} contract: its factory returned {problems}; "
             f"see ptl_cli.contracts.{protocol.__name__} and docs/plugins/reference.md#{hook} "

@@ -14,12 +14,12 @@ a callable or a ``"module:attr"`` string, ``params`` a pydantic model (subclass
 is called with them as keyword arguments.
 
 Hooks must stay cheap: they run whenever ptl lists or looks up components, so import heavy
-modules (torch, diffusers) inside factories, not at module level. The component protocols each
-kind's factory must return, and the call ptl makes to each factory (``FACTORY_CALLS``), are in
-:mod:`ptl_cli.contracts`; a built component that lacks a member, or whose methods cannot take
-the arguments ptl passes, is rejected with a message naming the plugin. The guide, with one
-section per hook, is ``docs/plugins/reference.md``; ``ptl_cli.testing`` checks a component in a
-plugin's own tests.
+modules (torch, diffusers) inside factories, not at module level. Each hook fills one kind of
+:data:`ptl_cli.kinds.KINDS`, which names the protocol (in :mod:`ptl_cli.contracts`) its factory
+must return and the call ptl makes to the factory; a built component that lacks a member, or
+whose methods cannot take the arguments ptl passes, is rejected with a message naming the plugin.
+The guide, with one section per hook, is ``docs/plugins/reference.md``; ``ptl_cli.testing``
+checks a component in a plugin's own tests.
 """
 
 from __future__ import annotations

@@ -24,16 +24,9 @@ def workflow_spec(kind: str):
 
 
 def load_workflow(kind: str) -> Any:
-    """The workflow object of run kind ``kind``, checked against the Workflow protocol.
-
-    A workflow's ``params`` is its recipe schema, not factory parameters, so it is not built
-    through ``spec.build``; the protocol check still names the plugin when a member is missing.
-    """
-    from ptl_cli.contracts import ensure_satisfies
-
-    spec = workflow_spec(kind)
-    what = f"workflow {kind!r} from plugin {spec.plugin!r}"
-    return ensure_satisfies("workflows", spec.load_factory()(), what)
+    """The workflow object of run kind ``kind``, checked against the Workflow protocol (a missing
+    member names the plugin). Its ``params`` is the recipe schema: the factory gets no arguments."""
+    return workflow_spec(kind).build()
 
 
 def resolve_recipe(kind: str, common: Common, default: str, overrides: dict[str, Any]):
@@ -199,6 +192,10 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
 
     out = console(stderr=common.json)
     dist, device = start_distributed(recipe.compute.device)
+    if recipe.compute.malloc_tuning and device.type == "cpu":
+        from ptl_cli.engine.malloc import keep_freed_memory
+
+        keep_freed_memory()
     seed_everything(recipe.seed, recipe.compute.deterministic)
     if dist.is_main:
         run.set_status("running", error="")

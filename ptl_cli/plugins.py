@@ -19,7 +19,8 @@ import pluggy
 
 from ptl_cli import hookspecs
 from ptl_cli.errors import UserError, did_you_mean
-from ptl_cli.registry import KINDS, Register, Registry, SpecError
+from ptl_cli.kinds import KINDS
+from ptl_cli.registry import Register, Registry, SpecError
 
 GROUP = "ptl"
 #: The distribution that ships the built-in plugins; third-party plugins win name clashes.
@@ -157,18 +158,15 @@ class PluginManager:
             and any(i.plugin_name == ep.name for i in getattr(self.pm.hook, impl_name).get_hookimpls())
         )
 
-    def ok_plugins(self) -> list[str]:
-        return [p.name for p in self.plugins.values() if p.status == "ok"]
-
     # -- registries --------------------------------------------------------------------------
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` (see :data:`ptl_cli.registry.KINDS`), built on first use."""
+        """The registry of ``kind`` (see :data:`ptl_cli.kinds.KINDS`), built on first use."""
         if kind not in KINDS:
             raise UserError(f"unknown component kind {kind!r}; {did_you_mean(kind, KINDS)}")
         if kind not in self._registries:
             builtin = frozenset(n for n, p in self.plugins.items() if p.builtin)
             registry = Registry(kind, builtin)
-            hook = getattr(self.pm.hook, KINDS[kind][0])
+            hook = getattr(self.pm.hook, KINDS[kind].hook)
             # get_hookimpls() is in registration (= load) order; pluggy's own calls run it backwards.
             # Load order decides clashes between installed plugins: the name that sorts first wins.
             for impl in hook.get_hookimpls():

@@ -14,19 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ptl_cli.contracts import (
+    ensure_no_reserved_params,
+    ensure_satisfies,
+    factory_call_problem,
+    optional_arguments,
+)
 from ptl_cli.errors import UserError, did_you_mean
-
-#: Component kinds, each filled by one hook: kind -> (hook name, human label).
-KINDS: dict[str, tuple[str, str]] = {
-    "models": ("ptl_register_models", "model"),
-    "datasets": ("ptl_register_datasets", "dataset"),
-    "pruners": ("ptl_register_pruners", "pruner"),
-    "ssl": ("ptl_register_ssl_algorithms", "SSL algorithm"),
-    "generators": ("ptl_register_generators", "generator"),
-    "classifiers": ("ptl_register_classifiers", "source classifier"),
-    "workflows": ("ptl_register_workflows", "workflow"),
-    "loggers": ("ptl_register_loggers", "logger"),
-}
+from ptl_cli.kinds import KINDS  # re-exported: ``registry.KINDS`` is the same table
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:\*)?$")
 
@@ -71,7 +66,7 @@ class ComponentSpec:
             return getattr(module, attr)
         except (ImportError, AttributeError) as exc:
             raise UserError(
-                f"{KINDS[self.kind][1]} {self.name!r} from plugin {self.plugin!r} cannot be "
+                f"{KINDS[self.kind].label} {self.name!r} from plugin {self.plugin!r} cannot be "
                 f"loaded ({self.factory}): {exc}"
             ) from exc
 
@@ -97,7 +92,7 @@ class ComponentSpec:
             if values:
                 keys = ", ".join(sorted(values))
                 raise UserError(
-                    f"{where or self.name}: {KINDS[self.kind][1]} {self.name!r} takes no "
+                    f"{where or self.name}: {KINDS[self.kind].label} {self.name!r} takes no "
                     f"parameters, got {keys}"
                 )
             return {}
@@ -105,18 +100,65 @@ class ComponentSpec:
         checked = validate_model(self.params, values, where or self.name, context=context, prefix=prefix)
         return checked.model_dump()
 
-    def build(self, *args: Any, params: dict[str, Any] | None = None, where: str = "", **kw: Any):
-        """Validate ``params``, call the factory with them (plus positional/keyword args), and
-        check that the result has the members its kind's protocol requires (naming the plugin)."""
-        from ptl_cli.contracts import ensure_factory_accepts, ensure_satisfies
+    def build(
+        self,
+        *args: Any,
+        params: dict[str, Any] | None = None,
+        where: str = "",
+        optional: dict[str, Any] | None = None,
+        **kw: Any,
+    ):
+        """Build the component the one way ptl does, and check the result.
 
-        checked = self.validate_params(params, where)
+        ``params`` are validated (defaults filled in) and passed as keyword arguments, after the
+        positional ``args`` of the kind's factory call (``KINDS[kind].factory_call``) and ``kw``;
+        of ``optional``, only the arguments the kind passes when the factory accepts them
+        (``KINDS[kind].optional_arguments``: an SSL algorithm's set sizes) and that it does accept.
+        A factory that cannot take the call, or a result without the members its kind's protocol
+        requires, is refused with a one-line error naming the plugin. A workflow's ``params`` is
+        its recipe schema, not factory arguments: its factory is called with none.
+        """
+        entry = KINDS[self.kind]
+        what = f"{entry.label} {self.name!r} from plugin {self.plugin!r}"
+        checked: dict[str, Any] = {}
+        if entry.params_to_factory:
+            if self.params is not None:
+                ensure_no_reserved_params(self.kind, self.params.model_fields, where or what)
+            checked = self.validate_params(params, where)
         if self.pattern:
             kw["name"] = self.name
-        what = f"{KINDS[self.kind][1]} {self.name!r} from plugin {self.plugin!r}"
         factory = self.load_factory()
-        ensure_factory_accepts(self.kind, factory, args, {**kw, **checked}, what)
-        return ensure_satisfies(self.kind, factory(*args, **kw, **checked), what)
+        call = FactoryCall(
+            self.kind,
+            factory,
+            args,
+            {**optional_arguments(self.kind, "factory", factory, optional or {}), **kw, **checked},
+        )
+        problem = call.problem()
+        if problem:
+            raise UserError(f"{what}: {problem}")
+        return ensure_satisfies(self.kind, call(), what)
+
+
+@dataclass(frozen=True)
+class FactoryCall:
+    """One call of a component's factory, as ptl makes it, that can be checked before it is made.
+
+    :meth:`ComponentSpec.build` makes it for runs and commands; :mod:`ptl_cli.testing` makes the
+    same call in a plugin's tests and reports what is wrong as a failed assertion instead.
+    """
+
+    kind: str
+    factory: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def problem(self) -> str | None:
+        """Why the call would not bind (see :func:`ptl_cli.contracts.factory_call_problem`)."""
+        return factory_call_problem(self.kind, self.factory, self.args, self.kwargs)
+
+    def __call__(self) -> Any:
+        return self.factory(*self.args, **self.kwargs)
 
 
 class Register:
@@ -139,7 +181,7 @@ class Register:
         **meta: Any,
     ) -> None:
         plugin = self._plugin
-        label = KINDS[self._registry.kind][1]
+        label = KINDS[self._registry.kind].label
         if not isinstance(name, str) or not _NAME.match(name):
             raise SpecError(
                 f"plugin {plugin!r} registered {label} name {name!r}: names are lower-case "
@@ -184,7 +226,7 @@ class Conflict:
     loser: str
 
     def message(self) -> str:
-        label = KINDS[self.kind][1]
+        label = KINDS[self.kind].label
         return (
             f"{label} {self.name!r} is registered by plugins {self.winner!r} and {self.loser!r}; "
             f"{self.name!r} means {self.winner!r}'s, write '{self.loser}/{self.name}' for the other"
@@ -204,7 +246,7 @@ class Registry:
 
     @property
     def label(self) -> str:
-        return KINDS[self.kind][1]
+        return KINDS[self.kind].label
 
     def add(self, spec: ComponentSpec) -> None:
         self._qualified[f"{spec.plugin}/{spec.name}"] = spec

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptl_cli.errors import UserError
+from ptl_cli.kinds import KINDS as COMPONENT_KINDS
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What the scaffold knows about one component kind."""
+    """What the scaffold knows about one component kind (a view of :data:`ptl_cli.kinds.KINDS`)."""
 
     registry: str  # the registry kind (``ptl list <registry>``)
     label: str
@@ -33,55 +34,18 @@ class Kind:
     usage: str  # a command that uses the component, for the README
 
 
+#: ``--kind`` value -> what to write: every kind of :data:`ptl_cli.kinds.KINDS` with a scaffold.
 KINDS: dict[str, Kind] = {
-    "pruner": Kind(
-        "pruners",
-        "pruner",
-        "pruner",
-        "pruner",
-        "A pruner that keeps a random fixed mask per layer and trains the kept weights",
-        "ptl prune --method {component} --sparsity 0.5",
-    ),
-    "ssl": Kind(
-        "ssl",
-        "SSL algorithm",
-        "algorithm",
-        "ssl",
-        "An SSL algorithm: entropy minimization on the unlabeled batch",
-        "ptl transfer --ssl {component}",
-    ),
-    "generator": Kind(
-        "generators",
-        "generator",
-        "generator",
-        "generator",
-        "A weight-free conditional generator: class prototypes plus latent variation",
-        "ptl transfer --generator {component}",
-    ),
-    "model": Kind(
-        "models",
-        "model",
-        "model",
-        "model",
-        "A small CNN architecture",
-        "ptl prune --model {component}",
-    ),
-    "dataset": Kind(
-        "datasets",
-        "dataset",
-        "dataset",
-        "dataset",
-        "A dataset of oriented sine gratings, one orientation per class",
-        "ptl prune --dataset {component}",
-    ),
-    "logger": Kind(
-        "loggers",
-        "logger",
-        "logger",
-        "logger",
-        "An experiment logger that writes every metric of a run to a CSV file",
-        "ptl prune --log {component}",
-    ),
+    entry.scaffold.name: Kind(
+        registry,
+        entry.label,
+        entry.scaffold.module,
+        (entry.check or "").removeprefix("check_"),
+        entry.scaffold.description,
+        entry.scaffold.usage,
+    )
+    for registry, entry in COMPONENT_KINDS.items()
+    if entry.scaffold is not None
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

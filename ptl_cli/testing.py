@@ -34,14 +34,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ptl_cli.contracts import (
-    OPTIONAL_ARGUMENTS,
-    PROTOCOLS,
-    describe_problems,
-    factory_call_problem,
-    optional_arguments,
-)
-from ptl_cli.registry import KINDS, ComponentSpec
+from ptl_cli.contracts import PROTOCOLS, describe_problems, optional_arguments, reserved_problem
+from ptl_cli.kinds import KINDS
+from ptl_cli.registry import ComponentSpec, FactoryCall
 
 #: View names an SSL algorithm may ask for (what the transfer workflow can supply).
 VIEW_NAMES = ("none", "weak", "strong")
@@ -154,7 +149,7 @@ def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[
     """
     from ptl_cli import plugins
 
-    label = KINDS[kind][1]
+    label = KINDS[kind].label
     if isinstance(component, str):
         component = plugins.get(kind, component)
     if isinstance(component, ComponentSpec):
@@ -175,19 +170,15 @@ def _builder(kind: str, component: Any, params: dict[str, Any] | None) -> tuple[
 
     def build(*args: Any, **optional: Any) -> Any:
         """``optional``: what ptl passes only to a factory that accepts it (``OPTIONAL_ARGUMENTS``)."""
-        clash = sorted(set(values) & set(OPTIONAL_ARGUMENTS.get((kind, "factory"), ())))
-        _require(
-            not clash,
-            what,
-            f"its parameter schema has a field {clash[0]!r}, a name ptl passes to the factory itself"
-            if clash
-            else "",
+        reserved = reserved_problem(kind, values)
+        _require(reserved is None, what, str(reserved))
+        call = FactoryCall(
+            kind, factory, args, {**optional_arguments(kind, "factory", factory, optional), **values}
         )
-        extra = optional_arguments(kind, "factory", factory, optional)
-        problem = factory_call_problem(kind, factory, args, {**extra, **values})
+        problem = call.problem()
         _require(problem is None, what, str(problem))
         with calling(what, "its factory"):
-            obj = factory(*args, **extra, **values)
+            obj = call()
         return _conforming(kind, obj, what)
 
     return build, what
@@ -938,15 +929,9 @@ def check_logger(
     return logger
 
 
-#: ``check_<kind>`` for each component kind, as named in :data:`ptl_cli.registry.KINDS`.
+#: ``check_<kind>`` for each component kind that has one, as named in :data:`ptl_cli.kinds.KINDS`.
 CHECKS: dict[str, Callable[..., Any]] = {
-    "models": check_model,
-    "datasets": check_dataset,
-    "pruners": check_pruner,
-    "ssl": check_ssl,
-    "generators": check_generator,
-    "classifiers": check_classifier,
-    "loggers": check_logger,
+    name: globals()[kind.check] for name, kind in KINDS.items() if kind.check
 }
 
 __all__ = [

@@ -9,16 +9,12 @@ from typing import Any
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; with ``deterministic``, ask for reproducible kernels."""
+    import numpy as np
     import torch
 
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover - numpy is a dependency, but stay tolerant
-        pass
+    np.random.seed(seed % 2**32)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
@@ -53,16 +49,13 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _numpy_state() -> dict[str, Any] | None:
+def _numpy_state() -> dict[str, Any]:
     """NumPy's legacy global RNG (``np.random.*``), as a tensor and plain numbers.
 
     ``seed_everything`` seeds it and third-party code (augmentation libraries, samplers) draws
     from it, so a resumed run must restore it too to draw what it would have drawn.
     """
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return None
+    import numpy as np
     import torch
 
     name, keys, pos, has_gauss, cached = np.random.get_state()
