@@ -415,14 +415,6 @@ def factory_call_problem(
     return None
 
 
-def ensure_factory_accepts(kind: str, factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any], what: str):
-    """Raise a one-line :class:`UserError` naming ``what`` (component and plugin) when ``factory``
-    cannot take the call ptl is about to make, instead of a bare ``TypeError`` from inside it."""
-    problem = factory_call_problem(kind, factory, args, kwargs)
-    if problem:
-        raise UserError(f"{what}: {problem}")
-
-
 def describe_problems(obj: Any, protocol: type) -> str:
     """What ``obj`` lacks to satisfy ``protocol``, as one phrase, or ``""`` if nothing."""
     missing = missing_members(obj, protocol)
