@@ -114,3 +114,14 @@ def ptl_register_commands(app: Any) -> None:
     Keep the command module light: import torch inside the command function. A run command
     takes the :mod:`ptl_cli.options` types and calls :func:`ptl_cli.launch.launch`.
     """
+
+
+@hookspec
+def ptl_register_benchmarks(register: Any) -> None:
+    """Add a benchmark to ``ptl bench`` (``ptl bench NAME``): ``register(name, run,
+    description="", default=False)``; ``default=True`` puts it in a bare ``ptl bench``.
+
+    ``run(bench, *, option=default, ...) -> ptl_cli.bench.Report`` (or a list of them) gets a
+    :class:`ptl_cli.bench.Bench`; its keyword-only parameters, annotated as Typer options,
+    become options of ``ptl bench``. Import torch inside ``run``.
+    """

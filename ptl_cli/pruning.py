@@ -1,5 +1,6 @@
 """What ptl offers pruners beyond the :class:`ptl_cli.contracts.Pruner` protocol: the optional members
-ptl looks for, the per-forward hook, and the typed declaration that makes a ticket possible.
+ptl looks for, the per-forward hook, the typed declaration that makes a ticket possible, and the
+one training step (:func:`train_step`) that training, benchmarks and contract checks share.
 
 Optional members of a pruner (documented in ``docs/plugins/reference.md``):
 
@@ -20,7 +21,8 @@ only says what a pruner must declare.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,3 +68,43 @@ def prepare(pruner: Any, model: nn.Module, seed: int) -> nn.Module:
 def name_of(pruner: Any, method: str | None = None) -> str:
     """How messages name a pruner: its registered method name, else its class."""
     return method or getattr(pruner, "method", None) or type(pruner).__name__
+
+
+def train_step(
+    pruner: Any,
+    model: nn.Module,
+    optimizer: Any,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    step: int,
+    *,
+    precision: Any = None,
+    forward: nn.Module | None = None,
+    guard: Callable[[str], AbstractContextManager[Any]] = lambda call: nullcontext(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step of a prepared network, the one ``ptl prune``, its benchmark and
+    ``check_pruner`` all run: forward (the pruner's ``before_forward`` hook runs, as
+    :func:`prepare` registered it), cross-entropy, backward, optimizer step, then
+    ``pruner.after_step(model, step)`` with ``step`` the optimizer steps done so far (1 after the
+    first). Returns ``(loss, logits)``; the gradients stay on the parameters until the next step.
+
+    ``precision`` (:class:`ptl_cli.engine.device.Precision`) adds autocast and fp16 loss scaling;
+    ``forward`` is the module to call when it wraps ``model`` (DDP, ``torch.compile``), while the
+    pruner always gets ``model`` itself; ``guard(call)`` wraps each call into the pruner's code
+    (the contract checks turn a failure there into a message naming the call).
+    """
+    import torch.nn.functional as F
+
+    autocast = precision.autocast() if precision is not None else nullcontext()
+    with guard("the prepared model's forward"), autocast:
+        logits = (forward if forward is not None else model)(images)
+        loss = F.cross_entropy(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    if precision is not None:
+        precision.backward_and_step(loss, optimizer)
+    else:
+        loss.backward()
+        optimizer.step()
+    with guard(f"after_step(model, {step})"):
+        pruner.after_step(model, step)
+    return loss, logits

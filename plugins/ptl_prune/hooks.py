@@ -1,4 +1,4 @@
-"""Registers the pruners, the ``prune`` workflow and the ``ptl prune`` command.
+"""Registers the pruners, the ``prune`` workflow, the ``ptl prune`` command and ``ptl bench prune``.
 
 Factories are ``module:attr`` strings and the pydantic schemas are imported inside the hooks, so
 ``ptl --help`` pays for neither torch nor pydantic; listing pruners never imports torch.
@@ -53,3 +53,15 @@ def ptl_register_commands(app: Any) -> None:
     from ptl_prune.command import prune
 
     app.command("prune")(prune)
+
+
+@hookimpl
+def ptl_register_benchmarks(register: Any) -> None:
+    from ptl_prune.bench import bench_prune
+
+    register(
+        "prune",
+        bench_prune,
+        description="dense and supermask steps, IteRand's re-draw, loader and augmentation",
+        default=True,
+    )
