@@ -681,6 +681,57 @@ def unlabeled_indices(step: int, seed: int = 0, n: int = NUM_UNLABELED, batch: i
     return out
 
 
+class _CheckedSSL:
+    """An SSL algorithm as :func:`check_ssl` hands it to the SSL step: each call is named in its
+    errors, ``loss``'s result is checked before it is backpropagated, and the gradient before
+    ``after_step``; ``unlabeled_index`` is passed on only to a ``loss`` that declares it."""
+
+    def __init__(self, algo: Any, what: str, net: Any) -> None:
+        self.algo, self.what, self.net = algo, what, net
+        self.labeled_views, self.unlabeled_views = algo.labeled_views, algo.unlabeled_views
+        self.takes_index = bool(optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": None}))
+
+    def loss(
+        self,
+        model: Any,
+        labeled: Any,
+        targets: Any,
+        unlabeled: Any,
+        step: int,
+        total: int,
+        unlabeled_index: Any = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        import torch
+
+        what = self.what
+        extra = {"unlabeled_index": unlabeled_index} if self.takes_index else {}
+        call = ", unlabeled_index=..." if extra else ""
+        with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {total}{call})"):
+            out = self.algo.loss(model, labeled, targets, unlabeled, step, total, **extra)
+        _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
+        loss, logs = out
+        _require(
+            isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad,
+            what,
+            "loss() must return a 0-dim tensor that requires grad as its first item",
+        )
+        _require(bool(torch.isfinite(loss)), what, f"loss() is not finite at step {step}: {loss.item()}")
+        _require(isinstance(logs, dict), what, f"loss() logs must be a dict, got {type(logs).__name__}")
+        for key, value in logs.items():
+            scalar = isinstance(value, (int, float)) or (
+                isinstance(value, torch.Tensor) and value.numel() == 1
+            )
+            _require(isinstance(key, str) and scalar, what, f"log {key!r} is not a named scalar: {value!r}")
+        return loss, logs
+
+    def after_step(self, model: Any, step: int) -> None:
+        _require(
+            any(p.grad is not None for p in self.net.parameters()), self.what, "no gradient reaches the model"
+        )
+        with calling(self.what, f"after_step(model, {step})"):
+            self.algo.after_step(model, step)
+
+
 def check_ssl(
     component: Any,
     params: dict[str, Any] | None = None,
@@ -726,40 +777,23 @@ def check_ssl(
         return algo, net, torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9)
 
     def train(algo: Any, net: Any, optimizer: Any, start: int, stop: int) -> list[float]:
+        """Steps ``start..stop-1`` with the SSL step ``ptl transfer`` takes (views from a
+        generator seeded by ``(seed, step)``, then loss, SGD step, ``after_step``)."""
+        from ptl_cli.engine.ssl_step import SSLStep
+
+        gen = torch.Generator()
+
+        def views(images: Any, names: tuple[str, ...]) -> dict[str, Any]:
+            return make_views(images, names, gen)
+
+        ssl_step = SSLStep(_CheckedSSL(algo, what, net), net, optimizer, views, total_steps=steps)
         losses = []
         net.train()
         for step in range(start, stop):
-            gen = generator_for(seed, step)
+            gen.manual_seed(generator_for(seed, step).initial_seed())
             x, y = sample_batch(4, step, seed, num_classes)
             index = unlabeled_indices(step, seed)
-            labeled = make_views(x, algo.labeled_views, gen)
-            unlabeled = make_views(pool[index], algo.unlabeled_views, gen)
-            extra = optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": index})
-            call = ", unlabeled_index=..." if extra else ""
-            with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {steps}{call})"):
-                out = algo.loss(net, labeled, y, unlabeled, step, steps, **extra)
-            _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
-            loss, logs = out
-            _require(
-                isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad,
-                what,
-                "loss() must return a 0-dim tensor that requires grad as its first item",
-            )
-            _require(bool(torch.isfinite(loss)), what, f"loss() is not finite at step {step}: {loss.item()}")
-            _require(isinstance(logs, dict), what, f"loss() logs must be a dict, got {type(logs).__name__}")
-            for key, value in logs.items():
-                scalar = isinstance(value, (int, float)) or (
-                    isinstance(value, torch.Tensor) and value.numel() == 1
-                )
-                _require(
-                    isinstance(key, str) and scalar, what, f"log {key!r} is not a named scalar: {value!r}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            _require(any(p.grad is not None for p in net.parameters()), what, "no gradient reaches the model")
-            optimizer.step()
-            with calling(what, f"after_step(model, {step})"):
-                algo.after_step(net, step)
+            loss, _ = ssl_step(step, x, y, pool[index], index)
             losses.append(loss.item())
         return losses
 
