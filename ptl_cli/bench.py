@@ -270,6 +270,8 @@ def benchmarks() -> dict[str, Benchmark]:
     reserved = set(inspect.signature(_core_options).parameters)
     core = Register(table, "ptl", reserved)
     core("photo", bench_photo, "ptl's photo loader against torchvision's ImageFolder + PIL")
+    # H1/#12: bench_transfer moves to the transfer plugin (registered from ptl_transfer.hooks with
+    # ptl_register_benchmarks, as ptl_prune.hooks does); delete this line and the function then.
     core("transfer", bench_transfer, "FixMatch and supervised steps, loader and strong views", default=True)
     manager = plugins.manager()
     for impl in manager.pm.hook.ptl_register_benchmarks.get_hookimpls():  # load order, as registries
