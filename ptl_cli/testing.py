@@ -512,19 +512,14 @@ def check_pruner(
         net.train()
         for step in range(start, stop):
             x, y = sample_batch(8, step, seed)
-            with calling(what, "the prepared model's forward"):
-                loss = torch.nn.functional.cross_entropy(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if step == 0:
+            # the step `ptl prune` runs; after_step gets the optimizer steps done so far
+            pruning.train_step(pruner, net, optimizer, x, y, step + 1, guard=lambda call: calling(what, call))
+            if step == 0:  # the step leaves its gradients in place
                 _require(
                     any(p.grad is not None for p in pruner.trainable_parameters(net)),
                     what,
                     "no gradient reaches trainable_parameters()",
                 )
-            optimizer.step()
-            with calling(what, f"after_step(model, {step + 1})"):
-                pruner.after_step(net, step + 1)  # as `ptl prune` does: optimizer steps done so far
             with calling(what, "sparsity(model)"):
                 fraction = pruner.sparsity(net)
             _check_sparsity(fraction, what)

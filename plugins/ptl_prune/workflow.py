@@ -1,7 +1,8 @@
 """The ``prune`` workflow: one training loop for edge-popup, IteRand and dense SGD, top to bottom.
 
 data (held-out validation) -> model plugin -> ``pruner.prepare`` -> SGD with momentum on what the
-pruner trains -> per-epoch learning rate -> steps (augment, forward, backward, ``after_step``) ->
+pruner trains -> per-epoch learning rate -> steps (augment, then :func:`ptl_cli.pruning.train_step`:
+forward, backward, ``after_step``; the benchmark and ``check_pruner`` run the same step) ->
 validation each epoch -> test at the end. Checkpoints (every ``checkpoint_every`` steps, at epoch
 ends, and on SIGINT/SIGTERM) hold the model, optimizer, pruner state, position in the epoch and
 every RNG state, so ``ptl resume`` ends bit-identical to an uninterrupted run.
@@ -97,7 +98,6 @@ class PruneWorkflow:
     # -- the run ------------------------------------------------------------------------------
     def run(self, ctx: Any) -> dict[str, Any]:
         import torch
-        import torch.nn.functional as F
         from torch.utils.data import DataLoader
 
         from ptl_cli import atomic, pruning
@@ -221,14 +221,18 @@ class PruneWorkflow:
                             x = prune_data.train_views(images, r.augment, data.info, cropped)
                         if r.compute.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
-                        with ctx.precision.autocast():
-                            logits = train_model(x)
-                            loss = F.cross_entropy(logits, targets)
-                        optimizer.zero_grad(set_to_none=True)
-                        ctx.precision.backward_and_step(loss, optimizer)
+                        loss, logits = pruning.train_step(
+                            pruner,
+                            model,
+                            optimizer,
+                            x,
+                            targets,
+                            step + 1,
+                            precision=ctx.precision,
+                            forward=train_model,
+                        )
                         step += 1
                         batch += 1
-                        pruner.after_step(model, step)
                         with torch.no_grad():
                             n = targets.numel()
                             correct = (logits.argmax(1) == targets).sum().double()
