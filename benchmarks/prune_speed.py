@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ptl_cli import plugins
+from ptl_cli.engine.malloc import keep_freed_memory
 
 
 def real_batch(batch: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +266,11 @@ def main() -> None:
     parser.add_argument("--reference", help="checkout of dchiji-ntt/iterand to compare with")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="cpu: process CPU time")
+    parser.add_argument(
+        "--no-malloc-tuning", action="store_true", help="glibc's defaults, not what a CPU `ptl` run sets"
+    )
     args = parser.parse_args()
+    tuned = [] if args.no_malloc_tuning else keep_freed_memory()  # as compute.malloc_tuning does
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -273,7 +278,7 @@ def main() -> None:
     clock = CLOCKS[args.clock]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-        f"{args.clock} clock"
+        f"{args.clock} clock, malloc tuning {'on' if tuned else 'off'}"
     )
     for model_name in args.models:
         fns: dict[str, Callable[[], None]] = {}

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from ptl_cli import respelling
 from ptl_cli.errors import UserError, did_you_mean
 from ptl_cli.schema import Params
 
@@ -28,6 +29,9 @@ class Compute(Params):
     compile: bool = False
     workers: int = Field(0, ge=0, description="data-loader worker processes")
     deterministic: bool = Field(True, description="deterministic kernels (bit-exact resume)")
+    malloc_tuning: bool = Field(
+        True, description="CPU runs: keep freed memory for reuse (fewer page faults; same results)"
+    )
     log: list[str] = Field(
         default_factory=list, description="experiment loggers: tensorboard, mlflow, wandb (ptl list loggers)"
     )
@@ -45,6 +49,21 @@ class RecipeBase(Params):
     sweep: dict[str, Any] | None = Field(
         None, description="`ptl sweep`: grid and seeds (ptl_cli.sweep.SweepTable); single runs ignore it"
     )
+
+    @classmethod
+    def respelled(cls, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+        """Where a key this schema renamed lives now, and the one-line note saying so
+        (``("pruner", "method")`` -> ``("pruner", "name")``); ``None`` for a current key.
+
+        Old recipes, flags and ``--set`` keys keep working through it (:mod:`ptl_cli.respelling`).
+        """
+        return None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _respell(cls, data: Any) -> Any:
+        """Recipes read without :func:`load_raw` (a run's own ``recipe.toml``) in today's spelling too."""
+        return respelling.respell(data, cls, "recipe") if isinstance(data, dict) else data
 
 
 def recipe_dirs() -> list[Path]:
@@ -100,7 +119,10 @@ def load_raw(ref: str, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], P
         base, _ = load_raw(base_ref, (*_chain, path))
         base.pop("name", None)
         base.pop("description", None)
-        data = deep_merge(base, data)
+        schema = respelling.schema_for({"kind": base.get("kind"), **data})
+        data = deep_merge(base, respelling.respell(data, schema, f"recipe {path}"))
+    else:
+        data = respelling.respell(data, respelling.schema_for(data), f"recipe {path}")
     data.setdefault("name", path.stem)
     return data, path
 
@@ -130,7 +152,12 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> str:
+    """Set ``key`` (dotted) in recipe ``data``, in today's spelling of the key; return that key."""
+    schema = respelling.schema_for(data)
+    key = respelling.respell_key(key, schema)
+    if isinstance(value, dict):
+        value = respelling.respell(value, schema, source, tuple(key.split(".")))
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
@@ -139,6 +166,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
             raise UserError(f"{source}: `{key}`: `{part}` is a value, not a section")
         node = child
     node[parts[-1]] = value
+    return key
 
 
 @dataclass
@@ -171,12 +199,10 @@ def resolve(
     sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
     for key, value in (overrides or {}).items():
         if value is not None:
-            set_dotted(data, key, value, "command line")
-            sources[key] = f"command-line value of `{key}`"
+            sources[set_dotted(data, key, value, "command line")] = f"command-line value of `{key}`"
     for item in sets or []:
         key, value = parse_set(item)
-        set_dotted(data, key, value, f"--set {item}")
-        sources[key] = f"--set {item}"
+        sources[set_dotted(data, key, value, f"--set {item}")] = f"--set {item}"
     return validate(data, schema, f"recipe {path}", sources)
 
 
