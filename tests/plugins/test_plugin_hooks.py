@@ -509,3 +509,51 @@ def test_ptl_register_commands(plugin_site):
     assert json.loads(plan.stdout)["plan"] == {"steps": 4}
     bad = run_ptl("dice", "--set", "step=4", env=env)  # strict recipe validation applies to plugins
     assert bad.returncode == 2 and "did you mean 'steps'" in bad.stderr
+
+
+BENCHMARK = """
+from typing import Annotated
+
+import typer
+
+from ptl_cli import hookimpl
+from ptl_cli.bench import Report, Row
+
+
+def bench_eval(bench, *, passes: Annotated[int, typer.Option("--passes", help="Forwards per call.")] = 1):
+    '''Forward passes without gradients over the first images of --dataset.'''
+    import torch
+
+    data = bench.load_dataset()
+    model = bench.build_model(bench.model or "conv2", data.info).to(bench.device).eval()
+    images = torch.stack([data[i][0] for i in range(bench.batch(64, 4))]).float().div(255).to(bench.device)
+
+    def forward():
+        with torch.no_grad():
+            for _ in range(passes):
+                model(images)
+
+    report = Report("eval", str(bench.device), {"passes": passes, **bench.flags()})
+    report.rows.append(Row("forward", passes * images.shape[0], bench.time(forward), "no_grad"))
+    return report
+
+
+@hookimpl
+def ptl_register_benchmarks(register):
+    register("eval", bench_eval, description="forward passes without gradients")
+"""
+
+
+def test_ptl_register_benchmarks(plugin_site):
+    install_plugin(plugin_site, "ptl-hook-bench", "ptl_hook_bench", BENCHMARK)
+    check_plugin_loads("ptl-hook-bench", ["ptl_register_benchmarks"])
+    usage = run_ptl("bench", "--help")
+    assert usage.returncode == 0 and "--passes" in usage.stdout and "eval" in usage.stdout
+    out = run_ptl("bench", "eval", "--device", "cpu", "--steps", "1", "--warmup", "0", "-b", "3",
+                  "--passes", "2", "--json", env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [report] = json.loads(out.stdout)
+    assert report["workflow"] == "eval" and report["config"]["passes"] == 2
+    assert report["rows"][0]["images_per_step"] == 2 * 3 and report["rows"][0]["ms_per_step"] > 0
+    unknown = run_ptl("bench", "evaluate", "--device", "cpu")
+    assert unknown.returncode == 2 and "choose from prune, transfer, eval, photo" in unknown.stderr
