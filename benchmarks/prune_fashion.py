@@ -3,11 +3,12 @@
     python benchmarks/prune_fashion.py [--widths 0.0625 0.125 0.25] [--seeds 0 1 2] [--epochs 10]
         [--train-subset 12000] [--threads 1] [--sc-widths 0.0625 0.125] [--out /tmp/ptl-prune-fashion]
 
-Every run is one ``ptl prune`` process (the CLI users run): dense SGD, edge-popup and IteRand on
-Conv-2 at each width, for every seed, plus edge-popup and IteRand with signed-constant weights at
-``--sc-widths`` (by default every width but the largest; all other arms use Kaiming-uniform
-weights). Runs go seed by seed, each seed visiting every width and method, so a change of machine
-load over the benchmark hits all arms alike (accuracies are deterministic; only times drift).
+Two ``ptl sweep`` grids (every cell an ordinary ``ptl prune`` run, ``--jobs`` at once): dense SGD,
+edge-popup and IteRand on Conv-2 at each width, for every seed (``OUT/kaiming-uniform``), and
+edge-popup and IteRand with signed-constant weights at ``--sc-widths`` (by default every width but
+the largest; ``OUT/signed-constant``). Each arm is a recipe the benchmark writes to
+``OUT/recipes`` (the sweep's ``recipe`` axis). Accuracies are deterministic at a fixed thread
+count; only times depend on the machine's load.
 The data is the full Fashion-MNIST (``fashion-mnist``, e.g. Debian's
 ``/usr/share/datasets/fashion-mnist``): 10% of the train split held out for validation
 (``split_seed`` 0, the same for every run), then ``--train-subset`` images of the rest
@@ -27,8 +28,10 @@ crops). Learning rates and augmentation were chosen on the validation split (see
 never on the test split.
 
 Writes ``results.md`` (per-arm mean ± std over seeds, the per-seed IteRand − edge-popup gap, the
-exact command) and ``accuracy_vs_params.png`` into ``--out``. A finished run is reused when its
-``ptl prune`` command is unchanged (delete ``--out`` to start over).
+exact command) and ``accuracy_vs_params.png`` into ``--out``. Rerunning the same command skips
+finished cells and resumes interrupted ones (``ptl sweep``); with other settings ``ptl sweep``
+refuses the directory (delete ``--out`` to start over). ``ptl sweep show OUT/kaiming-uniform``
+also aggregates a grid.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,52 +86,70 @@ def scaled_k_per(steps: int) -> int:
     return max(1, round(PAPER_K_PER * steps / PAPER_STEPS))
 
 
-def ptl_command(arm: Arm, width: float, seed: int, run: Path, args: argparse.Namespace) -> list[str]:
+def arm_recipe(arm: Arm, args: argparse.Namespace) -> str:
+    """The arm's recipe (TOML): the benchmark's data, length and optimizer with the arm's pruner."""
     if arm.method == "sgd":
-        flags = ["--method", "sgd", "--lr", str(args.sgd_lr)]
+        pruner, lr = 'name = "sgd"', args.sgd_lr
     else:
-        flags = ["--method", arm.method, "--sparsity", "0.5", "--lr", str(args.score_lr)]
-        flags += ["--weight-init", arm.weight_init]
+        params = f'sparsity = 0.5, weight_init = "{arm.weight_init}"'
         if arm.method == "iterand":
-            flags += ["--rerand-freq", str(args.k_per), "--rerand-lambda", "0.1"]
-    return [
-        sys.executable, "-m", "ptl_cli", "prune", *flags,
-        "--model", "conv2", "--width", f"{width:g}", "--dataset", "fashion-mnist",
-        "--epochs", str(args.epochs), "--batch-size", str(BATCH), "--seed", str(seed),
-        "--set", f"data.train_limit={args.train_subset}", "--set", f"data.val_fraction={VAL_FRACTION}",
-        *AUGMENT[args.augment], "--set", "augment.flip=true", "--set", "train.weight_decay=1e-4",
-        "--set", "train.checkpoint_every=0", "--set", "train.log_every=100",
-        "--device", "cpu", "--quiet", "--json", "--out", str(run),
+            params += f", rerand_freq = {args.k_per}, rerand_lambda = 0.1"
+        pruner, lr = f'name = "{arm.method}"\nparams = {{ {params} }}', args.score_lr
+    crop, pad = ("random", 4) if args.augment == "crop" else ("none", 0)
+    return f"""kind = "prune"
+extends = "prune-quickstart"
+description = "benchmarks/prune_fashion.py: {arm.name}"
+[pruner]
+{pruner}
+[model]
+name = "conv2"
+[data]
+dataset = "fashion-mnist"
+train_limit = {args.train_subset}
+val_fraction = {VAL_FRACTION}
+[augment]
+crop = "{crop}"
+pad = {pad}
+flip = true
+[train]
+epochs = {args.epochs}
+batch_size = {BATCH}
+lr = {lr}
+weight_decay = 1e-4
+checkpoint_every = 0
+log_every = 100
+[compute]
+device = "cpu"
+"""
+
+
+def sweep(out: Path, arms: tuple[Arm, ...], widths: list[float], args: argparse.Namespace) -> list[dict]:
+    """One ``ptl sweep`` over widths × arms × seeds (reused on rerun); a row per finished cell."""
+    recipes = out.parent / "recipes"  # beside the sweep: its directory must hold only the sweep
+    recipes.mkdir(parents=True, exist_ok=True)
+    for arm in arms:
+        (recipes / f"fashion-{arm.name}.toml").write_text(arm_recipe(arm, args))
+    env = {**os.environ, "PTL_RECIPE_PATH": str(recipes)}
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    names = ",".join(f"fashion-{arm.name}" for arm in arms)
+    width_values = ",".join(f"{w:g}" for w in widths)
+    command = [
+        sys.executable, "-m", "ptl_cli", "sweep", "--grid", f"model.width={width_values}",
+        "--grid", f"recipe={names}", "--seeds", ",".join(map(str, args.seeds)), "--jobs", str(args.jobs),
+        "--out", str(out), "--quiet",
     ]  # fmt: skip
-
-
-def run_one(out: Path, arm: Arm, width: float, seed: int, args: argparse.Namespace) -> dict:
-    run = out / f"{arm.name}-w{width:g}-s{seed}"
-    command = ptl_command(arm, width, seed, run, args)
-    summary = run / "summary.json"
-    if summary.is_file():
-        done = json.loads(summary.read_text())
-        if done.get("command") == command[1:]:  # same run (the interpreter may differ)
-            return done
-    if run.exists():
-        import shutil
-
-        shutil.rmtree(run)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{arm.name} width {width:g} seed {seed} failed: {done.stderr.strip()}")
-    metrics = json.loads(done.stdout)["metrics"]
-    result = {**metrics, "arm": arm.name, "seed": seed, "wall_s": time.perf_counter() - start}
-    result["command"] = command[1:]
-    summary.write_text(json.dumps(result, indent=1))
-    print(
-        f"  {arm.name:<13} width {width:<6g} seed {seed}: test {metrics['test_acc']:.4f} "
-        f"val {metrics['val_acc']:.4f}  ({result['wall_s']:.0f} s)",
-        flush=True,
-    )
-    return result
+        raise SystemExit(f"{shlex.join(command[2:])} failed: {done.stderr.strip()[-2000:]}")
+    sweep_record = json.loads((out / "sweep.json").read_text())
+    rows = []
+    for cell in sweep_record["cells"]:
+        info = json.loads((out / "runs" / cell["id"] / "run.json").read_text())
+        arm = cell["point"]["recipe"].removeprefix("fashion-")
+        width = float(cell["point"]["model.width"])
+        rows.append({**info["metrics"], "arm": arm, "width": width, "seed": cell["seed"]})
+        rows[-1]["wall_s"] = info["updated"] - info["created"]
+    return rows
 
 
 def mean_std(values: list[float]) -> str:
@@ -263,16 +283,10 @@ def main() -> None:
         flush=True,
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    grid = [
-        (arm, width, seed)
-        for seed in args.seeds
-        for width in args.widths
-        for arm in ARMS + (SC_ARMS if width in sc_widths else ())
-    ]
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda g: run_one(out, *g, args), grid))
+    rows = sweep(out / "kaiming-uniform", ARMS, args.widths, args)
+    if sc_widths:
+        rows += sweep(out / "signed-constant", SC_ARMS, sc_widths, args)
     expected = total_steps(args)
     if any(r["steps"] != expected for r in rows):
         raise SystemExit(f"runs took {sorted({r['steps'] for r in rows})} steps, K_per assumed {expected}")
