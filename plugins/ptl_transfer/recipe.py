@@ -15,9 +15,7 @@ from pydantic import Field, field_validator
 
 from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
-
-#: The stages a user can ask for, in the order a run executes them.
-STAGES: tuple[str, ...] = ("scratch", "kd", "pp", "pssl", "pp+pssl")
+from ptl_transfer.stages import STAGES
 
 
 class Component(Params):
@@ -65,9 +63,14 @@ class Target(Params):
 class Model(Params):
     """The target architecture: any model plugin, e.g. ``resnet18`` or ``torchvision:mobilenet_v3_large``."""
 
-    arch: str = "resnet18"
+    name: str = "resnet18"
     width: float = Field(1.0, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def arch(self) -> str:
+        """The model plugin's name, as ``[model] arch`` spelled it before ``name``."""
+        return self.name
 
 
 class Optim(Params):
@@ -148,6 +151,12 @@ class TransferRecipe(RecipeBase):
     ssl: SSL = SSL()
     kd: KD = KD()
     train: Optim = Optim()
+
+    @classmethod
+    def respelled(cls, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+        if path == ("model", "arch"):
+            return ("model", "name"), "`[model] arch` is read as `[model] name`; write it so"
+        return None
 
     @field_validator("stages")
     @classmethod

@@ -25,8 +25,9 @@ PHASES: dict[str, int] = {
     "pp+pssl": 8,
 }
 
-#: Phases that train a target network and report a test accuracy.
-TARGET_STAGES = ("scratch", "kd", "pp", "pssl", "pp+pssl")
+#: The stages a user can ask for, in execution order: the phases that train a target network and
+#: report a test accuracy (the recipe's ``stages`` are checked against these).
+STAGES: tuple[str, ...] = ("scratch", "kd", "pp", "pssl", "pp+pssl")
 
 DESCRIPTIONS = {
     "scratch": "labeled target images only",
@@ -47,14 +48,11 @@ class Phase:
     steps: int
     offset: int  # global step at which the phase starts (checkpoint file numbering)
 
-    @property
-    def metric(self) -> str:
-        """``pp+pssl`` -> ``pp_pssl_test_acc`` (the run's final-metrics key)."""
-        return self.name.replace("+", "_").replace("-", "_") + "_test_acc"
 
-
-def metric_key(stage: str) -> str:
-    return stage.replace("+", "_").replace("-", "_") + "_test_acc"
+def metric_key(stage: str, quantity: str = "test_acc") -> str:
+    """The run's final-metrics key of ``quantity`` for ``stage``: ``("pp+pssl", "seconds")`` ->
+    ``pp_pssl_seconds`` (``test_acc``, ``seconds`` and ``pseudo_label_max_share`` are reported)."""
+    return f"{stage.replace('+', '_').replace('-', '_')}_{quantity}"
 
 
 def phases(recipe: Any) -> list[Phase]:
@@ -67,7 +65,7 @@ def phases(recipe: Any) -> list[Phase]:
             needed.add("pp-pool")
     if wanted & {"pssl", "pp+pssl"}:
         needed.add("pcs-pool")
-    steps = {name: (recipe.train.steps if name in TARGET_STAGES else 0) for name in PHASES}
+    steps = {name: (recipe.train.steps if name in STAGES else 0) for name in PHASES}
     steps["pp-pretrain"] = recipe.pp.train.steps
     out, offset = [], 0
     for name, salt in PHASES.items():

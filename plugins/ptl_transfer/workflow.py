@@ -28,12 +28,12 @@ class TransferWorkflow:
         header = ["stage", "method", "test_acc", "vs scratch", "seconds"]
         rows = []
         base = metrics.get("scratch_test_acc")
-        for name in stages.TARGET_STAGES:
+        for name in stages.STAGES:
             acc = metrics.get(stages.metric_key(name))
             if acc is None:
                 continue
             delta = f"{acc - base:+.4f}" if base is not None and name != "scratch" else ""
-            seconds = metrics.get(stages.metric_key(name).replace("test_acc", "seconds"))
+            seconds = metrics.get(stages.metric_key(name, "seconds"))
             rows.append([name, stages.DESCRIPTIONS[name], acc, delta, seconds])
         return header, rows
 
