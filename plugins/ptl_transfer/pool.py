@@ -11,14 +11,18 @@ format, ...), holding
 A shard's content is a pure function of ``(key, shard index)`` -- its noise comes from
 ``generator_for(seed, ..., shard)`` -- so generation that was interrupted resumes at the first
 missing shard and ends with exactly the pool an uninterrupted generation makes, and data-parallel
-ranks split the missing shards between them (:meth:`Pool.make`). Shards load memory-mapped, so
+ranks split the missing shards between them (:func:`make_shards`). Shards load memory-mapped, so
 pools larger than RAM work.
+
+The end of the module plans a transfer run's two pools from its recipe: :func:`pp_pool` and
+:func:`pcs_pool` give each pool (named by its key) with the function that makes its shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +208,101 @@ class Pool:
             path.unlink(missing_ok=True)
             atomic.torch_save(make_shard(index), path)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+# -- the run's two pools: what keys them and what makes their shards ----------------------------
+def noise_key(recipe: Any, device: Any) -> dict[str, Any]:
+    """What else decides a shard's noise: the generator draws it one ``gen_batch_size`` call at a
+    time, from a generator on the pool device (CPU and CUDA streams differ), so both are keyed:
+    a pool directory then always holds exactly what its key generates."""
+    return {"gen_batch_size": recipe.pool.gen_batch_size, "device": torch.device(device).type}
+
+
+def pp_pool(recipe: Any, target: Any, sources: Any, device: Any) -> tuple[Pool, ShardMaker]:
+    """The PP pool (generated, source-labeled samples) and the maker of its shards."""
+    r, info, g = recipe, target.info, sources.generator
+    size = r.pool.shard_size
+    key = {
+        "generator": g.id,
+        "seed": r.pp.seed,
+        "shard_size": size,
+        "image_size": info.image_size,
+        "channels": info.channels,
+        **noise_key(r, device),
+    }
+    pool = Pool(r.pool.root(), "pp", key, r.pp.samples, math.ceil(r.pp.samples / size))
+
+    def make(index: int) -> dict[str, torch.Tensor]:
+        from ptl_transfer import pcs
+
+        return pcs.pp_shard(
+            g, index, size, r.pp.seed, info.image_size, info.channels, r.pool.gen_batch_size, device
+        )
+
+    return pool, make
+
+
+def pcs_pool(recipe: Any, target: Any, sources: Any, device: Any) -> tuple[Pool, ShardMaker]:
+    """The PCS pool (``pcs.per_image`` pseudo samples per labeled target image) and its shard maker."""
+    r, images = recipe, target.images
+    per_shard = max(1, r.pool.shard_size // r.pcs.per_image)
+    key = {
+        "generator": sources.generator.id,
+        "classifier": sources.classifier.id,
+        "targets": tensor_digest(images),
+        "per_image": r.pcs.per_image,
+        "temperature": r.pcs.temperature,
+        "top_k": r.pcs.top_k,
+        "seed": r.pcs.seed,
+        "images_per_shard": per_shard,
+        **noise_key(r, device),
+    }
+    count = images.shape[0] * r.pcs.per_image
+    pool = Pool(r.pool.root(), "pcs", key, count, math.ceil(images.shape[0] / per_shard))
+
+    def make(index: int) -> dict[str, torch.Tensor]:
+        from ptl_transfer import pcs
+
+        first = index * per_shard
+        c = r.pcs
+        return pcs.pcs_shard(
+            sources.generator,
+            sources.classifier,
+            images[first : first + per_shard],
+            first,
+            index,
+            c.per_image,
+            c.temperature,
+            c.top_k,
+            c.seed,
+            r.pool.gen_batch_size,
+            device,
+        )
+
+    return pool, make
+
+
+def make_shards(
+    pool: Pool,
+    maker: ShardMaker,
+    dist: Any,
+    should_stop: Callable[[], bool] = lambda: False,
+    advance: Callable[..., None] = lambda n=1, **kw: None,
+) -> tuple[bool, list[int]]:
+    """Write the pool's missing shards, dealt out to the ranks: ``(finished, shards per rank)``.
+
+    Rank 0 decides what is missing and writes the manifest; shard ``i`` of the missing list
+    goes to rank ``i mod N``. A shard's content depends only on its index, so the pool is
+    the same file for file however many processes made it. Collective under torchrun.
+    """
+    from ptl_cli.engine import distributed
+
+    if dist.is_main:
+        pool.prepare()
+    missing = distributed.broadcast_object(dist, pool.missing() if dist.is_main else None)
+    if not missing:
+        return True, [0] * dist.world_size
+    mine = distributed.work_rounds(missing, dist)
+    finished, made = pool.make(mine, maker, should_stop, lambda n=1: advance(n * dist.world_size))
+    distributed.barrier(dist)  # every shard is on disk before any rank opens the pool
+    return finished, distributed.gather_objects(dist, made)

@@ -149,11 +149,11 @@ def without_seconds(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_job(data: dict[str, Any], run_dir: Path):
-    """A :class:`ptl_transfer.loops.Job` for ``data`` outside any run: enough to ask it for its
+    """A :class:`ptl_transfer.job.Job` for ``data`` outside any run: enough to ask it for its
     pools' keys and its models (stage files are read from ``run_dir/stages``)."""
     from types import SimpleNamespace
 
-    from ptl_transfer.loops import Job
+    from ptl_transfer.job import Job
 
     spec = plugins.get("workflows", "transfer")
     recipe = recipes.validate(data, spec.params, "test recipe").model

@@ -197,7 +197,7 @@ def test_pp_stages_start_from_the_pretrained_body_with_a_fresh_target_head(unint
 def test_pools_are_keyed_by_what_generates_them_and_shared_by_the_rest(tmp_path, tx):
     def paths(**sets):
         job = tx.make_job(tx.tiny_recipe(tmp_path, **sets), tmp_path)
-        return job.pp_pool().path, job.pcs_pool().path
+        return job.pool("pp")[0].path, job.pool("pcs")[0].path
 
     pp, pcs_ = paths()
     assert paths(seed=5) == (pp, pcs_)  # another run seed reuses both pools
@@ -224,3 +224,23 @@ def test_on_the_fly_pp_writes_no_pool_and_resumes_exactly(tmp_path, tx):
     resumed = tx.run_transfer(data, out, resuming=True)
     assert tx.without_seconds(resumed) == tx.without_seconds(whole)
     assert tx.records(out) == tx.records(tmp_path / "whole")
+
+
+def test_a_checkpoint_of_another_layout_version_is_refused_in_one_line(tmp_path, tx):
+    """Resuming from a checkpoint whose layout this ptl does not write says so and what to do;
+    the same checkpoint with the current version resumes (the refusal is the version's)."""
+    from ptl_transfer.running import CHECKPOINT_VERSION
+
+    data = tx.tiny_recipe(tmp_path / "pools", stages=["scratch"])
+    out = tmp_path / "run"
+    assert tx.run_transfer(data, out, stop_after=3) is None  # mid scratch
+    (newest,) = sorted((out / "checkpoints").glob("step-*.pt"))[-1:]
+    saved = torch.load(newest, weights_only=True)
+    assert saved["version"] == CHECKPOINT_VERSION and saved["phase"] == "scratch"
+    torch.save({**saved, "version": CHECKPOINT_VERSION + 1}, newest)
+    result = run_ptl("resume", str(out), "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"layout version {CHECKPOINT_VERSION + 1}" in result.stderr and "start a new run" in result.stderr
+    torch.save(saved, newest)
+    assert 0.0 <= tx.run_transfer(data, out, resuming=True)["scratch_test_acc"] <= 1.0

@@ -41,6 +41,8 @@ def test_phase_offsets_are_cumulative_steps():
 def test_final_stage_and_metric_keys():
     assert stages.final_stage(["scratch", "pssl", "pp"]) == "pssl"
     assert stages.metric_key("pp+pssl") == "pp_pssl_test_acc"
+    assert stages.metric_key("pp+pssl", "seconds") == "pp_pssl_seconds"
+    assert stages.metric_key("pp-pretrain", "seconds") == "pp_pretrain_seconds"
 
 
 def test_unknown_stage_is_a_one_line_error_naming_the_stages():
@@ -176,7 +178,7 @@ def test_class_selection_works_on_a_dataset_with_only_the_protocol():
 
 
 def test_collapsed_pseudo_labels_give_one_warning_line_naming_the_class():
-    from ptl_transfer.loops import COLLAPSE_SHARE, collapse_warning
+    from ptl_transfer.evaluate import COLLAPSE_SHARE, collapse_warning
 
     names = ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     far = collapse_warning("pp+pssl", [0.0, 1.0, 0.0, 0.0, 0.0], names)  # the far pair's measured shares
