@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptl_cli import plugins
+from ptl_cli import plugins, pruning
 
 
 @pytest.fixture(scope="session")
@@ -24,18 +24,14 @@ def build(name: str, width: float = 1.0, **params):
 
 
 def train_steps(model, pruner, images, labels, steps: int, start: int = 0, lr: float = 0.1, batch: int = 32):
-    """``steps`` real SGD steps (momentum 0.9, weight decay) on what the pruner trains."""
-    import torch.nn.functional as F
-
+    """``steps`` real SGD steps (momentum 0.9, weight decay) on what the pruner trains, each the
+    step ``ptl prune`` runs (:func:`ptl_cli.pruning.train_step`)."""
     optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=lr, momentum=0.9, weight_decay=1e-4)
     model.train()
     for i in range(steps):
         first = (i * batch) % images.shape[0]
         x, y = images[first : first + batch], labels[first : first + batch]
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        pruner.after_step(model, start + i + 1)
+        pruning.train_step(pruner, model, optimizer, x, y, start + i + 1)
     return optimizer
 
 
