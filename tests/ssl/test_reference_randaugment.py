@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ptl_cli import plugins
-from ptl_ssl import randaugment as ra
+from ptl_cli.data import randaugment as ra
 
 #: USB's op functions by ptl's op names.
 USB_NAMES = {

@@ -10,8 +10,8 @@ import torch
 
 from ptl_cli import plugins
 from ptl_cli.contracts import SSLAlgorithm, optional_arguments
+from ptl_cli.data.views import VIEW_NAMES, make_views
 from ptl_cli.errors import UserError
-from ptl_ssl.views import VIEW_NAMES, make_views
 
 NAMES = ("fixmatch", "flexmatch", "freematch", "meanteacher", "pseudolabel", "supervised", "uda")
 LOG_KEYS = {

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from ptl_ssl.randaugment import CUTOUT_RGB, OPS, cutout, rand_augment, strong
+from ptl_cli.data.randaugment import CUTOUT_RGB, OPS, cutout, rand_augment, strong
 
 
 def _seeded(seed: int = 0) -> torch.Generator:

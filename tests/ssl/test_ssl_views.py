@@ -56,3 +56,16 @@ def test_a_repeated_name_is_a_further_independent_draw(fashion):
     first, second = weak_view(x, gen), weak_view(x, gen)
     assert torch.equal(views["weak"], normalize(first, mean, std))
     assert torch.equal(views["weak:1"], normalize(second, mean, std))
+
+
+def test_the_plugin_names_re_export_the_core_views():
+    """The views moved to the core's data package; ``ptl_ssl.views`` and ``ptl_ssl.randaugment``
+    keep older imports working with the very same functions."""
+    from ptl_cli.data import randaugment, views
+    from ptl_ssl import randaugment as old_randaugment
+    from ptl_ssl import views as old_views
+
+    for name in old_views.__all__:
+        assert getattr(old_views, name) is getattr(views, name)
+    for name in old_randaugment.__all__:
+        assert getattr(old_randaugment, name) is getattr(randaugment, name)
