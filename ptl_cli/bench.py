@@ -270,9 +270,6 @@ def benchmarks() -> dict[str, Benchmark]:
     reserved = set(inspect.signature(_core_options).parameters)
     core = Register(table, "ptl", reserved)
     core("photo", bench_photo, "ptl's photo loader against torchvision's ImageFolder + PIL")
-    # H1/#12: bench_transfer moves to the transfer plugin (registered from ptl_transfer.hooks with
-    # ptl_register_benchmarks, as ptl_prune.hooks does); delete this line and the function then.
-    core("transfer", bench_transfer, "FixMatch and supervised steps, loader and strong views", default=True)
     manager = plugins.manager()
     for impl in manager.pm.hook.ptl_register_benchmarks.get_hookimpls():  # load order, as registries
         before = dict(table)
@@ -413,89 +410,6 @@ def _print(reports: list[Report]) -> None:
             console.print(
                 "  [yellow]data loading is the bottleneck: raise --workers or keep data in memory[/]"
             )
-
-
-# -- transfer (moving to the transfer plugin) ------------------------------------------------------
-def bench_transfer(
-    bench: Bench, *, mu: Annotated[int, typer.Option(help="Transfer: unlabeled batch = μ·B.")] = 7
-) -> Report:
-    """Loader, strong augmentation, supervised step and FixMatch step (labeled B + μB pool samples)."""
-    import torch
-
-    from ptl_cli import plugins
-    from ptl_cli.data.loader import step_batches
-    from ptl_cli.data.views import make_views
-    from ptl_cli.engine.compute import prepare_model
-
-    s = bench
-    model_name, width, dataset = bench.model or "resnet18", bench.width, bench.dataset
-    batch_size, pool_size = bench.batch(64, 8), 4096
-    data = bench.load_dataset()
-    info = data.info
-    images = data.images if hasattr(data, "images") else torch.stack([data[i][0] for i in range(len(data))])
-    labels = data.targets
-    # the pool stand-in: uint8 images gathered at random, as PoolData.gather does from memory
-    reps = -(-pool_size // images.shape[0])
-    pool = images.repeat(reps, 1, 1, 1)[:pool_size].contiguous()
-    report = Report(
-        "transfer",
-        str(s.device),
-        {
-            "model": model_name,
-            "width": width,
-            "dataset": dataset,
-            "batch_size": batch_size,
-            "mu": mu,
-            "pool_size": pool_size,
-            **bench.flags(),
-        },
-    )
-
-    def fetch_step(step: int) -> dict[str, Any]:
-        gen = torch.Generator().manual_seed(step)
-        lab = torch.randint(0, images.shape[0], (batch_size,), generator=gen)
-        unl = torch.randint(0, pool.shape[0], (mu * batch_size,), generator=gen)
-        return {"x": images[lab], "y": labels[lab], "u": pool[unl]}
-
-    per_step = batch_size * (1 + mu)
-    row, batch = bench.measure_loader(step_batches(fetch_step, 0, 10**9), per_step)
-    report.rows.append(row)
-
-    def strong_views() -> Any:
-        return make_views(batch["u"], ("weak", "strong"), info.mean, info.std)
-
-    seconds_aug = time_per_call(strong_views, s.device, s.steps, s.warmup)
-    report.rows.append(Row("unlabeled views", mu * batch_size, seconds_aug, "weak + strong (RandAugment)"))
-
-    def ssl_step(name: str) -> Callable[[], None]:
-        algo = plugins.get("ssl", name).build(info.num_classes)
-        model, train_model = prepare_model(bench.build_model(model_name, info), s.compute, s.device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, nesterov=True)
-
-        def step() -> None:
-            vx = make_views(batch["x"], algo.labeled_views, info.mean, info.std)
-            vu = (
-                make_views(batch["u"], algo.unlabeled_views, info.mean, info.std)
-                if algo.unlabeled_views
-                else {}
-            )
-            with s.precision.autocast():
-                loss, _ = algo.loss(train_model, vx, batch["y"], vu, 0, 1)
-            optimizer.zero_grad(set_to_none=True)
-            s.precision.backward_and_step(loss, optimizer)
-
-        return step
-
-    sup = time_per_call(ssl_step("supervised"), s.device, s.steps, s.warmup)
-    report.rows.append(Row("supervised step", batch_size, sup, "B labeled images"))
-    fix = time_per_call(ssl_step("fixmatch"), s.device, s.steps, s.warmup)
-    report.rows.append(Row("fixmatch step", batch_size * (1 + 2 * mu), fix, "B + 2μB images"))
-    report.ratios = {
-        "loader_vs_step_throughput": report.rows[0].images_per_second / (per_step / fix),
-        "fixmatch_vs_supervised_step_time": fix / sup,
-        "unlabeled_views_share_of_step": seconds_aug / fix,
-    }
-    return report
 
 
 # -- the core's own benchmark: the photo data path ---------------------------------------------

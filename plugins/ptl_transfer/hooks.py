@@ -1,4 +1,4 @@
-"""Registers the ``transfer`` workflow and command (entry point ``transfer = "ptl_transfer.hooks"``).
+"""Registers ``transfer``: the workflow, command and benchmark (entry point ``ptl_transfer.hooks``).
 
 Nothing heavy is imported here: the schema module needs pydantic only (imported when the
 workflow registry is built), the command module typer only, and the workflow itself -- torch,
@@ -29,3 +29,15 @@ def ptl_register_commands(app: Any) -> None:
     from ptl_transfer.command import transfer
 
     app.command("transfer")(transfer)
+
+
+@hookimpl
+def ptl_register_benchmarks(register: Any) -> None:
+    from ptl_transfer.bench import bench_transfer
+
+    register(
+        "transfer",
+        bench_transfer,
+        description="FixMatch and supervised steps, loader and strong views",
+        default=True,
+    )
