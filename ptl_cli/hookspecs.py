@@ -54,8 +54,8 @@ def ptl_register_datasets(register: Any) -> None:
 def ptl_register_pruners(register: Any) -> None:
     """Register pruning methods (edge-popup, IteRand, dense SGD, ...) for ``ptl prune --method``.
 
-    Factory: ``factory(**params) -> contracts.Pruner``. Recipes put the parameters flat in
-    ``[pruner]`` next to ``method``; ``--sparsity`` sets ``sparsity``.
+    Factory: ``factory(**params) -> contracts.Pruner``. Recipes name it in ``[pruner] name`` and
+    set the parameters in ``[pruner] params``; ``--sparsity`` sets ``sparsity``.
     """
 
 

@@ -39,6 +39,13 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
 
 
 def build_pruner(pruner: dict[str, Any]) -> Any:
-    """A pruner from a recipe's ``[pruner]`` table (``method`` plus its parameters)."""
-    params = {k: v for k, v in pruner.items() if k != "method"}
-    return plugins.get("pruners", pruner["method"]).build(params=params, where=f"pruner {pruner['method']}")
+    """A pruner from a recipe's ``[pruner]`` table: ``name`` and ``params``, or ``method`` and its
+    parameters flat beside it as runs finished before that spelling recorded it (``final.pt``).
+    A validated ``PrunerSection`` (``recipe.pruner``) is taken as its plain data."""
+    if hasattr(pruner, "model_dump"):
+        pruner = pruner.model_dump()
+    if "name" in pruner:
+        name, params = pruner["name"], dict(pruner.get("params") or {})
+    else:
+        name, params = pruner["method"], {k: v for k, v in pruner.items() if k != "method"}
+    return plugins.get("pruners", name).build(params=params, where=f"pruner {name}")

@@ -88,13 +88,13 @@ def prune(
     method_name = plugins.get("pruners", method or "iterand").name
     default = default_recipe(method_name, model, dataset)
     overrides = {
-        "pruner.method": method,
-        "pruner.sparsity": sparsity,
-        "pruner.sparsity_scope": sparsity_scope,
-        "pruner.rerand_freq": rerand_freq,
-        "pruner.rerand_lambda": rerand_lambda,
-        "pruner.weight_init": weight_init,
-        "pruner.score_abs": score_abs,
+        "pruner.name": method,
+        "pruner.params.sparsity": sparsity,
+        "pruner.params.sparsity_scope": sparsity_scope,
+        "pruner.params.rerand_freq": rerand_freq,
+        "pruner.params.rerand_lambda": rerand_lambda,
+        "pruner.params.weight_init": weight_init,
+        "pruner.params.score_abs": score_abs,
         "model.name": model,
         "model.width": width,
         "data.dataset": dataset,

@@ -92,7 +92,7 @@ class EdgePopup:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
                 raise UserError(
-                    f"pruner.layer_sparsity pattern {pattern!r} matches no Conv/Linear layer of the "
+                    f"pruner.params.layer_sparsity pattern {pattern!r} matches no Conv/Linear layer of the "
                     f"model; its {len(names)} layers are named like: {shown}"
                 )
 

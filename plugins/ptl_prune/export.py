@@ -52,7 +52,8 @@ def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)} for prune runs")
     model, pruner, arch = load_trained(run)
-    method = str(run.recipe_data().get("pruner", {}).get("method") or getattr(pruner, "method", ""))
+    table = run.recipe_data().get("pruner", {})
+    method = str(table.get("name") or table.get("method") or getattr(pruner, "method", ""))
     dense = pruner.export_dense(model)
     dense_bytes = _safetensors_bytes(dense, arch)
     default = {"pt": "model.pt", "safetensors": "model.safetensors", "ticket": "ticket.safetensors"}[fmt]

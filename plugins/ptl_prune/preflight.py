@@ -18,7 +18,7 @@ from ptl_cli.errors import UserError
 def nothing_to_train(method: str, model: str) -> str:
     return (
         f"pruner {method} leaves nothing to train on {model} (no layer is pruned, so there are no "
-        "scores); set pruner.sparsity above 0 or a pruner.layer_sparsity entry above 0"
+        "scores); set pruner.params.sparsity above 0 or a pruner.params.layer_sparsity entry above 0"
     )
 
 
@@ -84,7 +84,7 @@ def check(recipe: Any) -> None:
         return
     from ptl_prune.build import build_pruner
 
-    pruner = build_pruner(recipe.pruner)
+    pruner = build_pruner(recipe.pruner.model_dump())
     built = layer_names(recipe.model, 3)
     if built is None:
         return

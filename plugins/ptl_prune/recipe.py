@@ -2,12 +2,14 @@
 
 Validated strictly when a recipe is resolved (before anything heavy is loaded), so a typo in a
 pruner, model or dataset parameter is reported by ``--dry-run`` with the file it came from.
-Pruner parameters sit flat in ``[pruner]`` next to ``method``; their schema is the pruner's own.
+Components are written as every recipe writes them: ``name`` + ``params`` (``[pruner] name`` and
+``[pruner.params]``, validated by the pruner's own schema). The spelling before it (``[pruner]
+method`` with the parameters flat next to it) still reads, with a deprecation note.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,7 +27,7 @@ def _lookup(
     prefix: str = "",
 ) -> tuple[str, dict[str, Any]]:
     """Canonical component name and its validated parameters; errors become pydantic errors that
-    name the full recipe key (``prefix`` + the parameter: ``pruner.sparsty``)."""
+    name the full recipe key (``prefix`` + the parameter: ``pruner.params.sparsty``)."""
     from ptl_cli import plugins
 
     try:
@@ -45,6 +47,19 @@ def declared_lr(method: str) -> float | None:
         return None  # the pruner section reports the unknown name
     value = getattr(schema, "default_lr", None) if schema is not None else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class PrunerSection(Params):
+    """The pruner: a pruner plugin and its own parameters."""
+
+    name: str = Field("iterand", description="a pruner plugin name: iterand, edge-popup, sgd, ...")
+    params: dict[str, Any] = Field(default_factory=dict, description="the pruner's own parameters")
+
+    @model_validator(mode="after")
+    def _known(self) -> PrunerSection:
+        where = f"pruner {self.name}"
+        self.name, self.params = _lookup("pruners", self.name, self.params, where, prefix="pruner.params")
+        return self
 
 
 class ModelSection(Params):
@@ -133,15 +148,25 @@ class TrainSection(Params):
 
 class PruneRecipe(RecipeBase):
     kind: str = "prune"
-    pruner: dict[str, Any] = Field(
-        default_factory=lambda: {"method": "iterand"},
-        description="`method` (a pruner name) and that pruner's parameters",
-    )
     # default factories: sections validate (and look up plugins) when a recipe is built, not at import
+    pruner: PrunerSection = Field(default_factory=PrunerSection)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
     train: TrainSection = Field(default_factory=TrainSection)
+
+    #: What the spelling before ``name`` + ``params`` looks like, for the deprecation note.
+    OLD_PRUNER: ClassVar[str] = (
+        "`[pruner] method` and pruner parameters flat in `[pruner]` are read as `[pruner] name` and "
+        "`[pruner.params]`; write them so (docs/prune.md#recipes)"
+    )
+
+    @classmethod
+    def respelled(cls, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+        if len(path) == 2 and path[0] == "pruner" and path[1] not in ("name", "params"):
+            new = ("pruner", "name") if path[1] == "method" else ("pruner", "params", path[1])
+            return new, cls.OLD_PRUNER
+        return None
 
     @model_validator(mode="before")
     @classmethod
@@ -154,26 +179,17 @@ class PruneRecipe(RecipeBase):
         if isinstance(train, dict) and "lr" in train:
             return data
         pruner = data.get("pruner")
-        method = pruner.get("method", "iterand") if isinstance(pruner, dict) else "iterand"
-        lr = declared_lr(method) if isinstance(method, str) else None
+        # this may run before or after the respelling: either spelling of the name
+        name = pruner.get("name", pruner.get("method", "iterand")) if isinstance(pruner, dict) else "iterand"
+        lr = declared_lr(name) if isinstance(name, str) else None
         if lr is None:
             return data
         return {**data, "train": {**(train if isinstance(train, dict) else {}), "lr": lr}}
 
-    @field_validator("pruner")
-    @classmethod
-    def _pruner(cls, value: dict[str, Any]) -> dict[str, Any]:
-        params = dict(value)
-        method = params.pop("method", "iterand")
-        if not isinstance(method, str):
-            raise ValueError(f"`pruner.method` must be a pruner name, got {method!r}")
-        name, checked = _lookup("pruners", method, params, f"pruner {method}", prefix="pruner")
-        return {"method": name, **checked}
-
     @property
     def method(self) -> str:
-        return self.pruner["method"]
+        return self.pruner.name
 
     @property
     def pruner_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.pruner.items() if k != "method"}
+        return self.pruner.params

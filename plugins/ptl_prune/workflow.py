@@ -120,7 +120,7 @@ class PruneWorkflow:
         # data and model
         data = prune_data.load(r.data)
         arch = arch_of(r.model, data.info)
-        pruner = build_pruner(r.pruner)
+        pruner = build_pruner(r.pruner.model_dump())
         # on the device; DDP (floating-point buffers broadcast, IteRand's int16 `sources` kept
         # by each rank), channels_last and torch.compile as [compute] asks
         prepared = pruning.prepare(pruner, build_model(arch), r.seed)  # with its before_forward hook
@@ -282,7 +282,7 @@ class PruneWorkflow:
                 "pruner": pruner.state_dict(),
                 "seed": r.seed,
                 "arch": arch,
-                "recipe": r.pruner,
+                "recipe": r.pruner.model_dump(),
             }
             atomic.torch_save(final, ctx.run.path / "final.pt")
         return metrics

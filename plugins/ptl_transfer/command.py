@@ -106,7 +106,7 @@ def recipe_overrides(recipe_ref: str, **flags: Any) -> dict[str, Any]:
         source.get("classifier", {}).get("name"),
     )
     component("ssl", "ssl.name", "ssl.params", base.get("ssl", {}).get("name"))
-    component("arch", "model.arch", "model.params", base.get("model", {}).get("arch"))
+    component("arch", "model.name", "model.params", base.get("model", {}).get("name"))
     target = flags.get("target")
     if target is not None:
         if "/" in target or Path(target).expanduser().is_dir():
@@ -117,7 +117,7 @@ def recipe_overrides(recipe_ref: str, **flags: Any) -> dict[str, Any]:
             out["target.dataset"] = target
             if target != base.get("target", {}).get("dataset"):
                 out.update({"target.params": {}, "target.classes": []})
-    if "model.arch" in out and out["model.arch"] != base.get("model", {}).get("arch"):
+    if "model.name" in out and out["model.name"] != base.get("model", {}).get("name"):
         out["model.width"] = 1.0  # the recipe's width was chosen for its own architecture
     if flags.get("stages") is not None:
         out["stages"] = [s.strip() for s in flags["stages"].split(",") if s.strip()]

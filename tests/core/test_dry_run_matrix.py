@@ -34,19 +34,19 @@ PRUNE = [
     ),
     (["--dataset", "cifar1"], "unknown dataset 'cifar1'"),
     (["--set", "data.params.bogus=1"], "unknown key `data.params.bogus`"),
-    (["--weight-init", "xavier"], "key `pruner.weight_init`: Input should be"),
-    (["--set", "pruner.score_init=bogus"], "key `pruner.score_init`: Input should be"),
-    (["--method", "sgd", "--sparsity", "0.5"], "pruner sgd: unknown key `pruner.sparsity`"),
+    (["--weight-init", "xavier"], "key `pruner.params.weight_init`: Input should be"),
+    (["--set", "pruner.params.score_init=bogus"], "key `pruner.params.score_init`: Input should be"),
+    (["--method", "sgd", "--sparsity", "0.5"], "pruner sgd: unknown key `pruner.params.sparsity`"),
     (["--device", "cuda:x"], "--device 'cuda:x' is not a device"),
     (["--device", "tpu"], "--device 'tpu' is not a device"),
     (["--device", "cuda:99"], "--device cuda:99: "),  # no CUDA here, or too few devices
     (["--set", "compute.precision=fp8"], "key `compute.precision`"),
     (["--epochs", "0"], "key `train.epochs`: Input should be greater than or equal to 1"),
-    (["--sparsity", "1.5"], "key `pruner.sparsity`: Input should be less than 1"),
+    (["--sparsity", "1.5"], "key `pruner.params.sparsity`: Input should be less than 1"),
     (["--batch-size", "1"], "key `train.batch_size`"),
     (["--set", "train.lr=fast"], "key `train.lr`: Input should be a valid number"),
     (["--set", "train.bogus=1"], "unknown key `train.bogus`"),
-    (["--set", "pruner.bogus=1"], "pruner iterand: unknown key `pruner.bogus`"),
+    (["--set", "pruner.params.bogus=1"], "pruner iterand: unknown key `pruner.params.bogus`"),
     (["--set", "train.epochs=1.5"], "key `train.epochs`: Input should be a valid integer"),
     (["--epochs", "3", "--set", "train.warmup_epochs=3"], "must be fewer than epochs (3)"),
     (["--set", "data.train_limit=1"], "1 training image makes no batch"),
@@ -55,11 +55,11 @@ PRUNE = [
         "pruner edge-popup leaves nothing to train on conv2",
     ),
     (
-        [*CONV2, "--set", 'pruner.layer_sparsity={"*" = 0.0}'],
+        [*CONV2, "--set", 'pruner.params.layer_sparsity={"*" = 0.0}'],
         "pruner iterand leaves nothing to train on conv2",
     ),
     (
-        [*CONV2, "--set", 'pruner.layer_sparsity={"clasifier.*" = 0.9}'],
+        [*CONV2, "--set", 'pruner.params.layer_sparsity={"clasifier.*" = 0.9}'],
         "pattern 'clasifier.*' matches no Conv/Linear layer of the model; its 5 layers are named like: "
         "features.0, features.2, classifier.1",
     ),
@@ -157,7 +157,7 @@ def test_dry_run_reports_what_the_run_reports(cli, tmp_path, args, expected):
     [
         ["prune", "--model", "torchvision:resnet18", "--set", "model.params.weights=IMAGENET1K_V1"],
         ["prune", "--model", "torchvision:wide_resnet50_2", "--set", "model.params.stem=cifar"],
-        ["prune", *CONV2, "--set", 'pruner.layer_sparsity={"classifier.*" = 0.9}'],
+        ["prune", *CONV2, "--set", 'pruner.params.layer_sparsity={"classifier.*" = 0.9}'],
         [
             "prune",
             *CONV2,
@@ -166,7 +166,7 @@ def test_dry_run_reports_what_the_run_reports(cli, tmp_path, args, expected):
             "--sparsity",
             "0",
             "--set",
-            'pruner.layer_sparsity={"f*" = 0.5}',
+            'pruner.params.layer_sparsity={"f*" = 0.5}',
         ],
         [
             "prune",
@@ -177,11 +177,11 @@ def test_dry_run_reports_what_the_run_reports(cli, tmp_path, args, expected):
             "--sparsity",
             "0",
             "--set",
-            "pruner.bn_affine=true",
+            "pruner.params.bn_affine=true",
         ],
         ["prune", "--device", "cpu", "--set", "compute.precision=bf16-mixed"],
         # RegNet-Y cannot be built on the meta device: its layer names are left to the run to check
-        ["prune", "--model", "torchvision:regnet_y_400mf", "--set", 'pruner.layer_sparsity={"fc" = 0.5}'],
+        ["prune", "--model", "torchvision:regnet_y_400mf", "--set", 'pruner.params.layer_sparsity={"fc" = 0.5}'],
         [
             "transfer",
             "--source-classifier",

@@ -57,7 +57,7 @@ def test_iterand_run_reports_accuracy_and_exact_sparsity(cli, show, iterand_run)
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert metrics["sparsity"] == pytest.approx(0.5, abs=1e-6)  # every layer pruned at exactly p
     assert metrics["params_kept"] == metrics["params_total"] - round(metrics["params_total"] * 0.5)
-    assert summary["recipe"]["pruner"]["method"] == "iterand"
+    assert summary["recipe"]["pruner"]["name"] == "iterand"
     stages = {r["stage"] for r in records(iterand_run)}
     assert stages == {"train", "val", "test"}
     assert (iterand_run / "report.md").is_file()
@@ -105,7 +105,7 @@ def test_other_methods_run(cli, show, tmp_path, method):
 
 def test_rerand_freq_per_epoch(cli, show, tmp_path):
     """``rerand_freq_unit = epochs``: K re-draws per epoch of 8 steps, counted over the whole run."""
-    args = [*ITERAND, "--rerand-freq", "2", "--set", "pruner.rerand_freq_unit=epochs"]
+    args = [*ITERAND, "--rerand-freq", "2", "--set", "pruner.params.rerand_freq_unit=epochs"]
     code, _, err = cli("prune", *args, "--out", tmp_path / "run")
     assert code == 0, err
     assert torch.load(tmp_path / "run" / "final.pt", weights_only=True)["pruner"]["events"] == [4, 8, 12, 16]
@@ -198,7 +198,7 @@ def test_dry_run_shows_the_plan(cli, show):
     [
         (["--method", "iterandd"], "did you mean 'iterand'"),
         (["--sparsity", "1.5"], "sparsity"),
-        (["--method", "sgd", "--sparsity", "0.5"], "unknown key `pruner.sparsity`"),
+        (["--method", "sgd", "--sparsity", "0.5"], "unknown key `pruner.params.sparsity`"),
         (["--set", "train.epochz=3"], "unknown key `train.epochz`"),
         (["--model", "conv66"], "unknown model 'conv66'"),
         (["--weight-init", "xavier"], "weight_init"),
@@ -215,7 +215,7 @@ def test_bad_input_is_one_line_with_exit_2(cli, show, args, expected):
     ("args", "expected"),
     [
         (["--method", "edge-popup", "--sparsity", "0"], "leaves nothing to train"),
-        (["--set", 'pruner.layer_sparsity={"clasifier.*" = 0.9}'], "matches no Conv/Linear layer"),
+        (["--set", 'pruner.params.layer_sparsity={"clasifier.*" = 0.9}'], "matches no Conv/Linear layer"),
     ],
 )
 def test_settings_that_prune_nothing_or_nothing_named_fail_clearly(cli, show, tmp_path, args, expected):

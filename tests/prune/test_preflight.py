@@ -39,14 +39,14 @@ def what_the_run_finds(recipe) -> str | None:
 @pytest.mark.parametrize(("model", "sparsity", "ends", "layers", "bn_affine"), SETTINGS)
 def test_the_plan_refuses_exactly_what_the_run_refuses(model, sparsity, ends, layers, bn_affine):
     schema = plugins.get("workflows", "prune").params
-    pruner = {
-        "method": "edge-popup",
+    params = {
         "sparsity": sparsity,
         "prune_first_layer": ends,
         "prune_last_layer": ends,
         "layer_sparsity": layers,
         "bn_affine": bn_affine,
     }
+    pruner = {"name": "edge-popup", "params": params}
     recipe = schema.model_validate({"pruner": pruner, "model": {"name": model, "width": 0.25}})
     try:
         preflight.check(recipe)
@@ -69,6 +69,8 @@ def test_the_plan_refuses_exactly_what_the_run_refuses(model, sparsity, ends, la
 def test_the_grid_holds_both_outcomes(model, pruner, expected):
     """The comparison above is not vacuous: the run refuses some settings, for either reason."""
     schema = plugins.get("workflows", "prune").params
-    recipe = schema.model_validate({"pruner": {"method": "edge-popup", **pruner}, "model": {"name": model}})
+    recipe = schema.model_validate(
+        {"pruner": {"name": "edge-popup", "params": pruner}, "model": {"name": model}}
+    )
     found = what_the_run_finds(recipe)
     assert (found is None) if expected is None else (expected in found)

@@ -30,21 +30,21 @@ def test_cifar10_grid(model):
             for init, tag in (("kaiming_uniform", ""), ("signed_constant", "-sc")):
                 r = _resolved(f"{method}-{model}{tag}{suffix}-cifar10")
                 assert (r.model.name, r.model.width, r.data.dataset) == (model, width, "cifar10")
-                assert r.pruner["sparsity"] == p and r.pruner["weight_init"] == init
-                assert not r.pruner["bn_affine"] and (r.train.lr, r.train.weight_decay) == (lr, wd)
+                assert r.pruner.params["sparsity"] == p and r.pruner.params["weight_init"] == init
+                assert not r.pruner.params["bn_affine"] and (r.train.lr, r.train.weight_decay) == (lr, wd)
                 assert r.train.epochs == 100 and r.train.batch_size == 128 and r.data.val_fraction == 0.1
                 assert r.augment.crop == "random-resized" and r.augment.pad == 4 and r.augment.flip
                 if method == "iterand":
-                    assert (r.pruner["rerand_freq"], r.pruner["rerand_lambda"]) == (300, 0.1)
+                    assert (r.pruner.params["rerand_freq"], r.pruner.params["rerand_lambda"]) == (300, 0.1)
         sgd = _resolved(f"sgd-{model}{suffix}-cifar10")
-        assert sgd.pruner["method"] == "sgd" and sgd.train.lr == (0.01 if model == "conv6" else 0.1)
+        assert sgd.pruner.name == "sgd" and sgd.train.lr == (0.01 if model == "conv6" else 0.1)
 
 
 def test_imagenet_recipes_and_schedule():
     for depth in (34, 50, 101):
         r = _resolved(f"iterand-resnet{depth}-imagenet")
-        assert r.model.name == f"torchvision:resnet{depth}" and r.pruner["sparsity"] == 0.7
-        assert (r.pruner["rerand_freq"], r.pruner["weight_init"]) == (1000, "signed_constant")
+        assert r.model.name == f"torchvision:resnet{depth}" and r.pruner.params["sparsity"] == 0.7
+        assert (r.pruner.params["rerand_freq"], r.pruner.params["weight_init"]) == (1000, "signed_constant")
         assert (r.train.epochs, r.train.warmup_epochs, r.train.tail_epochs) == (105, 5, 5)
     schedule = [lr_at(e, 105, 0.1, "cosine", 5, 5, 1e-5) for e in range(105)]
     assert schedule[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])  # linear warm-up

@@ -44,7 +44,10 @@ def test_defaults_come_from_the_pruners_own_schema(gtopk, cli):
     code, out, err = cli("prune", "--method", "gtopk", "--dry-run", "--json")
     assert code == 0, err
     recipe = json.loads(out)["recipe"]
-    assert recipe["pruner"] == {"method": "gtopk", "sparsity": 0.5, "weight_init": "signed_constant"}
+    assert recipe["pruner"] == {
+        "name": "gtopk",
+        "params": {"sparsity": 0.5, "weight_init": "signed_constant"},
+    }
     assert recipe["train"]["lr"] == 0.7  # GlobalParams.default_lr, not ptl's generic 0.1
     code, out, _ = cli("prune", "--method", "gtopk", "--dry-run", "--json", "--lr", "0.05")
     assert json.loads(out)["recipe"]["train"]["lr"] == 0.05  # the recipe or a flag still wins
@@ -54,10 +57,10 @@ def test_defaults_come_from_the_pruners_own_schema(gtopk, cli):
 
 @pytest.mark.parametrize("method", ["gtopk", "iterand"])
 def test_a_misspelt_key_is_named_not_the_method(gtopk, cli, method):
-    code, _, err = cli("prune", "--method", method, "--set", "pruner.sparsty=0.5", "--dry-run")
+    code, _, err = cli("prune", "--method", method, "--set", "pruner.params.sparsty=0.5", "--dry-run")
     assert code == 2 and err.count("\n") == 1
-    assert "--set pruner.sparsty=0.5" in err and "unknown key `pruner.sparsty`" in err
-    assert "did you mean 'sparsity'" in err and "pruner.method" not in err
+    assert "--set pruner.params.sparsty=0.5" in err and "unknown key `pruner.params.sparsty`" in err
+    assert "did you mean 'sparsity'" in err and "pruner.name" not in err
 
 
 def test_a_pruner_that_declares_nothing_is_refused_in_one_line(gtopk, cli, tmp_path):

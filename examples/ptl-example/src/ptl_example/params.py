@@ -1,6 +1,6 @@
 """Parameter schemas: validated when a recipe is resolved, listed by ``ptl list``.
 
-``Params`` forbids unknown keys, so ``--set pruner.ramp_step=10`` is an error that suggests
+``Params`` forbids unknown keys, so ``--set pruner.params.ramp_step=10`` is an error that suggests
 ``ramp_steps`` instead of being silently ignored.
 """
 
