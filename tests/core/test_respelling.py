@@ -5,6 +5,7 @@ layer by layer, with one deprecation line on stderr."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import tomli_w
@@ -141,3 +142,13 @@ def test_dry_run_says_once_that_the_spelling_is_deprecated(tmp_path):
     assert arch.returncode == 0, arch.stderr
     assert arch.stderr.count("ptl: deprecated: `[model] arch` is read as `[model] name`") == 1
     assert "conv4" in arch.stdout
+
+
+def test_a_sweep_grid_in_the_old_spelling_still_sweeps(tmp_path):
+    done = run_ptl(
+        "sweep", "--recipe", "iterand-quickstart", "--grid", "pruner.sparsity=0.3,0.6",
+        "--out", tmp_path / "sw", "--dry-run", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("ptl: deprecated:") == 1
+    assert len(json.loads(done.stdout)["cells"]) == 2

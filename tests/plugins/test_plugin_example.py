@@ -48,13 +48,13 @@ def test_prune_with_the_example_pruner_end_to_end(with_example, tmp_path):
     out = run_ptl(
         "prune", "--method", "gmp", "--model", "conv2", "--dataset", "fashion-pack",
         "--epochs", "1", "--batch-size", "64", "--sparsity", "0.8",
-        "--set", "pruner.ramp_steps=6", "--set", "pruner.update_every=2",
+        "--set", "pruner.params.ramp_steps=6", "--set", "pruner.params.update_every=2",
         "--set", "data.train_limit=512", "--set", "data.test_limit=256",
         "--device", "cpu", "--out", str(run), "--quiet", "--json",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
-    assert summary["status"] == "completed" and summary["recipe"]["pruner"]["method"] == "gmp"
+    assert summary["status"] == "completed" and summary["recipe"]["pruner"]["name"] == "gmp"
     metrics = summary["metrics"]
     assert abs(metrics["sparsity"] - 0.8) < 0.005  # the ramp reached its end at step 6 of 7
     assert 0.0 <= metrics["test_acc"] <= 1.0

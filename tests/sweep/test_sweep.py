@@ -35,7 +35,7 @@ batch_size = 32
 checkpoint_every = 1
 log_every = 1
 """
-GRID = ["--grid", "model.width=0.125,0.25", "--grid", "pruner.sparsity=0.3,0.5", "--seeds", "0,1"]
+GRID = ["--grid", "model.width=0.125,0.25", "--grid", "pruner.params.sparsity=0.3,0.5", "--seeds", "0,1"]
 
 
 @pytest.fixture
@@ -59,7 +59,9 @@ def test_dry_run_lists_every_cell_and_writes_nothing(cli, base, tmp_path):
     assert code == 0, err
     plan = json.loads(out)
     assert len(plan["cells"]) == 8
-    points = {(c["point"]["model.width"], c["point"]["pruner.sparsity"], c["seed"]) for c in plan["cells"]}
+    points = {
+        (c["point"]["model.width"], c["point"]["pruner.params.sparsity"], c["seed"]) for c in plan["cells"]
+    }
     assert points == {(w, p, s) for w in (0.125, 0.25) for p in (0.3, 0.5) for s in (0, 1)}
     assert not (tmp_path / "sw").exists()
 
@@ -68,8 +70,8 @@ def test_dry_run_lists_every_cell_and_writes_nothing(cli, base, tmp_path):
     ("grid", "expected"),
     [
         ("model.widht=0.25,0.5", "unknown key `model.widht`"),
-        ("pruner.sparsity=0.5,1.5", "pruner.sparsity"),
-        ("pruner.method=iterand,magic", "magic"),
+        ("pruner.params.sparsity=0.5,1.5", "pruner.params.sparsity"),
+        ("pruner.name=iterand,magic", "magic"),
         ("model.width", "expected key.path=v1,v2"),
     ],
 )
@@ -155,10 +157,12 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
         stat = row["metrics"]["test_acc"]
         assert stat["n"] == 2 and stat["mean"] == pytest.approx(statistics.fmean(accs))
         assert stat["std"] == pytest.approx(statistics.stdev(accs))
-        assert row["metrics"]["sparsity"]["mean"] == pytest.approx(row["point"]["pruner.sparsity"], abs=1e-3)
+        assert row["metrics"]["sparsity"]["mean"] == pytest.approx(
+            row["point"]["pruner.params.sparsity"], abs=1e-3
+        )
     with (sweep / "results.csv").open() as fh:
         table = list(csv.DictReader(fh))
-    assert [(float(r["model.width"]), float(r["pruner.sparsity"])) for r in table] == [
+    assert [(float(r["model.width"]), float(r["pruner.params.sparsity"])) for r in table] == [
         (0.125, 0.3), (0.125, 0.5), (0.25, 0.3), (0.25, 0.5),
     ]  # fmt: skip
     assert Image.open(shown["plot"]).size[0] > 100
@@ -169,7 +173,7 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
     base.write_text(BASE.replace("epochs = 3", "epochs = 4"))  # the same command, another recipe
     code, _, err = cli(*args)
     assert code == 2 and "changed since" in err
-    code, _, err = cli("sweep", "show", sweep, "--x", "pruner.sparsity", "--hue", "model.widht")
+    code, _, err = cli("sweep", "show", sweep, "--x", "pruner.params.sparsity", "--hue", "model.widht")
     assert code == 2 and "model.widht" in err
 
     # runs compare: side by side, the differing recipe keys, overlaid curves
@@ -177,14 +181,14 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
     code, out, err = cli("runs", "compare", first, second, "--json", "--plot", tmp_path / "cmp.png")
     assert code == 0, err
     compared = json.loads(out)
-    assert compared["recipe_differences"]["pruner.sparsity"] == [0.3, 0.5]
+    assert compared["recipe_differences"]["pruner.params.sparsity"] == [0.3, 0.5]
     assert compared["metrics"]["sparsity"] == pytest.approx([0.3, 0.5], abs=1e-3)
     assert Image.open(tmp_path / "cmp.png").size[0] > 100
 
 
 def test_a_failing_cell_is_reported_and_the_others_complete(cli, one_thread, base, tmp_path):
     sweep = tmp_path / "sw"
-    grid = ["--grid", "train.lr=0.1,1e30", "--set", "pruner.method=sgd", "--set", "model.width=0.125"]
+    grid = ["--grid", "train.lr=0.1,1e30", "--set", "pruner.name=sgd", "--set", "model.width=0.125"]
     grid += ["--set", "train.epochs=1"]
     code, out, err = cli("sweep", "--recipe", base, *grid, "--jobs", "2", "--out", sweep, "--quiet")
     assert code == 1
@@ -206,12 +210,12 @@ def test_a_recipe_axis_sweeps_methods_whose_recipes_differ(cli, tmp_path):
     code, _, err = cli(
         "sweep",
         "--grid",
-        "pruner.method=iterand,edge-popup",
+        "pruner.name=iterand,edge-popup",
         "--recipe",
         "iterand-conv6-cifar10",
         "--dry-run",
     )
-    assert code == 2 and "unknown key `pruner.rerand_freq`" in err  # why the recipe axis exists
+    assert code == 2 and "unknown key `pruner.params.rerand_freq`" in err  # why the recipe axis exists
     code, _, err = cli("sweep", "--grid", "recipe=iterand-conv6-cifar10,transfer-quickstart", "--dry-run")
     assert code == 2 and "a `transfer` recipe in a sweep of `prune` runs" in err
 

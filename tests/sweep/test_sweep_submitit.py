@@ -53,7 +53,7 @@ def test_preempted_array_task_is_requeued_and_resumes_exactly(cli, one_thread, t
     base.write_text(BASE)
     request = sweeps.Request(
         recipe=str(base),
-        grid=["pruner.sparsity=0.5"],
+        grid=["pruner.params.sparsity=0.5"],
         seeds="0,1",
         launcher="submitit-local",
         out=str(tmp_path / "sw"),
