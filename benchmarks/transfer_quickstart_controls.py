@@ -4,7 +4,8 @@ Both run the recipe (default ``transfer-quickstart-far``) unchanged except for o
 several seeds:
 
 * ``real`` -- the ``pssl`` stage with the PCS pool replaced by *real* unlabeled target images (the
-  bundled pack's images of the target classes minus the labeled ones), i.e. plain FixMatch. If
+  bundled pack's images of the target classes minus the labeled ones: ``ssl.unlabeled = "real"``),
+  i.e. plain FixMatch. If
   this beats scratch, the SSL machinery and the recipe's schedule (steps, τ, λ_u, EMA) leave
   room for SSL to help, and what P-SSL lacks is in the pseudo samples.
 * ``matched`` -- the target is classes 0-4, the source models' own classes (this breaks the
@@ -29,59 +30,21 @@ import sys
 
 QUICKSTART = ["transfer", "--generator", "biggan", "--ssl", "fixmatch", "--json", "--quiet"]
 ARMS = {
-    "real": ["--stages", "scratch,pssl"],
+    "real": ["--stages", "scratch,pssl", "--set", "ssl.unlabeled=real"],
     "matched": ["--stages", "scratch,pp,pssl,pp+pssl", "--set", "target.classes=[0,1,2,3,4]"],
 }
 STAGES = ("scratch", "pp", "pssl", "pp_pssl")
 
 
-def worker(argv: list[str]) -> None:
-    """``ptl`` in this process, with the P-SSL loop's unlabeled data swapped for real images."""
-    import torch
-
-    from ptl_transfer import loops
-    from ptl_transfer.target import build_dataset, stack
-
-    class RealImages:
-        """Stands in for the PCS pool: same ``len``/``gather`` contract, real uint8 images."""
-
-        def __init__(self, images: torch.Tensor) -> None:
-            self.images = images
-
-        def __len__(self) -> int:
-            return self.images.shape[0]
-
-        def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"images": self.images[index]}
-
-    open_pool = loops.Job.open_pool
-
-    def real_unlabeled(job: loops.Job, kind: str):
-        if kind != "pcs":
-            return open_pool(job, kind)
-        train = build_dataset(job.recipe, job.recipe.target.train_split)
-        keep = torch.ones(len(train), dtype=torch.bool)
-        keep[job.target.indices] = False  # the labeled images are not also unlabeled
-        return RealImages(stack(train, keep.nonzero().flatten()))
-
-    loops.Job.open_pool = real_unlabeled
-    from ptl_cli.cli import main
-
-    main(argv)
-
-
 def run(arm: str, seed: int, extra: list[str], recipe: str) -> dict:
     args = [*QUICKSTART, "--recipe", recipe, *ARMS[arm], "--seed", str(seed), *extra]
-    head = [sys.executable, __file__, "--worker"] if arm == "real" else [sys.executable, "-m", "ptl_cli"]
-    done = subprocess.run([*head, *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "ptl_cli", *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{arm} seed {seed} failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout)["metrics"]
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--worker"]:
-        return worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["real", "matched"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

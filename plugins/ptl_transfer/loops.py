@@ -41,7 +41,7 @@ from ptl_cli.engine.compute import prepare_model
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import generator_for
 from ptl_cli.engine.ssl_step import SSLStep
-from ptl_transfer import evaluate, nets, pcs, results, stages
+from ptl_transfer import evaluate, nets, pcs, results, stages, target
 from ptl_transfer.job import KD_HEAD, LABELED_ORDER, POOL_ORDER, Job
 from ptl_transfer.kd import kd_loss
 from ptl_transfer.pool import make_shards
@@ -216,9 +216,13 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     opt = r.train
     semi = phase.name in ("pssl", "pp+pssl")
     algo_name, algo_params = (r.ssl.name, r.ssl.params) if semi else ("supervised", {})
-    num_unlabeled = job.pool("pcs")[0].count if semi else 0  # the pool's size, known before it is made
+    real = semi and r.ssl.unlabeled == "real"  # the control: real unlabeled images, no pool
+    real_images = target.real_unlabeled(r, t) if real else None
+    num_unlabeled = (len(real_images) if real else job.pool("pcs")[0].count) if semi else 0  # known before
     algo = build_ssl(algo_name, algo_params, t.num_classes, t.images.shape[0], num_unlabeled)
-    pool = job.open_pool("pcs") if algo.unlabeled_views else None  # before seeding: may generate
+    pool = None
+    if algo.unlabeled_views:
+        pool = real_images if real else job.open_pool("pcs")  # before seeding: may generate
     unlabeled = StepStream(len(pool), r.ssl.mu * opt.batch_size, r.seed, POOL_ORDER) if pool else None
     labeled = StepStream(t.images.shape[0], opt.batch_size, r.seed, LABELED_ORDER)
     job.local_batch(opt.batch_size, "train.batch_size")

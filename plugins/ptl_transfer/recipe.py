@@ -127,6 +127,11 @@ class SSL(Params):
     name: str = "fixmatch"
     params: dict[str, Any] = Field(default_factory=dict)
     mu: int = Field(7, ge=1, description="unlabeled batch = μ·B pseudo samples")
+    unlabeled: Literal["pseudo", "real"] = Field(
+        "pseudo",
+        description="pseudo: the PCS pool (the method); real: the target's own unlabeled training images "
+        "instead, a control that shows what P-SSL would reach with a perfect generator",
+    )
 
 
 class KD(Params):

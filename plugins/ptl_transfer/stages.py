@@ -63,8 +63,8 @@ def phases(recipe: Any) -> list[Phase]:
         needed.add("pp-pretrain")
         if recipe.pp.mode == "pool":
             needed.add("pp-pool")
-    if wanted & {"pssl", "pp+pssl"}:
-        needed.add("pcs-pool")
+    if wanted & {"pssl", "pp+pssl"} and getattr(recipe.ssl, "unlabeled", "pseudo") == "pseudo":
+        needed.add("pcs-pool")  # (the real-images control needs no pool)
     steps = {name: (recipe.train.steps if name in STAGES else 0) for name in PHASES}
     steps["pp-pretrain"] = recipe.pp.train.steps
     out, offset = [], 0

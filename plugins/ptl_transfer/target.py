@@ -100,6 +100,28 @@ def batches(
     yield from loader
 
 
+class RealUnlabeled:
+    """The target's training images of the recipe's classes that are not labeled, in place of the
+    PCS pool (``ssl.unlabeled = "real"``): the same ``len``/``gather`` a pool has, uint8 images."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"images": self.images[index]}
+
+
+def real_unlabeled(recipe: Any, target: TargetData) -> RealUnlabeled:
+    """Every training image of the target's classes but the labeled ones (plain SSL's unlabeled set)."""
+    train = build_dataset(recipe, recipe.target.train_split)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[target.indices] = False
+    return RealUnlabeled(stack(train, keep.nonzero().flatten(), recipe.compute.workers))
+
+
 def load(recipe: Any) -> TargetData:
     """The labeled training images and the test split the recipe describes."""
     train = build_dataset(recipe, recipe.target.train_split)

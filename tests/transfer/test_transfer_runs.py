@@ -244,3 +244,31 @@ def test_a_checkpoint_of_another_layout_version_is_refused_in_one_line(tmp_path,
     assert f"layout version {CHECKPOINT_VERSION + 1}" in result.stderr and "start a new run" in result.stderr
     torch.save(saved, newest)
     assert 0.0 <= tx.run_transfer(data, out, resuming=True)["scratch_test_acc"] <= 1.0
+
+
+def test_the_real_unlabeled_control_trains_on_the_targets_other_images(tmp_path, tx):
+    """``ssl.unlabeled = "real"``: P-SSL's unlabeled batches are the target's own training images of
+    its classes that are not labeled (plain SSL, the ceiling a perfect generator would give); no
+    PCS pool is planned or made, the result differs from the pseudo-sample run, resume is exact."""
+    from ptl_transfer import stages, target
+
+    pools = tmp_path / "pools"
+    data = tx.tiny_recipe(pools, stages=["pssl"], **{"ssl.unlabeled": "real"})
+    job = tx.make_job(data, tmp_path)
+    assert "pcs-pool" not in [p.name for p in stages.phases(job.recipe)]
+    real = target.real_unlabeled(job.recipe, job.target)
+    split = target.build_dataset(job.recipe, job.recipe.target.train_split)
+    assert len(real) == len(split) - job.target.images.shape[0] > 0
+    labeled = {bytes(image.numpy()) for image in job.target.images}
+    assert not any(bytes(image.numpy()) in labeled for image in real.images[:200])  # none is labeled
+
+    whole = tx.run_transfer(data, tmp_path / "whole")
+    assert not list(pools.glob("pcs-*")) and "pcs_agreement" not in whole
+    pseudo = tx.run_transfer(tx.tiny_recipe(pools, stages=["pssl"]), tmp_path / "pseudo")
+    assert list(pools.glob("pcs-*")) and "pcs_agreement" in pseudo
+    assert tx.records(tmp_path / "whole") != tx.records(tmp_path / "pseudo")  # the unlabeled set matters
+    out = tmp_path / "run"
+    assert tx.run_transfer(data, out, stop_after=3) is None
+    resumed = tx.run_transfer(data, out, resuming=True)
+    assert tx.without_seconds(resumed) == tx.without_seconds(whole)
+    assert tx.records(out) == tx.records(tmp_path / "whole")
