@@ -181,7 +181,13 @@ def test_dry_run_reports_what_the_run_reports(cli, tmp_path, args, expected):
         ],
         ["prune", "--device", "cpu", "--set", "compute.precision=bf16-mixed"],
         # RegNet-Y cannot be built on the meta device: its layer names are left to the run to check
-        ["prune", "--model", "torchvision:regnet_y_400mf", "--set", 'pruner.params.layer_sparsity={"fc" = 0.5}'],
+        [
+            "prune",
+            "--model",
+            "torchvision:regnet_y_400mf",
+            "--set",
+            'pruner.params.layer_sparsity={"fc" = 0.5}',
+        ],
         [
             "transfer",
             "--source-classifier",
