@@ -10,14 +10,17 @@ from ptl_transfer.stages import metric_key
 
 
 def final_metrics(job: Any) -> dict[str, Any]:
-    """The run's metrics: each chosen stage's test accuracy and seconds, the final stage's accuracy
-    as ``test_acc``, and the diagnostics of the pools and pseudo labels. Writes ``RUN/model.pt``."""
+    """The run's metrics: each chosen stage's test accuracy, every phase's seconds (pools and PP
+    pre-training included), the final stage's accuracy as ``test_acc``, and the diagnostics of the
+    pools and pseudo labels. Writes ``RUN/model.pt``."""
     chosen, done = job.recipe.stages, job.done
     final = stages.final_stage(chosen)
     metrics: dict[str, Any] = {"test_acc": done[final]["test_acc"], "final_stage": final}
     for name in chosen:
         metrics[metric_key(name)] = done[name]["test_acc"]
-        metrics[metric_key(name, "seconds")] = done[name]["seconds"]
+    for name in stages.PHASES:  # the time breakdown: every phase that ran, the pools' too
+        if name in done and "seconds" in done[name]:
+            metrics[metric_key(name, "seconds")] = done[name]["seconds"]
     if "pcs-pool" in done and "agreement" in done["pcs-pool"]:
         metrics["pcs_agreement"] = done["pcs-pool"]["agreement"]
     if "pp-pretrain" in done:

@@ -23,18 +23,27 @@ class TransferWorkflow:
         return loops.run(ctx)
 
     def results_table(self, run: Any) -> tuple[list[str], list[list[Any]]]:
-        """One row per stage that ran: its test accuracy, the gain over scratch, its time."""
+        """One row per phase that ran, in execution order: a stage's test accuracy and gain over
+        scratch, and every phase's seconds (the pools and PP pre-training the stages share too),
+        then their total: where the run's time went."""
         metrics = run.info().get("metrics", {})
         header = ["stage", "method", "test_acc", "vs scratch", "seconds"]
         rows = []
         base = metrics.get("scratch_test_acc")
-        for name in stages.STAGES:
-            acc = metrics.get(stages.metric_key(name))
-            if acc is None:
+        total = 0.0
+        for name in stages.PHASES:
+            acc = metrics.get(stages.metric_key(name)) if name in stages.STAGES else None
+            seconds = metrics.get(stages.metric_key(name, "seconds"))
+            if acc is None and (seconds is None or name in stages.STAGES):
+                continue
+            total += seconds or 0.0
+            if acc is None:  # a shared phase: no accuracy of its own
+                rows.append([name, stages.DESCRIPTIONS[name], "", "", seconds])
                 continue
             delta = f"{acc - base:+.4f}" if base is not None and name != "scratch" else ""
-            seconds = metrics.get(stages.metric_key(name, "seconds"))
             rows.append([name, stages.DESCRIPTIONS[name], acc, delta, seconds])
+        if rows:
+            rows.append(["total", "all phases", "", "", round(total, 3)])
         return header, rows
 
     def export(self, run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:

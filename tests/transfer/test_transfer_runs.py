@@ -43,6 +43,25 @@ def test_a_run_reports_every_stage_and_writes_its_outputs(uninterrupted, tx):
     assert saved["stage"] == "pp+pssl" and saved["num_classes"] == k_t
 
 
+def test_the_report_breaks_the_run_time_down_by_phase(uninterrupted):
+    """The results table (``report.md``, ``ptl runs show``) has a row per phase in execution order
+    (the pools and PP pre-training the stages share included), each with its seconds, and their total."""
+    from ptl_cli.runs import Run
+    from ptl_transfer import stages
+    from ptl_transfer.workflow import TransferWorkflow
+
+    run_dir, metrics = uninterrupted
+    header, rows = TransferWorkflow().results_table(Run(run_dir))
+    assert [r[0] for r in rows] == [*stages.PHASES, "total"]
+    seconds = [r[header.index("seconds")] for r in rows]
+    assert all(s > 0 for s in seconds[:-1]) and seconds[-1] == pytest.approx(sum(seconds[:-1]), abs=1e-2)
+    shared = {r[0]: r for r in rows if r[0] in ("pp-pool", "pp-pretrain", "pcs-pool")}
+    assert all(r[2] == "" for r in shared.values())
+    assert metrics["pp_pretrain_seconds"] == shared["pp-pretrain"][4]
+    accuracy = {r[0]: r[2] for r in rows if r[0] in stages.STAGES}
+    assert accuracy == {s: metrics[stages.metric_key(s)] for s in stages.STAGES}
+
+
 def test_pp_init_is_the_pretrained_body(uninterrupted):
     """pp and pp+pssl start from the PP weights: before any step, their body equals PP's."""
     run_dir, _ = uninterrupted
