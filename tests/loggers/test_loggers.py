@@ -136,7 +136,7 @@ def test_wandb_offline_run_records_the_metrics_and_the_recipe(logged_run):
     for tag, points in scalars_of(logged_run).items():
         got = [(h["step"], h[tag]) for h in history if tag in h]
         assert got == [(s, pytest.approx(v, rel=1e-6)) for s, v in points], tag
-    assert config["model.width"] == 0.125 and config["pruner.method"] == "iterand"
+    assert config["model.width"] == 0.125 and config["pruner.name"] == "iterand"
     images = [h for h in history if h.get("report/curves/_type") == "image-file"]
     assert len(images) == 1
     assert (run_file.parent / "files" / images[0]["report/curves/path"]).is_file()
