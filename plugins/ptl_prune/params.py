@@ -1,7 +1,8 @@
 """Parameter schemas of the pruners (pydantic only, so registering them costs no torch import).
 
-Defaults are the papers' (DESIGN.md §1.3–1.4): ranking by the signed score, Kaiming-uniform
-weights and scores, non-affine BatchNorm, every Conv/Linear layer pruned at the same rate.
+Defaults are the papers' (Ramanujan et al. 2020, Chijiwa et al. 2021): ranking by the signed
+score, Kaiming-uniform weights and scores, non-affine BatchNorm, every Conv/Linear layer pruned at
+the same rate.
 """
 
 from __future__ import annotations

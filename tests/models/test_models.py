@@ -1,6 +1,6 @@
 """The models plugin: the papers' architectures at their published sizes, and torchvision's.
 
-Parameter counts are the reference ones (DESIGN.md §1.3; WRN-28-2 as in FixMatch); forward and
+Parameter counts are the reference ones (the papers' tables; WRN-28-2 as in FixMatch); forward and
 training checks run on real Fashion-MNIST images from the bundled pack. Nothing is downloaded.
 """
 
