@@ -1,4 +1,6 @@
-"""The few mechanisms every algorithm here shares: view lookup and one batched forward pass.
+"""The mechanisms the algorithms here share: view lookup, their two ways of running the forward
+pass, hard pseudo labels, the masked unlabeled cross-entropy, the logs, and the plumbing of their
+state (none, or a few tensors).
 
 Anything specific to one algorithm (its targets, masks, ramp-ups) stays in that algorithm's file.
 """
@@ -7,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -91,3 +95,96 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def joint_logits(
+    model: nn.Module,
+    labeled: dict[str, torch.Tensor],
+    unlabeled: dict[str, torch.Tensor],
+    num_classes: int,
+    algorithm: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits of the labeled weak, unlabeled weak and unlabeled strong views, in one forward pass
+    (:func:`forward_split`): the FixMatch family's batch, checked for the head's width."""
+    x = view(labeled, "weak", algorithm, "labeled")
+    u_weak = view(unlabeled, "weak", algorithm, "unlabeled")
+    u_strong = view(unlabeled, "strong", algorithm, "unlabeled")
+    logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
+    check_logits(logits_x, num_classes, algorithm)
+    return logits_x, logits_weak, logits_strong
+
+
+def labeled_then_unlabeled(
+    model: nn.Module, x: torch.Tensor, u: torch.Tensor, num_classes: int, algorithm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``x``, then of ``u`` under :func:`frozen_batchnorm`: USB's two passes for
+    PseudoLabel and Mean Teacher, where the labeled batch alone updates BatchNorm's statistics."""
+    logits_x = model(x)
+    with frozen_batchnorm(model):
+        logits_u = model(u)
+    check_logits(logits_x, num_classes, algorithm)
+    return logits_x, logits_u
+
+
+def pseudo_labels(
+    logits: torch.Tensor, threshold: float, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard labels ``argmax q`` and the float mask ``max q >= threshold``, ``q = softmax(logits/T)``."""
+    probs = torch.softmax(logits.detach().float() / temperature, dim=1)
+    confidence, labels = probs.max(dim=1)
+    return labels, (confidence >= threshold).float()
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mean_u[ mask * CE(labels, logits) ]``: the mean runs over all samples, masked ones
+    included, as in the papers, so the term grows as more pseudo labels pass."""
+    return (F.cross_entropy(logits, labels, reduction="none") * mask).mean()
+
+
+def loss_logs(loss_x: torch.Tensor, loss_u: torch.Tensor, **more: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The logs of one step: the two loss terms (detached), then ``more`` in the order given."""
+    return {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), **more}
+
+
+class Stateless:
+    """For an algorithm that keeps nothing between steps (a ramp-up is a function of the step the
+    loop passes in): nothing to update, an empty state, and the empty state accepted back."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing to update."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Stateless: accepts the empty dict :meth:`state_dict` gives."""
+
+
+class TensorState:
+    """For an algorithm whose state is a few tensor attributes, named with their dtypes in
+    ``state_dtypes``: built on the CPU, they follow the logits to their device on first use
+    (:meth:`_follow`), are saved as CPU copies and loaded onto the device they are on."""
+
+    state_dtypes: ClassVar[dict[str, torch.dtype]]
+
+    def _follow(self, device: torch.device) -> None:
+        """Move the state to ``device`` if it is elsewhere (built or loaded on the CPU)."""
+        names = list(self.state_dtypes)
+        if getattr(self, names[0]).device != device:
+            for name in names:
+                setattr(self, name, getattr(self, name).to(device))
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing to do: the state is updated in ``loss``, from the step's own predictions."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name).detach().cpu().clone() for name in self.state_dtypes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = getattr(self, next(iter(self.state_dtypes))).device
+        loaded = {
+            name: torch.as_tensor(state[name], dtype=dtype).to(device).clone()
+            for name, dtype in self.state_dtypes.items()
+        }
+        for name, value in loaded.items():
+            setattr(self, name, value)

@@ -10,25 +10,16 @@ scales the logits whose softmax gives the confidence, as in kekmodel's FixMatch-
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, forward_split, view
+from ptl_ssl.common import Stateless, joint_logits, loss_logs, masked_cross_entropy, pseudo_labels
+
+__all__ = ["FixMatch", "pseudo_labels"]
 
 
-def pseudo_labels(
-    logits: torch.Tensor, threshold: float, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard labels ``argmax q`` and the float mask ``max q >= threshold``, ``q = softmax(logits/T)``."""
-    probs = torch.softmax(logits.detach().float() / temperature, dim=1)
-    confidence, labels = probs.max(dim=1)
-    return labels, (confidence >= threshold).float()
-
-
-class FixMatch:
+class FixMatch(Stateless):
     """FixMatch's loss; one forward pass over labeled weak, unlabeled weak and strong views."""
 
     labeled_views = ("weak",)
@@ -51,23 +42,11 @@ class FixMatch:
         step: int,
         total_steps: int,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = view(labeled, "weak", "FixMatch", "labeled")
-        u_weak = view(unlabeled, "weak", "FixMatch", "unlabeled")
-        u_strong = view(unlabeled, "strong", "FixMatch", "unlabeled")
-        logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
-        check_logits(logits_x, self.num_classes, "FixMatch")
-
+        logits_x, logits_weak, logits_strong = joint_logits(
+            model, labeled, unlabeled, self.num_classes, "FixMatch"
+        )
         loss_x = F.cross_entropy(logits_x, targets)
         labels, mask = pseudo_labels(logits_weak, self.threshold, self.temperature)
-        loss_u = (F.cross_entropy(logits_strong, labels, reduction="none") * mask).mean()
+        loss_u = masked_cross_entropy(logits_strong, labels, mask)
         loss = loss_x + self.lambda_u * loss_u
-        return loss, {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_ratio": mask.mean()}
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to update: FixMatch keeps no state between steps."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Stateless: accepts the empty dict :meth:`state_dict` gives."""
+        return loss, loss_logs(loss_x, loss_u, mask_ratio=mask.mean())

@@ -24,14 +24,14 @@ process would. ``tests/ssl/test_reference_flexmatch.py`` checks several steps ag
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.engine.distributed import gather_global_batch
-from ptl_ssl.common import check_logits, forward_split, view
+from ptl_ssl.common import TensorState, joint_logits, loss_logs, masked_cross_entropy
 
 
 def last_selected(index: torch.Tensor, selected: torch.Tensor, size: int) -> torch.Tensor:
@@ -47,11 +47,15 @@ def last_selected(index: torch.Tensor, selected: torch.Tensor, size: int) -> tor
     return last.scatter_reduce_(0, index, positions, reduce="amax")
 
 
-class FlexMatch:
+class FlexMatch(TensorState):
     """FlexMatch's loss and the per-sample pseudo labels behind its class-wise thresholds."""
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "strong")
+    state_dtypes: ClassVar[dict[str, torch.dtype]] = {
+        "selected_label": torch.long,
+        "classwise_acc": torch.float32,
+    }
 
     def __init__(
         self,
@@ -97,15 +101,11 @@ class FlexMatch:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if unlabeled_index is None:
             raise ValueError("FlexMatch needs the unlabeled samples' indices (unlabeled_index=...)")
-        x = view(labeled, "weak", "FlexMatch", "labeled")
-        u_weak = view(unlabeled, "weak", "FlexMatch", "unlabeled")
-        u_strong = view(unlabeled, "strong", "FlexMatch", "unlabeled")
-        logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
-        check_logits(logits_x, self.num_classes, "FlexMatch")
+        logits_x, logits_weak, logits_strong = joint_logits(
+            model, labeled, unlabeled, self.num_classes, "FlexMatch"
+        )
         device = logits_weak.device
-        if self.selected_label.device != device:  # built or loaded on the CPU
-            self.selected_label = self.selected_label.to(device)
-            self.classwise_acc = self.classwise_acc.to(device)
+        self._follow(device)
 
         confidence, labels = torch.softmax(logits_weak.detach().float(), dim=1).max(dim=1)
         beta = self.classwise_acc[labels]
@@ -113,10 +113,9 @@ class FlexMatch:
         self._update(unlabeled_index.to(device), labels, confidence >= self.threshold)
 
         loss_x = F.cross_entropy(logits_x, targets)
-        loss_u = (F.cross_entropy(logits_strong, labels, reduction="none") * mask).mean()
+        loss_u = masked_cross_entropy(logits_strong, labels, mask)
         loss = loss_x + self.lambda_u * loss_u
-        logs = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_ratio": mask.mean()}
-        return loss, logs
+        return loss, loss_logs(loss_x, loss_u, mask_ratio=mask.mean())
 
     @torch.no_grad()
     def _update(self, index: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> None:
@@ -126,22 +125,12 @@ class FlexMatch:
         self.selected_label = torch.where(last >= 0, labels[last.clamp_min(0)], self.selected_label)
         self.classwise_acc = self.learning_effects()
 
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to do: the state is updated in :meth:`loss`, from the step's own predictions."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "selected_label": self.selected_label.detach().cpu().clone(),
-            "classwise_acc": self.classwise_acc.detach().cpu().clone(),
-        }
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The saved state, refused when it was recorded for an unlabeled set of another size."""
         selected = torch.as_tensor(state["selected_label"], dtype=torch.long)
         if selected.shape != (self.num_unlabeled,):
             raise ValueError(
                 f"FlexMatch state holds {selected.numel()} samples; this unlabeled set has "
                 f"{self.num_unlabeled}"
             )
-        device = self.selected_label.device
-        self.selected_label = selected.to(device).clone()
-        self.classwise_acc = torch.as_tensor(state["classwise_acc"], dtype=torch.float32).to(device).clone()
+        super().load_state_dict(state)

@@ -24,14 +24,14 @@ against USB's ``FreeMatch.train_step``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.engine.distributed import gather_global_batch
-from ptl_ssl.common import check_logits, forward_split, view
+from ptl_ssl.common import TensorState, joint_logits, loss_logs, masked_cross_entropy
 
 
 def _sum_norm_ratio(p: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
@@ -61,11 +61,16 @@ def fairness_loss(
     return torch.where(count > 0, loss, torch.zeros_like(loss))
 
 
-class FreeMatch:
+class FreeMatch(TensorState):
     """FreeMatch's loss and its EMA thresholds."""
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "strong")
+    state_dtypes: ClassVar[dict[str, torch.dtype]] = {
+        "p_model": torch.float32,
+        "label_hist": torch.float32,
+        "time_p": torch.float32,
+    }
 
     def __init__(
         self,
@@ -109,16 +114,10 @@ class FreeMatch:
         step: int,
         total_steps: int,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = view(labeled, "weak", "FreeMatch", "labeled")
-        u_weak = view(unlabeled, "weak", "FreeMatch", "unlabeled")
-        u_strong = view(unlabeled, "strong", "FreeMatch", "unlabeled")
-        logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
-        check_logits(logits_x, self.num_classes, "FreeMatch")
-        device = logits_weak.device
-        if self.p_model.device != device:  # built or loaded on the CPU
-            self.p_model, self.label_hist, self.time_p = (
-                t.to(device) for t in (self.p_model, self.label_hist, self.time_p)
-            )
+        logits_x, logits_weak, logits_strong = joint_logits(
+            model, labeled, unlabeled, self.num_classes, "FreeMatch"
+        )
+        self._follow(logits_weak.device)
 
         probs = torch.softmax(logits_weak.detach().float(), dim=-1)
         self._update(probs)
@@ -127,31 +126,14 @@ class FreeMatch:
         mask = (confidence >= self.time_p * local[labels]).float()
 
         loss_x = F.cross_entropy(logits_x, targets)
-        loss_u = (F.cross_entropy(logits_strong, labels, reduction="none") * mask).mean()
+        loss_u = masked_cross_entropy(logits_strong, labels, mask)
         loss_f = fairness_loss(mask, logits_strong, self.p_model, self.label_hist)
         loss = loss_x + self.lambda_u * loss_u + self.lambda_e * loss_f
-        logs = {
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "loss_fair": loss_f.detach(),
-            "mask_ratio": mask.mean(),
-            "threshold": self.time_p.detach().clone(),
-        }
-        return loss, logs
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to do: the EMAs are updated in :meth:`loss`, from the step's own predictions."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "p_model": self.p_model.detach().cpu().clone(),
-            "label_hist": self.label_hist.detach().cpu().clone(),
-            "time_p": self.time_p.detach().cpu().clone(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.p_model.device
-        self.p_model, self.label_hist, self.time_p = (
-            torch.as_tensor(state[k], dtype=torch.float32).to(device).clone()
-            for k in ("p_model", "label_hist", "time_p")
+        logs = loss_logs(
+            loss_x,
+            loss_u,
+            loss_fair=loss_f.detach(),
+            mask_ratio=mask.mean(),
+            threshold=self.time_p.detach().clone(),
         )
+        return loss, logs

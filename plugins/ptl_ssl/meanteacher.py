@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, frozen_batchnorm, unwrap, view
+from ptl_ssl.common import labeled_then_unlabeled, loss_logs, unwrap, view
 
 
 def sigmoid_rampup(step: int, rampup_steps: float) -> float:
@@ -81,11 +81,7 @@ class MeanTeacher:
         x = view(labeled, "weak", "MeanTeacher", "labeled")
         u_student = view(unlabeled, "weak", "MeanTeacher", "unlabeled")
         u_teacher = view(unlabeled, "weak:1", "MeanTeacher", "unlabeled")
-
-        logits_x = model(x)
-        with frozen_batchnorm(model):  # as USB: the labeled batch alone updates BN's statistics
-            logits_u = model(u_student)
-        check_logits(logits_x, self.num_classes, "MeanTeacher")
+        logits_x, logits_u = labeled_then_unlabeled(model, x, u_student, self.num_classes, "MeanTeacher")
         teacher.train(model.training)
         with torch.no_grad():
             logits_teacher = teacher(u_teacher)
@@ -96,12 +92,7 @@ class MeanTeacher:
         )
         weight = self.lambda_u * sigmoid_rampup(step, self.rampup_fraction * total_steps)
         loss = loss_x + weight * loss_u
-        logs = {
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "weight_u": loss_u.new_full((), weight).detach(),
-        }
-        return loss, logs
+        return loss, loss_logs(loss_x, loss_u, weight_u=loss_u.new_full((), weight).detach())
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:

@@ -8,16 +8,24 @@ benchmark (semilearn 0.3.2's arguments).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from ptl_cli.schema import Params
+
+# The fields several algorithms declare alike (each with its own default).
+UnlabeledWeight = Annotated[float, Field(ge=0.0, description="weight of the unlabeled loss (>= 0)")]
+RampupFraction = Annotated[
+    float, Field(ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up")
+]
 
 
 class FixMatchParams(Params):
     threshold: float = Field(
         0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a pseudo label needs to count"
     )
-    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    lambda_u: UnlabeledWeight = 1.0
     temperature: float = Field(
         1.0, gt=0.0, description="softmax temperature (> 0) of the prediction that gives the confidence"
     )
@@ -36,9 +44,7 @@ class MeanTeacherParams(Params):
         0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the teacher's weights"
     )
     lambda_u: float = Field(50.0, ge=0.0, description="maximum weight of the consistency loss (>= 0)")
-    rampup_fraction: float = Field(
-        0.4, ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up"
-    )
+    rampup_fraction: RampupFraction = 0.4
 
 
 class PseudoLabelParams(Params):
@@ -46,23 +52,21 @@ class PseudoLabelParams(Params):
         0.95, ge=0.0, le=1.0, description="confidence in [0, 1] a pseudo label needs to count"
     )
     lambda_u: float = Field(1.0, ge=0.0, description="maximum weight of the unlabeled loss (>= 0)")
-    rampup_fraction: float = Field(
-        0.4, ge=0.0, le=1.0, description="fraction of training in [0, 1] over which the weight ramps up"
-    )
+    rampup_fraction: RampupFraction = 0.4
 
 
 class FlexMatchParams(Params):
     threshold: float = Field(
         0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] at which a class's threshold saturates"
     )
-    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    lambda_u: UnlabeledWeight = 1.0
     thresh_warmup: bool = Field(
         True, description="count the unused samples in the normalization (the paper's threshold warm-up)"
     )
 
 
 class FreeMatchParams(Params):
-    lambda_u: float = Field(1.0, ge=0.0, description="weight of the unlabeled loss (>= 0)")
+    lambda_u: UnlabeledWeight = 1.0
     lambda_e: float = Field(0.01, ge=0.0, description="weight of the self-adaptive fairness loss (>= 0)")
     ema_decay: float = Field(
         0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the adaptive thresholds"

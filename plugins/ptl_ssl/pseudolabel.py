@@ -10,13 +10,18 @@ gradients and statistics against USB's ``train_step``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, frozen_batchnorm, view
+from ptl_ssl.common import (
+    Stateless,
+    labeled_then_unlabeled,
+    loss_logs,
+    masked_cross_entropy,
+    pseudo_labels,
+    view,
+)
 
 
 def linear_rampup(step: int, rampup_steps: float) -> float:
@@ -26,7 +31,7 @@ def linear_rampup(step: int, rampup_steps: float) -> float:
     return min(max(step / rampup_steps, 0.0), 1.0)
 
 
-class PseudoLabel:
+class PseudoLabel(Stateless):
     """Pseudo-Label's loss. Two forward passes, as USB's: the labeled weak view, then the
     unlabeled one under :func:`~ptl_ssl.common.frozen_batchnorm`."""
 
@@ -52,30 +57,12 @@ class PseudoLabel:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = view(labeled, "weak", "PseudoLabel", "labeled")
         u = view(unlabeled, "weak", "PseudoLabel", "unlabeled")
-        logits_x = model(x)
-        with frozen_batchnorm(model):  # as USB: the labeled batch alone updates BN's statistics
-            logits_u = model(u)
-        check_logits(logits_x, self.num_classes, "PseudoLabel")
-
+        logits_x, logits_u = labeled_then_unlabeled(model, x, u, self.num_classes, "PseudoLabel")
         loss_x = F.cross_entropy(logits_x, targets)
-        confidence, labels = torch.softmax(logits_u.detach().float(), dim=1).max(dim=1)
-        mask = (confidence >= self.threshold).float()
-        loss_u = (F.cross_entropy(logits_u, labels, reduction="none") * mask).mean()
+        labels, mask = pseudo_labels(logits_u, self.threshold)
+        loss_u = masked_cross_entropy(logits_u, labels, mask)
         weight = self.lambda_u * linear_rampup(step, self.rampup_fraction * total_steps)
         loss = loss_x + weight * loss_u
-        logs = {
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "mask_ratio": mask.mean(),
-            "weight_u": loss_u.new_full((), weight).detach(),
-        }
-        return loss, logs
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to update: the ramp-up is a function of the step the loop passes in."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Stateless: accepts the empty dict :meth:`state_dict` gives."""
+        return loss, loss_logs(
+            loss_x, loss_u, mask_ratio=mask.mean(), weight_u=loss_u.new_full((), weight).detach()
+        )

@@ -6,16 +6,14 @@ the unlabeled batch altogether; anything passed as ``unlabeled`` is ignored.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, view
+from ptl_ssl.common import Stateless, check_logits, view
 
 
-class Supervised:
+class Supervised(Stateless):
     """Cross-entropy on the weak view of the labeled batch."""
 
     labeled_views = ("weak",)
@@ -37,12 +35,3 @@ class Supervised:
         check_logits(logits, self.num_classes, "supervised")
         loss = F.cross_entropy(logits, targets)
         return loss, {"loss_x": loss.detach()}
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to update."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Stateless: accepts the empty dict :meth:`state_dict` gives."""

@@ -12,13 +12,11 @@ computed (``softmax=False``), which returns them as given, so its ``T`` never ac
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import check_logits, forward_split, view
+from ptl_ssl.common import Stateless, joint_logits, loss_logs
 
 
 def soft_targets(
@@ -30,7 +28,7 @@ def soft_targets(
     return torch.softmax(logits / temperature, dim=1), mask
 
 
-class UDA:
+class UDA(Stateless):
     """UDA's loss; one forward pass over labeled weak, unlabeled weak and strong views."""
 
     labeled_views = ("weak",)
@@ -53,24 +51,12 @@ class UDA:
         step: int,
         total_steps: int,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = view(labeled, "weak", "UDA", "labeled")
-        u_weak = view(unlabeled, "weak", "UDA", "unlabeled")
-        u_strong = view(unlabeled, "strong", "UDA", "unlabeled")
-        logits_x, logits_weak, logits_strong = forward_split(model, x, u_weak, u_strong)
-        check_logits(logits_x, self.num_classes, "UDA")
-
+        logits_x, logits_weak, logits_strong = joint_logits(
+            model, labeled, unlabeled, self.num_classes, "UDA"
+        )
         loss_x = F.cross_entropy(logits_x, targets)
         soft, mask = soft_targets(logits_weak, self.temperature, self.threshold)
         per_sample = -(soft * F.log_softmax(logits_strong.float(), dim=1)).sum(dim=1)
         loss_u = (per_sample * mask).mean()
         loss = loss_x + self.lambda_u * loss_u
-        return loss, {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_ratio": mask.mean()}
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Nothing to update: UDA keeps no state between steps."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Stateless: accepts the empty dict :meth:`state_dict` gives."""
+        return loss, loss_logs(loss_x, loss_u, mask_ratio=mask.mean())
