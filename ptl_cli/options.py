@@ -1,13 +1,20 @@
 """Options every run command shares, as ``Annotated`` types plugin commands put in signatures.
 
-A plugin's command declares ``recipe: options.Recipe = None, sets: options.Sets = None, ...``
-and passes them to :func:`ptl_cli.launch.launch` as a :class:`Common`.
+A run command takes them with :func:`with_common`: it declares its own flags and a keyword
+``common: options.Common``, and the decorator adds ``--recipe``, ``--set``, ``--device``,
+``--seed``, ``--out``, ``--dry-run``, ``--json``, ``--quiet`` and ``--log`` after them, handing
+their values over as one :class:`Common` for :func:`ptl_cli.launch.launch`. A command that needs
+them otherwise (another ``--recipe``, another order) declares ``recipe: options.Recipe = None,
+...`` itself and builds the :class:`Common`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -59,3 +66,50 @@ class Common:
     json: bool = False
     quiet: bool = False
     log: list[str] | None = None  # ``[compute] log``: the recipe's loggers when None
+
+
+_SHARED = {
+    "recipe": Recipe,
+    "sets": Sets,
+    "device": Device,
+    "seed": Seed,
+    "out": Out,
+    "dry_run": DryRun,
+    "json": Json,
+    "quiet": Quiet,
+    "log": Log,
+}  # each is a field of Common, whose default is the option's, in the order help lists them
+
+R = TypeVar("R")
+
+
+def with_common(command: Callable[..., R]) -> Callable[..., R]:
+    """``command`` with the shared options added to its signature, after its own, and passed to it
+    as ``common=Common(...)`` (``--log a,b`` split into names). For Typer, which reads the signature.
+
+    ``command`` must take a ``common`` parameter and none named like a shared option.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    if "common" not in signature.parameters:
+        raise TypeError(f"{command.__qualname__}: a command under with_common takes `common: options.Common`")
+    clash = sorted(set(signature.parameters) & set(_SHARED))
+    if clash:
+        raise TypeError(f"{command.__qualname__}: with_common adds {', '.join(clash)} itself")
+    defaults = {f.name: f.default for f in fields(Common)}
+    own = [p for name, p in signature.parameters.items() if name != "common"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation)
+        for name, annotation in _SHARED.items()
+    ]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> R:
+        values = {name: kwargs.pop(name, defaults[name]) for name in _SHARED}
+        values["log"] = log_names(values["log"])
+        return command(*args, **kwargs, common=Common(**values))
+
+    run.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in own + shared}
+    if signature.return_annotation is not inspect.Signature.empty:
+        run.__annotations__["return"] = signature.return_annotation
+    return run

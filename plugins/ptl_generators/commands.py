@@ -137,29 +137,23 @@ def generate(
     typer.echo(f"wrote {out} ({len(rows)} rows × {per_class}, {gen.id})")
 
 
+@options.with_common
 def train_generator(
     kind: Annotated[str, typer.Option("--kind", "-k", help="biggan | ddpm")] = "biggan",
     dataset: Dataset = None,
     classes: Classes = None,
     steps: Steps = None,
     data_dir: DataDir = None,
-    recipe: options.Recipe = None,
-    sets: options.Sets = None,
-    device: options.Device = None,
-    seed: options.Seed = None,
-    out: options.Out = None,
-    dry_run: options.DryRun = False,
-    as_json: options.Json = False,
-    quiet: options.Quiet = False,
-    log: options.Log = None,
+    *,
+    common: options.Common,
 ) -> None:
     """Train a class-conditional generator (BigGAN-style GAN or DDPM) on your own data."""
     if kind not in ("biggan", "ddpm"):
         raise UserError(f"--kind {kind!r}: choose biggan or ddpm")
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     _launch(common, kind, dataset, classes, steps, data_dir)
 
 
+@options.with_common
 def train_classifier(
     dataset: Dataset = None,
     classes: Classes = None,
@@ -169,18 +163,10 @@ def train_classifier(
         Optional[str],  # noqa: UP045
         typer.Option("--arch", help="Model plugin (recipe classifier.arch)."),
     ] = None,
-    recipe: options.Recipe = None,
-    sets: options.Sets = None,
-    device: options.Device = None,
-    seed: options.Seed = None,
-    out: options.Out = None,
-    dry_run: options.DryRun = False,
-    as_json: options.Json = False,
-    quiet: options.Quiet = False,
-    log: options.Log = None,
+    *,
+    common: options.Common,
 ) -> None:
     """Train a source classifier on your own data."""
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     _launch(common, "classifier", dataset, classes, steps, data_dir, {"classifier.arch": arch})
 
 

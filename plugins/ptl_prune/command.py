@@ -37,6 +37,7 @@ def _opt(help_text: str, *names: str) -> Any:
     return typer.Option(*names, help=help_text)
 
 
+@options.with_common
 def prune(
     method: Method = None,
     model: Annotated[Optional[str], _opt("Model, e.g. conv6, resnet18, torchvision:resnet50.")] = None,  # noqa: UP045
@@ -71,15 +72,8 @@ def prune(
         Optional[bool],  # noqa: UP045
         typer.Option("--score-abs/--no-score-abs", help="Rank |S| instead of S."),
     ] = None,
-    recipe: options.Recipe = None,
-    sets: options.Sets = None,
-    device: options.Device = None,
-    seed: options.Seed = None,
-    out: options.Out = None,
-    dry_run: options.DryRun = False,
-    as_json: options.Json = False,
-    quiet: options.Quiet = False,
-    log: options.Log = None,
+    *,
+    common: options.Common,
 ) -> None:
     """Prune a randomly initialized network (edge-popup, IteRand) or train it densely (sgd)."""
     from ptl_cli import plugins
@@ -104,15 +98,4 @@ def prune(
         "train.batch_size": batch_size,
         "train.lr": lr,
     }
-    common = options.Common(
-        recipe=recipe,
-        sets=sets,
-        device=device,
-        seed=seed,
-        out=out,
-        dry_run=dry_run,
-        json=as_json,
-        quiet=quiet,
-        log=options.log_names(log),
-    )
     launch("prune", common, default, overrides)

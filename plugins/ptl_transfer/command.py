@@ -22,6 +22,7 @@ def _opt(help_text: str, *names: str) -> Any:
     return typer.Option(*names, help=help_text)
 
 
+@options.with_common
 def transfer(
     generator: Annotated[
         Name, _opt("Source generator plugin: biggan, diffusers, stable-diffusion, ...")
@@ -45,22 +46,14 @@ def transfer(
     download: Annotated[
         bool, typer.Option("--download", help="Download the target dataset if missing.")
     ] = False,
-    recipe: options.Recipe = None,
-    sets: options.Sets = None,
-    device: options.Device = None,
-    seed: options.Seed = None,
-    out: options.Out = None,
-    dry_run: options.DryRun = False,
-    as_json: options.Json = False,
-    quiet: options.Quiet = False,
-    log: options.Log = None,
+    *,
+    common: options.Common,
 ) -> None:
     """Transfer without source data: PP, PCS and P-SSL against scratch and KD baselines."""
     from ptl_cli.launch import launch
 
-    common = options.Common(recipe, sets, device, seed, out, dry_run, as_json, quiet, options.log_names(log))
     overrides = recipe_overrides(
-        recipe or DEFAULT_RECIPE,
+        common.recipe or DEFAULT_RECIPE,
         generator=generator,
         ssl=ssl,
         source_classifier=source_classifier,

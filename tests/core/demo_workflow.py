@@ -132,23 +132,16 @@ class DemoWorkflow:
         return ["result", "value"], [["test accuracy", metrics["test_acc"]], ["steps", metrics["steps"]]]
 
 
+@options.with_common
 def demo(
     dataset: Annotated[Optional[str], typer.Option(help="Dataset.")] = None,  # noqa: UP045
     data_dir: Annotated[Optional[str], typer.Option(help="Where the dataset is.")] = None,  # noqa: UP045
-    recipe: options.Recipe = None,
-    sets: options.Sets = None,
-    device: options.Device = None,
-    seed: options.Seed = None,
-    out: options.Out = None,
-    dry_run: options.DryRun = False,
-    as_json: options.Json = False,
-    quiet: options.Quiet = False,
+    *,
+    common: options.Common,
 ) -> None:
     """Train a tiny MLP (a test workflow)."""
     from ptl_cli.launch import launch
 
-    common = options.Common(recipe=recipe, sets=sets, device=device, seed=seed, out=out)
-    common.dry_run, common.json, common.quiet = dry_run, as_json, quiet
     launch("demo", common, "demo-default", {"data.dataset": dataset, "data.data_dir": data_dir})
 
 
