@@ -16,7 +16,6 @@ The pieces (target set, PCS pool, one arm, one step) are functions that
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -28,7 +27,8 @@ import torch
 
 from ptl_cli import plugins
 from ptl_cli.data.splits import per_class_split
-from ptl_ssl.views import make_views
+from ptl_cli.data.views import make_views
+from ptl_cli.engine.ssl_step import SSLStep
 from ptl_transfer import nets, pcs
 from ptl_transfer.pool import Pool, PoolData
 from ptl_transfer.recipe import Optim
@@ -110,20 +110,22 @@ def fetch_batch(arm: dict, i: int, images: torch.Tensor, labels: torch.Tensor) -
 
 
 def train_on(arm: dict, i: int, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, mean, std, precision=None):
-    """The training part of a step on a batch already on the device: views, loss, SGD, EMA."""
-    views_x = make_views(x, arm["algo"].labeled_views, mean, std)
-    views_u = make_views(u, arm["algo"].unlabeled_views, mean, std)
-    with precision.autocast() if precision is not None else contextlib.nullcontext():
-        loss, _ = arm["algo"].loss(arm["model"], views_x, y, views_u, i, arm["steps"])
-    arm["optimizer"].zero_grad(set_to_none=True)
-    if precision is not None:
-        precision.backward_and_step(loss, arm["optimizer"])
-    else:
-        loss.backward()
-        arm["optimizer"].step()
-    arm["scheduler"].step()
-    arm["algo"].after_step(arm["model"], i)
-    arm["ema"].update(arm["model"], i)
+    """The training part of a step on a batch already on the device: the one SSL step ``ptl
+    transfer`` takes (:class:`ptl_cli.engine.ssl_step.SSLStep`: views, loss, SGD, EMA)."""
+    key = ("ssl_step", mean, std, id(precision))
+    if arm.get("ssl_step_key") != key:  # built once per arm (and statistics and precision)
+        arm["ssl_step"] = SSLStep(
+            arm["algo"],
+            arm["model"],
+            arm["optimizer"],
+            views=lambda images, names: make_views(images, names, mean, std),
+            total_steps=arm["steps"],
+            precision=precision,
+            scheduler=arm["scheduler"],
+            ema=arm["ema"],
+        )
+        arm["ssl_step_key"] = key
+    arm["ssl_step"](i, x, y, u)
 
 
 def step(arm: dict, i: int, images, labels, mean, std, clock=time.perf_counter, precision=None) -> float:
