@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ptl_cli import plugins
-from ptl_ssl.views import make_views
+from ptl_cli.data.views import make_views
 from ptl_transfer import nets
 from ptl_transfer.recipe import Optim
 

@@ -1,6 +1,6 @@
 """FixMatch's strong augmentation, batched on the device, against a per-image reference.
 
-The batched RandAugment + Cutout (``ptl_ssl.randaugment``) computes every op for the whole batch
+The batched RandAugment + Cutout (``ptl_cli.data.randaugment``) computes every op for the whole batch
 and picks one per image, on whatever device the batch is. What is checked here, on CPU:
 
 * per image, the batched op equals a per-image PIL formulation of the same op at the same
@@ -23,8 +23,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from ptl_cli import plugins
-
-ra = pytest.importorskip("ptl_ssl.randaugment")
+from ptl_cli.data import randaugment as ra
 
 
 def _chi2_pvalue(statistic: float, dof: int) -> float:
