@@ -114,7 +114,8 @@ def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
     """Assert that the installed plugin (entry-point name) loaded, registered its components
     without error, and implements ``hooks``.
 
-    Every component hook is run first (as ``ptl list`` does), so a malformed ``register`` call
+    Every component hook and the benchmark hook are run first (as ``ptl list`` and ``ptl bench``
+    do), so a malformed ``register`` call
     — a bad name, a factory that is neither a callable nor ``"module:attr"``, a parameter schema
     that is not a pydantic model — fails here with ptl's message rather than passing unnoticed.
     Returns its :class:`ptl_cli.plugins.PluginInfo`. Uses the in-process plugin manager, so call
@@ -128,8 +129,11 @@ def check_plugin_loads(name: str, hooks: Iterable[str] = ()) -> Any:
         found = ", ".join(sorted(manager.plugins)) or "none"
         raise ContractError(f"plugin {name!r} is not installed (entry point group 'ptl'); found: {found}")
     if info.status == "ok":
+        from ptl_cli.bench import benchmarks
+
         for kind in KINDS:
             manager.registry(kind)
+        benchmarks()  # a malformed ptl_register_benchmarks call fails the plugin too
     if info.status != "ok":
         raise ContractError(f"plugin {name!r} did not load: {info.status}: {info.error}")
     missing = sorted(set(hooks) - set(info.hooks))

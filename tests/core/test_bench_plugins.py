@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from ptl_cli import bench, plugins
-from ptl_cli.testing import install_plugin
+from ptl_cli.testing import ContractError, check_plugin_loads, install_plugin
 
 PLUGIN = """
 from ptl_cli import hookimpl
@@ -60,6 +60,9 @@ def test_a_malformed_registration_fails_that_plugin_only(plugin_site, case):
     assert {"photo", "prune"} <= set(table)
     info = plugins.manager().plugins["ptl-bad-bench"]
     assert info.status == "error" and "ptl_register_benchmarks" in info.error and message in info.error
+    plugins.reset()  # the plugin author's own test catches it too
+    with pytest.raises(ContractError, match="ptl_register_benchmarks"):
+        check_plugin_loads("ptl-bad-bench")
 
 
 def test_options_come_from_the_keyword_only_parameters(plugin_site):
