@@ -38,9 +38,6 @@ from ptl_cli.contracts import PROTOCOLS, describe_problems, optional_arguments, 
 from ptl_cli.kinds import KINDS
 from ptl_cli.registry import ComponentSpec, FactoryCall
 
-#: View names an SSL algorithm may ask for (what the transfer workflow can supply).
-VIEW_NAMES = ("none", "weak", "strong")
-
 
 class ContractError(AssertionError):
     """A component broke its kind's contract; the message names the component and the rule."""
@@ -754,6 +751,7 @@ def check_ssl(
     the indices, and samples come back every epoch, so per-sample state is exercised."""
     import torch
 
+    from ptl_cli.data.views import VIEW_NAMES
     from ptl_cli.engine.seeding import capture_rng, generator_for, restore_rng
 
     build, what = _builder("ssl", component, params)
