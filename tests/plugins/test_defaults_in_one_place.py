@@ -9,7 +9,6 @@ import inspect
 from pathlib import Path
 
 import pytest
-from pydantic_core import PydanticUndefined
 
 from ptl_cli import plugins
 from ptl_cli.kinds import KINDS
@@ -40,9 +39,11 @@ def both_defaults(kind: str, name: str) -> dict[str, tuple[object, object]]:
         parameter = signature.parameters.get(field)
         if parameter is None or parameter.default is inspect.Parameter.empty:
             continue
+        if info.is_required():
+            continue
         default = info.get_default(call_default_factory=True)
-        if default is PydanticUndefined or (parameter.default is None and default is not None):
-            continue  # required in the schema, or None standing for the schema's value
+        if parameter.default is None and default is not None:
+            continue  # None standing for the schema's value
         pairs[field] = (parameter.default, default)
     return pairs
 
