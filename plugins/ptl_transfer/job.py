@@ -36,7 +36,7 @@ class Job:
         self.sources = Sources(self.recipe, self.device)
         self.done: dict[str, dict[str, Any]] = {}
         self._target = None
-        self.pools: dict[str, PoolData] = {}  # opened pools, by kind
+        self.pools: dict[str, Any] = {}  # opened unlabeled sets: "pp", "pcs" pools, the "real" control
 
     @property
     def target(self):
@@ -96,6 +96,24 @@ class Job:
             make_shards(found, maker, self.ctx.dist)
             self.pools[kind] = found.open(maker)
         return self.pools[kind]
+
+    def unlabeled_count(self) -> int:
+        """The size of the P-SSL stages' unlabeled set, known before a pool is made: the PCS pool's,
+        or with ``ssl.unlabeled = "real"`` the target's own unlabeled training images'."""
+        if self.recipe.ssl.unlabeled == "real":
+            return len(self.open_unlabeled())
+        return self.pool("pcs")[0].count
+
+    def open_unlabeled(self) -> Any:
+        """The P-SSL stages' unlabeled set (``len`` and ``gather``): the PCS pool (generating what
+        is missing), or the real-images control, loaded once for both stages."""
+        if self.recipe.ssl.unlabeled != "real":
+            return self.open_pool("pcs")
+        if "real" not in self.pools:
+            from ptl_transfer.target import real_unlabeled
+
+            self.pools["real"] = real_unlabeled(self.recipe, self.target)
+        return self.pools["real"]
 
     # -- data parallelism (all no-ops in one process) --------------------------------------
     def share(self, indices: torch.Tensor) -> torch.Tensor:

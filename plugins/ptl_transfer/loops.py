@@ -41,7 +41,7 @@ from ptl_cli.engine.compute import prepare_model
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import generator_for
 from ptl_cli.engine.ssl_step import SSLStep
-from ptl_transfer import evaluate, nets, pcs, results, stages, target
+from ptl_transfer import evaluate, nets, pcs, results, stages
 from ptl_transfer.job import KD_HEAD, LABELED_ORDER, POOL_ORDER, Job
 from ptl_transfer.kd import kd_loss
 from ptl_transfer.pool import make_shards
@@ -209,20 +209,17 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     """The SSL phases: B labeled target images (+ μB PCS pseudo samples) per step, EMA for evaluation.
 
     ``scratch`` and ``pp`` use the ``supervised`` algorithm (no unlabeled batch); ``pssl`` and
-    ``pp+pssl`` use the recipe's algorithm over the PCS pool. ``pp`` and ``pp+pssl`` start from
+    ``pp+pssl`` use the recipe's algorithm over the PCS pool (or, as a control, the target's real
+    unlabeled images: ``ssl.unlabeled``). ``pp`` and ``pp+pssl`` start from
     the PP body with a fresh K_t head.
     """
     ctx, r, t = job.ctx, job.recipe, job.target
     opt = r.train
     semi = phase.name in ("pssl", "pp+pssl")
     algo_name, algo_params = (r.ssl.name, r.ssl.params) if semi else ("supervised", {})
-    real = semi and r.ssl.unlabeled == "real"  # the control: real unlabeled images, no pool
-    real_images = target.real_unlabeled(r, t) if real else None
-    num_unlabeled = (len(real_images) if real else job.pool("pcs")[0].count) if semi else 0  # known before
+    num_unlabeled = job.unlabeled_count() if semi else 0
     algo = build_ssl(algo_name, algo_params, t.num_classes, t.images.shape[0], num_unlabeled)
-    pool = None
-    if algo.unlabeled_views:
-        pool = real_images if real else job.open_pool("pcs")  # before seeding: may generate
+    pool = job.open_unlabeled() if algo.unlabeled_views else None  # before seeding: may generate
     unlabeled = StepStream(len(pool), r.ssl.mu * opt.batch_size, r.seed, POOL_ORDER) if pool else None
     labeled = StepStream(t.images.shape[0], opt.batch_size, r.seed, LABELED_ORDER)
     job.local_batch(opt.batch_size, "train.batch_size")

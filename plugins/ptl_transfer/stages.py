@@ -63,7 +63,7 @@ def phases(recipe: Any) -> list[Phase]:
         needed.add("pp-pretrain")
         if recipe.pp.mode == "pool":
             needed.add("pp-pool")
-    if wanted & {"pssl", "pp+pssl"} and getattr(recipe.ssl, "unlabeled", "pseudo") == "pseudo":
+    if wanted & {"pssl", "pp+pssl"} and recipe.ssl.unlabeled == "pseudo":
         needed.add("pcs-pool")  # (the real-images control needs no pool)
     steps = {name: (recipe.train.steps if name in STAGES else 0) for name in PHASES}
     steps["pp-pretrain"] = recipe.pp.train.steps
