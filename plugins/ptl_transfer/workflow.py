@@ -32,16 +32,18 @@ class TransferWorkflow:
         base = metrics.get("scratch_test_acc")
         total = 0.0
         for name in stages.PHASES:
-            acc = metrics.get(stages.metric_key(name)) if name in stages.STAGES else None
             seconds = metrics.get(stages.metric_key(name, "seconds"))
-            if acc is None and (seconds is None or name in stages.STAGES):
+            if name in stages.STAGES:
+                acc = metrics.get(stages.metric_key(name))
+                if acc is None:  # a stage the recipe did not ask for
+                    continue
+                delta = f"{acc - base:+.4f}" if base is not None and name != "scratch" else ""
+                rows.append([name, stages.DESCRIPTIONS[name], acc, delta, seconds])
+            elif seconds is not None:  # a phase the stages share: no accuracy of its own
+                rows.append([name, stages.DESCRIPTIONS[name], "", "", seconds])
+            else:
                 continue
             total += seconds or 0.0
-            if acc is None:  # a shared phase: no accuracy of its own
-                rows.append([name, stages.DESCRIPTIONS[name], "", "", seconds])
-                continue
-            delta = f"{acc - base:+.4f}" if base is not None and name != "scratch" else ""
-            rows.append([name, stages.DESCRIPTIONS[name], acc, delta, seconds])
         if rows:
             rows.append(["total", "all phases", "", "", round(total, 3)])
         return header, rows
