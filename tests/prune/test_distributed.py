@@ -13,6 +13,8 @@ import torch
 # Each rank starts from a different global RNG state, trains on its own share of real images
 # under DistributedDataParallel, re-draws every 2 steps, and rank 0 saves every rank's state.
 WORKER = """
+import gc
+import os
 import sys
 import torch
 import torch.distributed as dist
@@ -43,7 +45,16 @@ gathered = [None] * world
 dist.all_gather_object(gathered, dict(model.state_dict()))
 if rank == 0:
     torch.save({"states": gathered, "events": pruner.events}, sys.argv[1])
+# Leave the group with nothing holding it and end without the interpreter's teardown, as
+# tests/scale/dist_worker.py does: a DDP reducer or gloo group destroyed at interpreter exit
+# aborted a rank now and then (SIGABRT, "terminate called without an active exception").
+del ddp, model, optimizer
+gc.collect()
+dist.barrier()
 dist.destroy_process_group()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 
