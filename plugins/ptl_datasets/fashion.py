@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -49,8 +50,15 @@ PACK_VAL_PER_CLASS = 100
 PACK_VAL_SEED = 0
 
 
-def info(name: str, coarse: bool = False) -> DatasetInfo:
+#: k-means of the visual clusters (``clusters=k``): seeded k-means++ then this many Lloyd rounds.
+CLUSTER_SEED, CLUSTER_ROUNDS = 0, 30
+
+
+def info(name: str, coarse: bool = False, clusters: int = 0) -> DatasetInfo:
     """Fashion-MNIST's metadata (the pack and the full dataset share it)."""
+    if coarse and clusters:
+        names = tuple(f"{c}-{j + 1}" for c in COARSE_NAMES for j in range(clusters))
+        return DatasetInfo(name, len(names), 1, 28, names, MEAN, STD)
     if coarse:
         return DatasetInfo(name, len(COARSE_NAMES), 1, 28, COARSE_NAMES, MEAN, STD)
     return DatasetInfo(name, 10, 1, 28, CLASS_NAMES, MEAN, STD)
@@ -79,6 +87,51 @@ def half_indices(labels: torch.Tensor, half: str, seed: int = HALF_SEED) -> torc
 def to_coarse(labels: torch.Tensor) -> torch.Tensor:
     """Fine labels (0-9) -> coarse labels (0 top, 1 trouser, 2 footwear, 3 bag)."""
     return torch.as_tensor(COARSE_OF, dtype=torch.long)[labels]
+
+
+def _kmeans(points: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """``k`` centroids of ``points`` (rows, float64): k-means++ seeding, then Lloyd rounds."""
+    centroids = [points[int(torch.randint(len(points), (1,), generator=gen))]]
+    nearest = ((points - centroids[0]) ** 2).sum(1)
+    for _ in range(k - 1):
+        pick = int(torch.multinomial(nearest / nearest.sum(), 1, generator=gen))
+        centroids.append(points[pick])
+        nearest = torch.minimum(nearest, ((points - centroids[-1]) ** 2).sum(1))
+    centres = torch.stack(centroids)
+    for _ in range(CLUSTER_ROUNDS):
+        assign = torch.cdist(points, centres).argmin(1)
+        for j in range(k):
+            members = assign == j
+            if members.any():
+                centres[j] = points[members].mean(0)
+    return centres
+
+
+@lru_cache(maxsize=4)
+def cluster_centres(root: str | None, k: int) -> tuple[torch.Tensor, ...]:
+    """Per coarse class, ``k`` k-means centroids of the pixels of half A's images of that class.
+
+    They are computed from half A only (the source side), so labeling any image by its nearest
+    centroid never looks at a target image or a fine label.
+    """
+    half_a = load_full(root, "train", half="A", coarse=True)
+    gen = torch.Generator().manual_seed(CLUSTER_SEED)
+    points = half_a.images.flatten(1).double() / 255.0
+    return tuple(_kmeans(points[half_a.targets == c], k, gen) for c in range(len(COARSE_NAMES)))
+
+
+def to_clusters(
+    images: torch.Tensor, coarse: torch.Tensor, centres: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """Label ``coarse*k + j``: the coarse class and the nearest of its ``k`` centroids."""
+    k = centres[0].shape[0]
+    points = images.flatten(1).double() / 255.0
+    labels = torch.empty_like(coarse)
+    for c, centre in enumerate(centres):
+        members = coarse == c
+        if members.any():
+            labels[members] = c * k + torch.cdist(points[members], centre).argmin(1)
+    return labels
 
 
 def pack_val_indices(labels: torch.Tensor) -> torch.Tensor:
@@ -162,12 +215,16 @@ def load_full(
     download: bool = False,
     half: str = "all",
     coarse: bool = False,
+    clusters: int = 0,
 ) -> TensorImageDataset:
     """All 60k/10k images from the first location that has them (downloads with ``download``).
 
     ``half`` ("A"/"B") keeps one seeded half of the *train* split (the test split is always whole:
-    it is for measuring, and no model trains on it); ``coarse`` maps labels to the 4 superclasses.
+    it is for measuring, and no model trains on it); ``coarse`` maps labels to the 4 superclasses;
+    ``clusters=k`` (with ``coarse``) splits each into ``k`` visual clusters (:func:`cluster_centres`).
     """
+    if clusters and not coarse:
+        raise UserError("fashion-mnist: clusters splits the coarse classes; set coarse = true as well")
     split = _check_split(split)
     found = find_files(root, split)
     if found is None and download:
@@ -194,4 +251,6 @@ def load_full(
         images, labels = images[keep], labels[keep]
     if coarse:
         labels = to_coarse(labels)
-    return TensorImageDataset(images, labels, info("fashion-mnist", coarse))
+    if clusters:
+        labels = to_clusters(images, labels, cluster_centres(root, clusters))
+    return TensorImageDataset(images, labels, info("fashion-mnist", coarse, clusters))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ptl_cli.schema import Params
 
@@ -42,3 +42,16 @@ class FashionParams(FashionPackParams):
     half: Literal["all", "A", "B"] = Field(
         "all", description="a seeded class-stratified half of the train split (the test split stays whole)"
     )
+    clusters: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="with coarse: split each coarse class into this many visual clusters (k-means of "
+        "half A's pixels; label = nearest centroid) -- a finer source label set than the coarse one",
+    )
+
+    @model_validator(mode="after")
+    def _clusters_need_coarse(self) -> FashionParams:
+        if self.clusters and not self.coarse:
+            raise ValueError("clusters splits the coarse classes: set coarse = true as well")
+        return self

@@ -82,3 +82,47 @@ def test_pack_fit_and_val_split_the_training_images():
     assert torch.equal(coarse.targets, fashion.to_coarse(val.targets)) and coarse.info.num_classes == 4
     with pytest.raises(UserError, match="splits 'train', 'test', 'fit' and 'val', not 'valid'"):
         build("fashion-pack", "valid")
+
+
+def test_clusters_split_each_coarse_class_by_nearest_centroid():
+    gen = torch.Generator().manual_seed(0)
+    # two coarse classes, each made of two far-apart blobs of 4x4 "images"
+    centres = torch.tensor([0.1, 0.9, 0.3, 0.7])
+    coarse = torch.tensor([0, 0, 1, 1]).repeat_interleave(20)
+    pixels = centres.repeat_interleave(20)[:, None] + 0.02 * torch.randn(80, 16, generator=gen)
+    images = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).view(80, 1, 4, 4)
+    points = images.flatten(1).double() / 255.0
+    found = tuple(fashion._kmeans(points[coarse == c], 2, torch.Generator().manual_seed(0)) for c in (0, 1))
+    labels = fashion.to_clusters(images, coarse, found)
+    assert torch.equal(labels // 2, coarse)  # a cluster never leaves its coarse class
+    for blob in range(4):  # every blob is one cluster, and different blobs are different clusters
+        assert labels[blob * 20 : (blob + 1) * 20].unique().numel() == 1
+    assert labels.unique().numel() == 4
+    names = fashion.info("x", coarse=True, clusters=2).class_names
+    assert names == ("top-1", "top-2", "trouser-1", "trouser-2", "footwear-1", "footwear-2", "bag-1", "bag-2")
+
+
+def test_clusters_need_coarse_labels_and_are_checked_before_loading():
+    spec = plugins.get("datasets", "fashion-mnist")
+    with pytest.raises(UserError, match="set coarse = true"):
+        spec.validate_params({"clusters": 6})
+    assert spec.validate_params({"clusters": 6, "coarse": True})["clusters"] == 6
+
+
+@needs_debian
+def test_cluster_labels_come_from_half_a_only_and_repeat():
+    half_a = build("fashion-mnist", "train", half="A", coarse=True, clusters=6)
+    assert half_a.info.num_classes == 24 and half_a.info.class_names[:2] == ("top-1", "top-2")
+    coarse = build("fashion-mnist", "train", half="A", coarse=True)
+    assert torch.equal(half_a.targets // 6, coarse.targets)
+    counts = torch.bincount(half_a.targets, minlength=24)
+    assert (counts > 0).all()  # every cluster is used
+    fashion.cluster_centres.cache_clear()
+    again = build("fashion-mnist", "train", half="A", coarse=True, clusters=6)
+    assert torch.equal(again.targets, half_a.targets)  # recomputed, the same clusters
+    # the test split is labeled with half A's centroids; the whole train split too (half B's
+    # images never moved a centroid: labeling them is a nearest-centroid lookup)
+    test = build("fashion-mnist", "test", coarse=True, clusters=6)
+    assert torch.equal(test.targets // 6, build("fashion-mnist", "test", coarse=True).targets)
+    centres = fashion.cluster_centres(None, 6)
+    assert torch.equal(test.targets, fashion.to_clusters(test.images, test.targets // 6, centres))
