@@ -16,10 +16,11 @@ from pathlib import Path
 
 from ptl_cli.errors import UserError
 
-NAMES = ("fashion-coarse", "fashion04")
+NAMES = ("fashion-coarse", "fashion-clusters", "fashion04")
 DEFAULT = "fashion-coarse"
 DESCRIPTIONS = {
     "fashion-coarse": "Fashion-MNIST coarse classes (top, trouser, footwear, bag) of train half A",
+    "fashion-clusters": "Fashion-MNIST coarse classes of train half A, each split into 6 visual clusters",
     "fashion04": "Fashion-MNIST classes 0-4",
 }
 

@@ -40,9 +40,10 @@ class DiffusersParams(Params):
 
 
 class BundledClassifierParams(Params):
-    weights: Literal["fashion-coarse", "fashion04"] = Field(
+    weights: Literal["fashion-coarse", "fashion-clusters", "fashion04"] = Field(
         "fashion-coarse",
-        description="fashion-coarse: top/trouser/footwear/bag of Fashion-MNIST half A; fashion04: 0-4",
+        description="fashion-coarse: top/trouser/footwear/bag of Fashion-MNIST half A; fashion-clusters: "
+        "those split into 6 visual clusters each (24 classes); fashion04: 0-4",
     )
 
 

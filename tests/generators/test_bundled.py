@@ -1,8 +1,9 @@
 """The bundled quickstart source models: real quality on real Fashion-MNIST images.
 
-Two sets ship: ``fashion-coarse`` (the default: top / trouser / footwear / bag of train half A) and
-``fashion04`` (classes 0-4, the far quickstart's source). The default set gets every check; the
-other its contract and agreement. Sample counts are small for speed; the model cards report the
+Three sets ship: ``fashion-coarse`` (the default: top / trouser / footwear / bag of train half A),
+``fashion-clusters`` (those four split into 6 visual clusters each) and ``fashion04`` (classes 0-4,
+the far quickstart's source). The default set gets every check; the others their contract and
+agreement. Sample counts are small for speed; the model cards report the
 same measurements at larger counts.
 """
 
@@ -18,6 +19,7 @@ from ptl_generators.quality import accuracy, agreement, mean_probs
 FAST_DDIM = {"steps": 10}  # the bundled DDPM's measured step/quality trade-off is in its model card
 COARSE = ("top", "trouser", "footwear", "bag")
 FINE04 = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+CLUSTERS = tuple(f"{c}-{j}" for c in COARSE for j in range(1, 7))
 SOFT_PAIR = (0, 3)  # top and bag (the model cards list other pairs too)
 
 
@@ -54,8 +56,24 @@ def test_the_fashion04_classifier_is_the_far_pairs_source():
     assert acc >= 0.9, f"fashion04 classifier accuracy {acc:.3f} on the pack's test images of classes 0-4"
 
 
+def test_the_cluster_classifier_keeps_each_image_in_its_coarse_class():
+    clf = plugins.get("classifiers", "bundled").build("cpu", params={"weights": "fashion-clusters"})
+    assert clf.class_names == CLUSTERS
+    pack = plugins.get("datasets", "fashion-pack").build(None, "test", False, params={"coarse": True})
+    with torch.no_grad():
+        clusters = torch.cat(
+            [clf(pack.images[i : i + 500].float() / 255).argmax(1) for i in range(0, len(pack), 500)]
+        )
+    acc = float((clusters // 6 == pack.targets).float().mean())
+    assert acc >= 0.95, f"fashion-clusters classifier: coarse accuracy {acc:.3f} on the pack's test images"
+    assert torch.bincount(clusters[pack.targets == 0], minlength=24)[:6].min() > 0  # every top cluster used
+
+
 @pytest.mark.parametrize("name", ["biggan", "diffusers"])
-@pytest.mark.parametrize(("weights", "names"), [("bundled", COARSE), ("bundled:fashion04", FINE04)])
+@pytest.mark.parametrize(
+    ("weights", "names"),
+    [("bundled", COARSE), ("bundled:fashion-clusters", CLUSTERS), ("bundled:fashion04", FINE04)],
+)
 def test_bundled_generators_keep_the_contract(name, weights, names):
     params = {"weights": weights, **({"steps": 2} if name == "diffusers" else {})}  # contract only
     gen = check_generator(name, params)
@@ -66,7 +84,10 @@ def test_bundled_generators_keep_the_contract(name, weights, names):
 def test_an_unknown_bundled_name_is_a_one_line_error():
     from ptl_cli.errors import UserError
 
-    with pytest.raises(UserError, match=r"bundled models are bundled:fashion-coarse, bundled:fashion04$"):
+    with pytest.raises(
+        UserError,
+        match=r"bundled models are bundled:fashion-coarse, bundled:fashion-clusters, bundled:fashion04$",
+    ):
         plugins.get("generators", "biggan").build("cpu", params={"weights": "bundled:fashion09"})
 
 
@@ -77,11 +98,12 @@ def test_conditional_samples_are_classified_as_their_class(request, classifier, 
     assert mean >= 0.8, f"{name}: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
 
 
-def test_fashion04_samples_are_classified_as_their_class():
-    gen = plugins.get("generators", "biggan").build("cpu", params={"weights": "bundled:fashion04"})
-    clf = plugins.get("classifiers", "bundled").build("cpu", params={"weights": "fashion04"})
+@pytest.mark.parametrize("weights", ["fashion04", "fashion-clusters"])
+def test_the_other_sets_samples_are_classified_as_their_class(weights):
+    gen = plugins.get("generators", "biggan").build("cpu", params={"weights": f"bundled:{weights}"})
+    clf = plugins.get("classifiers", "bundled").build("cpu", params={"weights": weights})
     mean, rates = agreement(gen, clf, 20, seed=1)
-    assert mean >= 0.8, f"fashion04 biggan: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
+    assert mean >= 0.8, f"{weights} biggan: agreement {mean:.3f}, per class {[round(r, 2) for r in rates]}"
 
 
 @pytest.mark.parametrize("name", ["biggan", "ddpm"])
