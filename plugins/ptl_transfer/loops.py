@@ -55,7 +55,16 @@ Step = Callable[[int, Any], tuple[torch.Tensor, dict[str, Any]]]
 
 # -- the run ------------------------------------------------------------------------------------
 def run(ctx: Any) -> dict[str, Any]:
-    """Every phase of the recipe in order, skipping finished ones; returns the final metrics."""
+    """Every phase of the recipe in order, skipping finished ones; returns the final metrics.
+
+    On a CPU with threads to spare the stages run side by side in child runs instead
+    (:mod:`ptl_transfer.lanes`), each of which comes back here with its share of the stages.
+    """
+    from ptl_transfer import lanes
+
+    side_by_side = lanes.planned(ctx)
+    if side_by_side is not None:
+        return lanes.run(ctx, *side_by_side)
     job = Job(ctx)
     current, state = resume(job)
     for phase in stages.phases(ctx.recipe):

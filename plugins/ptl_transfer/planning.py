@@ -133,6 +133,9 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     if "kd" in names:
         rows.append(("KD", f"{r.kd.mode}, T={r.kd.temperature}, weight {r.kd.weight}"))
     rows.append(("pools", str(r.pool.root())))
+    from ptl_transfer.lanes import describe
+
+    rows.append(("processes", describe(r)))
     c = r.compute
     rows.append(("compute", f"device {c.device}, {c.precision}, seed {r.seed}"))
     return rows

@@ -9,7 +9,7 @@ generator brings its own parameters.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -156,6 +156,12 @@ class TransferRecipe(RecipeBase):
     ssl: SSL = SSL()
     kd: KD = KD()
     train: Optim = Optim()
+    stage_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="run independent stages side by side in this many processes, each with its share "
+        "of the threads (same results as one process with that many threads); auto: 2 on a CPU with "
+        "2 or more threads, else 1",
+    )
 
     @classmethod
     def respelled(cls, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:

@@ -51,7 +51,9 @@ def quickstart_classes() -> list[int]:
 
 
 def tiny_recipe(pool_dir: Path, **sets: Any) -> dict[str, Any]:
-    """The quickstart recipe shrunk to seconds (every other key as the user gets it)."""
+    """The quickstart recipe shrunk to seconds (every other key as the user gets it), in one
+    process: these runs are driven in this process (``run_transfer``); the stages side by side in
+    child processes (``stage_processes``) have their own tests."""
     data, _ = recipes.load_raw("transfer-quickstart")
     small = {
         "model.arch": "conv2",
@@ -72,6 +74,7 @@ def tiny_recipe(pool_dir: Path, **sets: Any) -> dict[str, Any]:
         "train.log_every": 2,
         "train.checkpoint_every": 2,
         "compute.device": "cpu",
+        "stage_processes": 1,
     }
     for key, value in {**small, **sets}.items():
         recipes.set_dotted(data, key, value, "test")
