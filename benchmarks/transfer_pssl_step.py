@@ -184,6 +184,22 @@ def main() -> None:
         print(f"FixMatch step (real images): median {med['real'] * 1000:.1f} ms")
         print(f"ratio pool / real: {med['pool'] / med['real']:.3f}")
         print(f"pool gather of {args.mu * args.batch} samples: {(gather[1] - gather[0]) / 50 * 1000:.2f} ms")
+        flops = step_flops(arms["pool"], args.steps + 3, images, labels, mean, std)
+        print(
+            f"one step's convolutions and matrix products: {flops / 1e9:.2f} GFLOP, done at "
+            f"{flops / med['pool'] / 1e9:.1f} GFLOP/s (compare with the CPU's peak per thread)"
+        )
+
+
+def step_flops(arm: dict, i: int, images, labels, mean, std) -> float:
+    """Floating-point operations of one step's forward and backward (torch's counter: the
+    convolutions and matrix products, the work that cannot be cut without changing the result)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(arm, i, images, labels, mean, std)
+    return float(counter.get_total_flops())
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """The bundled source models by name: which file ``weights="bundled"`` (or ``"bundled:NAME"``) means.
 
-Two sets ship, each a BigGAN-style generator, a DDPM and a Conv-4 classifier trained by the
+Three sets ship, each a BigGAN-style generator, a DDPM and a Conv-4 classifier trained by the
 recipes in ``recipes/source/``:
 
 * ``fashion-coarse`` (the default): the 4 coarse classes top / trouser / footwear / bag of half A
   of the Fashion-MNIST train split -- the main transfer quickstart's source, whose target is fine
   classes of the other half (ImageNet -> fine-grained targets in miniature);
+* ``fashion-clusters``: the same half A with each coarse class split into 6 visual clusters (24
+  classes; ``ptl_datasets.fashion.cluster_centres``) -- a finer source label set;
 * ``fashion04``: Fashion-MNIST classes 0-4 of the whole train split -- the ``far`` quickstart's
   source, whose target classes 5-9 share little content with it.
 """
