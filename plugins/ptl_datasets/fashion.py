@@ -221,10 +221,9 @@ def load_full(
 
     ``half`` ("A"/"B") keeps one seeded half of the *train* split (the test split is always whole:
     it is for measuring, and no model trains on it); ``coarse`` maps labels to the 4 superclasses;
-    ``clusters=k`` (with ``coarse``) splits each into ``k`` visual clusters (:func:`cluster_centres`).
+    ``clusters=k`` (with ``coarse``, which the parameter schema checks before anything loads)
+    splits each into ``k`` visual clusters (:func:`cluster_centres`).
     """
-    if clusters and not coarse:
-        raise UserError("fashion-mnist: clusters splits the coarse classes; set coarse = true as well")
     split = _check_split(split)
     found = find_files(root, split)
     if found is None and download:

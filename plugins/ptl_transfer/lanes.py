@@ -21,8 +21,6 @@ with the thread count it started with (``RUN/lanes/plan.json``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from typing import Any
 from ptl_cli import atomic, recipes
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.errors import RunFailure
+from ptl_cli.runs import Run
 from ptl_transfer import stages
 
 #: Lanes ``stage_processes = "auto"`` uses on a CPU with at least this many threads: the
@@ -134,7 +133,7 @@ def planned(ctx: Any) -> tuple[list[list[str]], int] | None:
 def run(ctx: Any, dealt: list[list[str]], threads: int) -> dict[str, Any]:
     """Run (or continue) every lane, then gather their results into this run."""
     root = ctx.run.path / "lanes"
-    if ctx.resuming and ctx.dist.is_main:
+    if ctx.resuming:  # (lanes never run under torchrun: this process is the only one)
         ctx.run.truncate_metrics(lambda record: False)  # gathered again from the lanes at the end
     lanes = [Lane(root, i, stage_list) for i, stage_list in enumerate(dealt)]
     ctx.say(
@@ -161,15 +160,19 @@ class Lane:
     def log_path(self) -> Path:
         return self.root / f"{self.index}.log"
 
+    @property
+    def run(self) -> Run:
+        return Run(self.path)
+
     def status(self) -> str | None:
-        info = self.path / "run.json"
-        return json.loads(info.read_text()).get("status") if info.is_file() else None
+        return self.run.info().get("status") if (self.path / "run.json").is_file() else None
 
     def start(self, ctx: Any, threads: int) -> None:
         """Start the child (a new run, or ``ptl resume`` of one); nothing when it has finished."""
-        if self.status() == "completed":
+        status = self.status()
+        if status == "completed":
             return
-        if self.status() is not None:
+        if status is not None:
             command = ["resume", str(self.path), "--quiet"]
         else:
             data = ctx.run.recipe_data()
@@ -282,14 +285,13 @@ def gather(ctx: Any, lanes: list[Lane]) -> dict[str, Any]:
     model and metrics, and their warnings, into this run."""
     chosen = ctx.recipe.stages
     final = stages.final_stage(chosen)
-    infos = [json.loads((lane.path / "run.json").read_text()) for lane in lanes]
-    records = [_records(lane.path) for lane in lanes]
+    infos = [lane.run.info() for lane in lanes]
+    records = [lane.run.metrics() for lane in lanes]
     for phase in stages.phases(ctx.recipe):
         source = next((rows for rows in records if any(r.get("stage") == phase.name for r in rows)), [])
         for record in source:
             if record.get("stage") == phase.name:
                 ctx.log(**record)
-    (ctx.run.path / "stages").mkdir(exist_ok=True)
     for lane in lanes:
         for weights in sorted((lane.path / "stages").glob("*.pt")):
             _copy(weights, ctx.run.path / "stages" / weights.name)
@@ -309,13 +311,6 @@ def gather(ctx: Any, lanes: list[Lane]) -> dict[str, Any]:
     return metrics
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    lines = (path / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def _copy(source: Path, target: Path) -> None:
-    """Copy atomically: a run killed while gathering never holds half a file."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    """Copy atomically: a run killed while gathering never holds half a file (weights are MBs)."""
+    atomic.write_bytes(target, source.read_bytes())
