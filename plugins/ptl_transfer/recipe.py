@@ -9,7 +9,7 @@ generator brings its own parameters.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -156,7 +156,7 @@ class TransferRecipe(RecipeBase):
     ssl: SSL = SSL()
     kd: KD = KD()
     train: Optim = Optim()
-    stage_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    stage_processes: int | Literal["auto"] = Field(
         "auto",
         description="run independent stages side by side in this many processes, each with its share "
         "of the threads (same results as one process with that many threads); auto: 2 on a CPU with "
@@ -168,6 +168,14 @@ class TransferRecipe(RecipeBase):
         if path == ("model", "arch"):
             return ("model", "name"), "`[model] arch` is read as `[model] name`; write it so"
         return None
+
+    @field_validator("stage_processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> Any:
+        """One message for both spellings (pydantic's would list each member of the union)."""
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"stage_processes is 'auto' or a number of processes (1 or more), not {value!r}")
 
     @field_validator("stages")
     @classmethod

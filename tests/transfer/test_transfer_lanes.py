@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from ptl_cli import plugins, recipes
+from ptl_cli.errors import UserError
 from ptl_cli.testing import run_ptl
 from ptl_transfer import lanes
 
@@ -96,8 +97,9 @@ def test_auto_uses_two_lanes_only_on_a_cpu_with_threads_to_spare():
     assert lanes.lane_count(auto, "cuda", False, threads=16) == 1
     assert lanes.lane_count(auto, "cpu", True, threads=2) == 1  # torchrun: the ranks share every stage
     assert lanes.lane_count(recipe(stage_processes=3), "cpu", False, threads=1) == 3
-    with pytest.raises(Exception, match="stage_processes"):
-        recipe(stage_processes=0)
+    for bad in (0, "two", 1.5):
+        with pytest.raises(UserError, match="stage_processes is 'auto' or a number of processes"):
+            recipe(stage_processes=bad)
 
 
 def test_the_plan_says_how_the_stages_are_dealt():
