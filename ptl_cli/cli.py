@@ -52,7 +52,8 @@ def _root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    _state["debug"] = debug or bool(os.environ.get("PTL_DEBUG"))
+    if debug:
+        _state["debug"] = True  # also set by main(), which takes --debug anywhere on the line
 
 
 # -- plugins & components ---------------------------------------------------------------------
@@ -412,8 +413,8 @@ def _flags_without_type(command: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ex = _click_exceptions()
-    args = sys.argv[1:] if argv is None else argv
-    _state["debug"] = "--debug" in args or bool(os.environ.get("PTL_DEBUG"))
+    args, debug = _take_debug(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = debug or bool(os.environ.get("PTL_DEBUG"))
     try:
         command = typer.main.get_command(build_app())
         _flags_without_type(command)
@@ -451,6 +452,22 @@ def main(argv: list[str] | None = None) -> None:
         text = str(exc).replace("\n", " ").strip()
         detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         _fail(f"unexpected {detail} (run again with --debug for the traceback)", 1)
+
+
+def _take_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Take ``--debug`` from anywhere on the command line, so that "run again with --debug" works
+    by appending it (click would accept it only before the command). A ``--debug`` that is the
+    value of an option (``--set --debug``) or comes after ``--`` is left where it is."""
+    kept: list[str] = []
+    found = False
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return kept + list(args[i:]), found
+        if arg == "--debug" and not (kept and kept[-1] in ("--set", "-s")):
+            found = True
+            continue
+        kept.append(arg)
+    return kept, found
 
 
 def _fail(message: str, code: int) -> None:

@@ -21,6 +21,7 @@ with the thread count it started with (``RUN/lanes/plan.json``).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -155,6 +156,7 @@ class Lane:
         self.process: subprocess.Popen[bytes] | None = None
         self.steps: dict[str, int] = {}  # phase -> last logged step
         self._read = 0
+        self._file: int | None = None  # the inode read from: a resume rewrites the file
 
     @property
     def log_path(self) -> Path:
@@ -196,17 +198,27 @@ class Lane:
         log.close()
 
     def progress(self) -> None:
-        """Read the records the child appended since the last call: the step of each phase."""
+        """Read the records the child appended since the last call: the step of each phase.
+
+        A resuming child first rewrites its metrics without the records after its checkpoint (a
+        new, shorter file), so a file that is not the one read so far is read again from the start.
+        """
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return
         with path.open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            if inode != self._file:
+                self._file, self._read, self.steps = inode, 0, {}
             fh.seek(self._read)
             chunk = fh.read()
         whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next call
         self._read += len(whole)
-        for line in whole.decode().splitlines():
-            record = json.loads(line)
+        for line in whole.decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short when a child was killed: the display skips it
             if "step" in record and record.get("stage") in stages.PHASES:
                 self.steps[record["stage"]] = int(record["step"])
 

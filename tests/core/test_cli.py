@@ -65,6 +65,17 @@ def test_debug_shows_traceback():
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
+def test_debug_appended_to_the_failed_command_shows_its_traceback():
+    """The one-line error says "run again with --debug": appending it works too."""
+    for command in (["list", "modelz", "--debug"], ["resume", "no-such-run", "--debug"]):
+        out = run_ptl(*command)
+        assert out.returncode != 0 and "Traceback" in out.stderr, command
+        plain = run_ptl(*command[:-1])
+        assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    kept = run_ptl("prune", "--dry-run", "--set", "--debug")  # a value, not the flag
+    assert kept.returncode == 2 and "Traceback" not in kept.stderr and "--debug" in kept.stderr
+
+
 def test_help_shows_flags_as_flags(cli):
     """Boolean flags take no value, so help must not print a type after them (Typer 0.29 does)."""
     for args in (["--help"], ["runs", "list", "--help"], ["prune", "--help"]):

@@ -22,6 +22,7 @@ import torch
 
 from ptl_cli import plugins, recipes
 from ptl_cli.errors import UserError
+from ptl_cli.runs import Run
 from ptl_cli.testing import run_ptl
 from ptl_transfer import lanes
 
@@ -100,6 +101,28 @@ def test_auto_uses_two_lanes_only_on_a_cpu_with_threads_to_spare():
     for bad in (0, "two", 1.5):
         with pytest.raises(UserError, match="stage_processes is 'auto' or a number of processes"):
             recipe(stage_processes=bad)
+
+
+def test_the_progress_of_a_lane_follows_a_resume_that_rewrites_its_log(tmp_path):
+    """A killed child leaves a torn last line; on resume it rewrites its metrics shorter (without
+    the records after its checkpoint) and appends again. The parent's reader must follow the new
+    file from its start, not read it from the old offset (mid-line: the bug CI met)."""
+    lane = lanes.Lane(tmp_path, 0, ["pp", "pp+pssl"])
+    child = Run(lane.path)
+    lane.path.mkdir(parents=True)
+    for step in (2, 4, 6, 8):
+        child.log({"stage": "pp-pretrain", "step": step, "loss": 1.0 / step})
+    with child.metrics_path.open("a") as fh:
+        fh.write('{"stage": "pp-pretrain", "st')  # SIGKILL mid-write
+    lane.progress()
+    assert lane.steps == {"pp-pretrain": 8}
+    child.truncate_metrics(lambda record: record["step"] <= 4)  # the checkpoint was at step 4
+    child.log({"stage": "pp-pretrain", "step": 6, "loss": 0.2})
+    lane.progress()
+    assert lane.steps == {"pp-pretrain": 6}
+    child.log({"stage": "pp", "step": 2, "loss": 0.5})
+    lane.progress()
+    assert lane.steps == {"pp-pretrain": 6, "pp": 2}
 
 
 def test_the_plan_says_how_the_stages_are_dealt():
