@@ -301,6 +301,7 @@ def runs_show(
     if summary["status"] == "completed":
         summarize(r, load_workflow(summary["kind"]), options.Common())
     else:
+        console.print(f"at: {summary['at']}")
         for key, value in summary["metrics"].items():
             console.print(f"{key}: {value}")
 

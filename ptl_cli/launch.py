@@ -316,4 +316,5 @@ def run_summary(run: Run) -> dict[str, Any]:
         "ptl_version": info.get("ptl_version"),
         "recipe": run.recipe_data(),
         "metrics": info.get("metrics", {}),
+        "at": run.position(),  # its newest record: where a running or stopped run has got to
     }

@@ -197,10 +197,36 @@ class Run:
                     continue  # a line cut short by a crash
         return rows
 
+    def latest_record(self) -> dict[str, Any]:
+        """The last complete record (reads only the file's tail: cheap on a long run)."""
+        try:
+            with self.metrics_path.open("rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 4096))
+                lines = fh.read().decode(errors="replace").splitlines()
+        except OSError:
+            return {}
+        for line in reversed(lines):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        return {}
+
+    def position(self) -> str:
+        """Where the run is, from its newest record: ``"pssl step 200"``, ``"epoch 2 step 90"``."""
+        record = self.latest_record()
+        parts = [str(record["stage"])] if "stage" in record else []
+        parts += [f"{key} {record[key]}" for key in ("epoch", "step") if key in record]
+        return " ".join(parts) or "starting"
+
     def truncate_metrics(self, keep: Any) -> None:
         """Keep only records for which ``keep(record)`` is true (used on resume)."""
-        rows = [r for r in self.metrics() if keep(r)]
-        atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        self.replace_metrics([r for r in self.metrics() if keep(r)])
+
+    def replace_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Make ``rows`` the whole record, atomically (a reader sees the old file or the new)."""
+        atomic.write_text(self.metrics_path, "".join(json.dumps(r, default=float) + "\n" for r in rows))
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -1,39 +1,14 @@
 """A sweep's progress: one line per running cell (its latest logged step) and an overall bar.
 
 Cells run with ``--quiet`` in their own processes; their progress is read from the newest line
-of each one's ``metrics.jsonl``, the same record ``ptl runs show`` reads.
+of each one's ``metrics.jsonl`` (:meth:`ptl_cli.runs.Run.position`, which ``ptl runs show`` prints).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-
-def latest_record(metrics: Path) -> dict[str, Any]:
-    """The last complete JSON line of a ``metrics.jsonl`` (reads only its tail)."""
-    try:
-        with metrics.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 4096))
-            lines = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue
-    return {}
-
-
-def cell_position(record: dict[str, Any]) -> str:
-    """Where a running cell is, from its newest metrics record: ``"pssl step 200"``, ``"epoch 2 step 90"``."""
-    parts = [str(record["stage"])] if "stage" in record else []
-    parts += [f"{key} {record[key]}" for key in ("epoch", "step") if key in record]
-    return " ".join(parts) or "starting"
+from ptl_cli.runs import Run
 
 
 class SweepProgress:
@@ -82,8 +57,7 @@ class SweepProgress:
             task = self._tasks.get(ident)
             if task is None:
                 continue
-            record = latest_record(self.sweep.path / "runs" / ident / "metrics.jsonl")
-            self._bar.update(task, count=cell_position(record))
+            self._bar.update(task, count=Run(self.sweep.path / "runs" / ident).position())
 
     def finished(self, cell: Any) -> None:
         if self._bar is None:

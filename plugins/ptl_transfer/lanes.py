@@ -135,7 +135,7 @@ def run(ctx: Any, dealt: list[list[str]], threads: int) -> dict[str, Any]:
     """Run (or continue) every lane, then gather their results into this run."""
     root = ctx.run.path / "lanes"
     if ctx.resuming:  # (lanes never run under torchrun: this process is the only one)
-        ctx.run.truncate_metrics(lambda record: False)  # gathered again from the lanes at the end
+        ctx.run.replace_metrics([])  # relayed again from the lanes, gathered at the end
     lanes = [Lane(root, i, stage_list) for i, stage_list in enumerate(dealt)]
     ctx.say(
         f"{len(lanes)} processes of {threads} thread{'s' * (threads > 1)}: "
@@ -155,6 +155,7 @@ class Lane:
         self.path = root / str(index)
         self.process: subprocess.Popen[bytes] | None = None
         self.steps: dict[str, int] = {}  # phase -> last logged step
+        self.records: list[dict[str, Any]] = []  # what its metrics file holds, as read so far
         self._read = 0
         self._file: int | None = None  # the inode read from: a resume rewrites the file
 
@@ -197,30 +198,37 @@ class Lane:
         )
         log.close()
 
-    def progress(self) -> None:
-        """Read the records the child appended since the last call: the step of each phase.
+    def progress(self) -> tuple[list[dict[str, Any]], bool]:
+        """Read the records the child appended since the last call; note the step of each phase.
 
-        A resuming child first rewrites its metrics without the records after its checkpoint (a
-        new, shorter file), so a file that is not the one read so far is read again from the start.
+        Returns the new records and whether the file was rewritten: a resuming child first
+        rewrites its metrics without the records after its checkpoint (a new, shorter file), which
+        is then read again from its start.
         """
         path = self.path / "metrics.jsonl"
         if not path.is_file():
-            return
+            return [], False
         with path.open("rb") as fh:
-            inode = os.fstat(fh.fileno()).st_ino
-            if inode != self._file:
-                self._file, self._read, self.steps = inode, 0, {}
+            stat = os.fstat(fh.fileno())
+            changed = stat.st_ino != self._file or stat.st_size < self._read
+            rewritten = changed and self._file is not None
+            if changed:
+                self._file, self._read, self.steps, self.records = stat.st_ino, 0, {}, []
             fh.seek(self._read)
             chunk = fh.read()
         whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next call
         self._read += len(whole)
+        new = []
         for line in whole.decode(errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short when a child was killed: the display skips it
+                continue  # a line cut short when a child was killed: skipped, as Run.metrics does
+            new.append(record)
             if "step" in record and record.get("stage") in stages.PHASES:
                 self.steps[record["stage"]] = int(record["step"])
+        self.records += new
+        return new, rewritten
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -246,7 +254,11 @@ def _end_with_parent() -> None:
 
 def watch(ctx: Any, lanes: list[Lane]) -> None:
     """Wait for every lane, showing their stages and steps; pass on a stop request; fail when a
-    lane fails (after the others have checkpointed)."""
+    lane fails (after the others have checkpointed).
+
+    Meanwhile this run's ``metrics.jsonl`` holds the lanes' records as they arrive (in arrival
+    order; :func:`gather` puts them in one-process order), so what reads a run's progress from its
+    newest record (``ptl runs show``, a sweep's cell line) sees the lanes' steps."""
     phase_steps = {p.name: p.steps for p in stages.phases(ctx.recipe)}
     total = sum(phase_steps.values())
     with ctx.progress.task("lanes", total=total) as advance:
@@ -255,16 +267,29 @@ def watch(ctx: Any, lanes: list[Lane]) -> None:
             _check(ctx, lanes)
             done = 0
             info = []
+            arrived, rewritten = [], False
             for lane in lanes:
-                lane.progress()
+                new, again = lane.progress()
+                arrived, rewritten = arrived + new, rewritten or again
                 done += sum(min(step, phase_steps.get(name, 0)) for name, step in lane.steps.items())
                 if lane.running() and lane.steps:
                     name = list(lane.steps)[-1]
                     info.append(f"{name} {lane.steps[name]}")
+            _relay(ctx.run, lanes, arrived, rewritten)
             advance(done - shown, lanes=" | ".join(info))
             shown = done
             time.sleep(0.5)
     _check(ctx, lanes)
+
+
+def _relay(run: Run, lanes: list[Lane], arrived: list[dict[str, Any]], rewritten: bool) -> None:
+    """Copy the lanes' new records to this run's file (not to its loggers: :func:`gather` logs
+    them once, in order); after a lane rewrote its file, rewrite this one from every lane's."""
+    if rewritten:
+        run.replace_metrics([record for lane in lanes for record in lane.records])
+        return
+    for record in arrived:
+        run.log(record)
 
 
 def _check(ctx: Any, lanes: list[Lane]) -> None:
@@ -299,6 +324,7 @@ def gather(ctx: Any, lanes: list[Lane]) -> dict[str, Any]:
     final = stages.final_stage(chosen)
     infos = [lane.run.info() for lane in lanes]
     records = [lane.run.metrics() for lane in lanes]
+    ctx.run.replace_metrics([])  # the records relayed while the lanes ran, logged again in order
     for phase in stages.phases(ctx.recipe):
         source = next((rows for rows in records if any(r.get("stage") == phase.name for r in rows)), [])
         for record in source:

@@ -147,6 +147,20 @@ def test_runs_list_and_show_json(tmp_path):
     out = run_ptl("runs", "show", str(run.path), "--json")
     shown = json.loads(out.stdout)
     assert shown["status"] == "interrupted" and shown["recipe"] == {"kind": "demo"}
+    assert shown["at"] == "starting"  # nothing logged yet
+
+
+def test_runs_show_says_where_a_stopped_run_got_to(tmp_path):
+    """The newest complete record, read from the file's tail (a torn last line is passed over)."""
+    run = Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "r"))
+    for step in range(1, 2001):  # longer than the tail that is read
+        run.log({"stage": "pssl", "epoch": step // 500, "step": step, "loss": 1.0 / step})
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"stage": "pssl", "ep')
+    run.set_status("interrupted")
+    assert run.position() == "pssl epoch 4 step 2000"
+    shown = run_ptl("runs", "show", str(run.path))
+    assert shown.returncode == 0 and "at: pssl epoch 4 step 2000" in shown.stdout
 
 
 def test_a_run_whose_process_died_shows_as_interrupted(tmp_path):

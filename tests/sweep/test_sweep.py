@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ptl_cli.sweep_progress import cell_position, latest_record
+from ptl_cli.runs import Run
 from ptl_prune.export import bit_equal
 
 # Conv-2 at widths 1/8 and 1/4 on 96 real images: 3 epochs of 3 steps, a checkpoint after each step.
@@ -144,7 +144,7 @@ def test_prune_sweep_interrupted_resumed_and_aggregated(cli, one_thread, base, t
     assert a.keys() == b.keys() and all(bit_equal(a[k], b[k]) for k in a)
     # the progress line of a running cell says where its newest record is (not a made-up "0/?")
     last = records(sweep / "runs" / ident)[-1]
-    position = cell_position(latest_record(sweep / "runs" / ident / "metrics.jsonl"))
+    position = Run(sweep / "runs" / ident).position()
     assert position.endswith(f"step {last['step']}") and "?" not in position
 
     code, out, err = cli("sweep", "show", sweep, "--json")

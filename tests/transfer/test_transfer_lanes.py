@@ -106,23 +106,40 @@ def test_auto_uses_two_lanes_only_on_a_cpu_with_threads_to_spare():
 def test_the_progress_of_a_lane_follows_a_resume_that_rewrites_its_log(tmp_path):
     """A killed child leaves a torn last line; on resume it rewrites its metrics shorter (without
     the records after its checkpoint) and appends again. The parent's reader must follow the new
-    file from its start, not read it from the old offset (mid-line: the bug CI met)."""
-    lane = lanes.Lane(tmp_path, 0, ["pp", "pp+pssl"])
-    child = Run(lane.path)
+    file from its start, not read it from the old offset (mid-line: the bug CI met), and the
+    parent's own file, which relays the lanes' records while they run, must follow it too."""
+    parent = Run(tmp_path / "run")
+    parent.path.mkdir()
+    lane = lanes.Lane(parent.path / "lanes", 0, ["pp", "pp+pssl"])
+    other = lanes.Lane(parent.path / "lanes", 1, ["scratch"])
+    child, sibling = Run(lane.path), Run(other.path)
     lane.path.mkdir(parents=True)
+    other.path.mkdir(parents=True)
+    sibling.log({"stage": "scratch", "step": 2, "loss": 2.0})
     for step in (2, 4, 6, 8):
         child.log({"stage": "pp-pretrain", "step": step, "loss": 1.0 / step})
     with child.metrics_path.open("a") as fh:
         fh.write('{"stage": "pp-pretrain", "st')  # SIGKILL mid-write
-    lane.progress()
-    assert lane.steps == {"pp-pretrain": 8}
+
+    def poll() -> None:
+        arrived, rewritten = [], False
+        for each in (lane, other):
+            new, again = each.progress()
+            arrived, rewritten = arrived + new, rewritten or again
+        lanes._relay(parent, [lane, other], arrived, rewritten)
+
+    poll()
+    assert lane.steps == {"pp-pretrain": 8} and len(parent.metrics()) == 5
     child.truncate_metrics(lambda record: record["step"] <= 4)  # the checkpoint was at step 4
     child.log({"stage": "pp-pretrain", "step": 6, "loss": 0.2})
-    lane.progress()
+    poll()
     assert lane.steps == {"pp-pretrain": 6}
+    assert [(r["stage"], r["step"]) for r in parent.metrics()] == [
+        ("pp-pretrain", 2), ("pp-pretrain", 4), ("pp-pretrain", 6), ("scratch", 2),
+    ]  # fmt: skip
     child.log({"stage": "pp", "step": 2, "loss": 0.5})
-    lane.progress()
-    assert lane.steps == {"pp-pretrain": 6, "pp": 2}
+    poll()
+    assert lane.steps == {"pp-pretrain": 6, "pp": 2} and parent.metrics()[-1]["stage"] == "pp"
 
 
 def test_the_plan_says_how_the_stages_are_dealt():
@@ -186,6 +203,18 @@ def test_sigterm_stops_every_lane_and_resume_ends_as_one_process(one_process, tm
     out = tmp_path / "run"
     parent = _start(tmp_path, out)
     _wait_for_lane_records(out)
+    deadline = time.monotonic() + 30  # the run's own file relays the lanes' records as they come
+
+    def relayed() -> bool:
+        logged = {r["stage"] for r in Run(out).metrics()}
+        return bool(logged & {"pp-pretrain", "pp"}) and bool(logged & {"scratch", "kd", "pssl"})
+
+    while time.monotonic() < deadline and not relayed():
+        time.sleep(0.2)
+    assert relayed()
+    shown = run_ptl("runs", "show", out, "--json")
+    summary = json.loads(shown.stdout)
+    assert shown.returncode == 0 and summary["status"] == "running" and " step " in summary["at"]
     parent.send_signal(signal.SIGTERM)
     err, _ = parent.communicate(timeout=120)
     assert parent.returncode == 130, err
