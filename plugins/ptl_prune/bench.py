@@ -32,12 +32,11 @@ def bench_prune(
 ) -> Report:
     """Loader, augmentation, dense step, supermask step and IteRand re-draw for one model."""
     import torch
-    from torch.utils.data import DataLoader
 
     from ptl_cli import plugins, pruning
-    from ptl_cli.data.base import collate
     from ptl_cli.data.sampler import ResumableSampler
     from ptl_cli.engine.compute import prepare_model, to_device
+    from ptl_prune import data as prune_data
     from ptl_prune.data import train_views
     from ptl_prune.recipe import AugmentSection
 
@@ -58,15 +57,7 @@ def bench_prune(
 
     def batches() -> Iterator[Any]:
         sampler = ResumableSampler(len(data), seed=0)
-        loader = DataLoader(
-            data,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=bench.compute.workers,
-            drop_last=True,
-            generator=torch.Generator(),
-        )
+        loader = prune_data.loader(data, batch_size, sampler, bench.compute.workers, drop_last=True)
         for epoch in range(10**9):
             sampler.set_epoch(epoch)
             yield from loader

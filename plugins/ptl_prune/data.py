@@ -92,27 +92,34 @@ def eval_views(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return normalize(to_float(images), info.mean, info.std)
 
 
+def loader(dataset: Dataset, batch_size: int, sampler: Any, workers: int, drop_last: bool = False) -> Any:
+    """A DataLoader in ptl's shape: ``collate`` (uint8 batches stay uint8) and a generator of its
+    own, since a loader seeds its workers from the global RNG otherwise (exact resume)."""
+    from torch.utils.data import DataLoader
+
+    from ptl_cli.data.base import collate
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=torch.Generator(),
+    )
+
+
 def eval_batches(
     dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed-order batches; each data-parallel rank takes a strided share. Photos are decoded
     by ``workers`` loader processes (in-memory datasets are sliced here, which is faster)."""
-    from torch.utils.data import DataLoader
-
     from ptl_cli.data.base import collate
 
     indices = list(range(rank, len(dataset), world_size))
     if workers and isinstance(dataset, PhotoDataset):
-        # its own generator: a loader seeds its workers from the global RNG otherwise (exact resume)
-        loader = DataLoader(
-            dataset,
-            batch_size,
-            sampler=indices,
-            num_workers=workers,
-            collate_fn=collate,
-            generator=torch.Generator(),
-        )
-        yield from loader
+        yield from loader(dataset, batch_size, indices, workers)
         return
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]

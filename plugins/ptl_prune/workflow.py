@@ -98,11 +98,9 @@ class PruneWorkflow:
     # -- the run ------------------------------------------------------------------------------
     def run(self, ctx: Any) -> dict[str, Any]:
         import torch
-        from torch.utils.data import DataLoader
 
         from ptl_cli import atomic, pruning
         from ptl_cli.data import augment
-        from ptl_cli.data.base import collate
         from ptl_cli.data.loader import Prefetcher
         from ptl_cli.data.sampler import ResumableSampler
         from ptl_cli.engine import distributed
@@ -153,15 +151,7 @@ class PruneWorkflow:
         steps_per_epoch = share // per_rank if drop_last else math.ceil(share / per_rank)
         if steps_per_epoch == 0:
             raise UserError(f"{share} training images make no batch of {per_rank}; lower train.batch_size")
-        loader = DataLoader(
-            train_set,
-            batch_size=per_rank,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=r.compute.workers,
-            drop_last=drop_last,
-            generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
-        )
+        loader = prune_data.loader(train_set, per_rank, sampler, r.compute.workers, drop_last)
         if hasattr(pruner, "configure"):
             pruner.configure(steps_per_epoch)
 
