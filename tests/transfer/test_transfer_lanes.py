@@ -25,6 +25,7 @@ from ptl_cli.errors import UserError
 from ptl_cli.runs import Run
 from ptl_cli.testing import run_ptl
 from ptl_transfer import lanes
+from ptl_transfer.workflow import TransferWorkflow
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,8 @@ def test_lanes_compute_what_one_process_computes(one_process, tmp_path):
     ]  # fmt: skip
     shown = run_ptl("runs", "show", out)
     assert shown.returncode == 0 and "pp+pssl" in shown.stdout and "pcs-pool" in shown.stdout
+    total = TransferWorkflow().results_table(Run(out))[1][-1]
+    assert total[0] == "total" and "2 processes side by side" in total[1]
 
 
 def _start(tmp_path: Path, out: Path) -> subprocess.Popen:

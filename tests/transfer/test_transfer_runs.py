@@ -53,6 +53,7 @@ def test_the_report_breaks_the_run_time_down_by_phase(uninterrupted):
     run_dir, metrics = uninterrupted
     header, rows = TransferWorkflow().results_table(Run(run_dir))
     assert [r[0] for r in rows] == [*stages.PHASES, "total"]
+    assert rows[-1][1] == "all phases"  # one process: the seconds are wall time, one after another
     seconds = [r[header.index("seconds")] for r in rows]
     assert all(s > 0 for s in seconds[:-1]) and seconds[-1] == pytest.approx(sum(seconds[:-1]), abs=1e-2)
     shared = {r[0]: r for r in rows if r[0] in ("pp-pool", "pp-pretrain", "pcs-pool")}
