@@ -100,6 +100,21 @@ class ComponentSpec:
         checked = validate_model(self.params, values, where or self.name, context=context, prefix=prefix)
         return checked.model_dump()
 
+    def facts(self, values: dict[str, Any] | None = None, where: str = "") -> Any | None:
+        """What is known about the component without building it, or None.
+
+        A plugin registers ``facts="module:function"``; ``function(name, params)`` gets the
+        validated parameters and returns an object with the attributes its kind's plans read
+        (``num_classes``; a dataset's also ``channels`` and ``image_size``), or None when they
+        depend on files. Plans (``--dry-run``, and every new run before it trains) compare these,
+        so a mismatch fails before anything loads."""
+        ref = self.meta.get("facts")
+        if not isinstance(ref, str) or ":" not in ref:
+            return None
+        module, _, attr = ref.partition(":")
+        checked = self.validate_params(values, where or self.name)
+        return getattr(importlib.import_module(module), attr)(self.name, checked)
+
     def build(
         self,
         *args: Any,

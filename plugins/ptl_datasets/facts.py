@@ -5,12 +5,12 @@ sizes against these, so ``--classes 0,12`` on a 10-class dataset fails before an
 read. Only datasets whose classes are fixed by the dataset itself are listed; folders
 (ImageNet, CUB, your own) and sets whose class list torchvision derives from the labels are
 not, and are checked when they load. Torch-free: registered as ``facts="ptl_datasets.facts:of"``
-and read through :func:`of_spec`, so a third-party dataset of the same name has none.
+and read through :meth:`ptl_cli.registry.ComponentSpec.facts`, so a third-party dataset of the
+same name has none.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,19 +42,10 @@ PHOTO_CLASSES = {
 def of(name: str, params: dict[str, Any]) -> Facts | None:
     """The facts of built-in dataset ``name`` with validated ``params``, or None if unknown."""
     if name in ("fashion-pack", "fashion-mnist"):
-        return Facts(4 if params.get("coarse") else 10, 1, 28)
+        coarse = 4 * (params.get("clusters") or 1)  # clusters=k splits each coarse class in k
+        return Facts(coarse if params.get("coarse") else 10, 1, 28)
     if name in FIXED:
         return Facts(*FIXED[name])
     if name in PHOTO_CLASSES:
         return Facts(PHOTO_CLASSES[name], 3, int(params.get("image_size", 224)))
     return None
-
-
-def of_spec(spec: Any, params: dict[str, Any] | None = None, where: str = "") -> Facts | None:
-    """The facts a dataset spec registered (``facts="module:function"``), or None."""
-    ref = spec.meta.get("facts") if hasattr(spec, "meta") else None
-    if not isinstance(ref, str) or ":" not in ref:
-        return None
-    module, _, attr = ref.partition(":")
-    checked = spec.validate_params(params or {}, where or spec.name)
-    return getattr(importlib.import_module(module), attr)(spec.name, checked)

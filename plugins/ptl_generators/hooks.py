@@ -11,6 +11,9 @@ from typing import Any
 
 from ptl_cli import hookimpl
 
+#: Source class counts known without loading the models (see ptl_generators.facts), for plans.
+FACTS = "ptl_generators.facts:of"
+
 
 @hookimpl
 def ptl_register_generators(register: Any) -> None:
@@ -21,6 +24,7 @@ def ptl_register_generators(register: Any) -> None:
         "ptl_generators.biggan_generator:build",
         description="BigGAN(-deep): bundled Fashion-MNIST models, biggan-deep-128/256/512, or a local dir",
         params=params.BigGANParams,
+        facts=FACTS,
     )
     register(
         "diffusers",
@@ -28,6 +32,7 @@ def ptl_register_generators(register: Any) -> None:
         description="class-conditional diffusers UNet2DModel (bundled DDPM) or DiT, DDIM sampling with CFG",
         params=params.DiffusersParams,
         aliases=("ddpm",),
+        facts=FACTS,
     )
     from ptl_generators import text_params
 
@@ -48,12 +53,14 @@ def ptl_register_classifiers(register: Any) -> None:
         "ptl_generators.classifiers:bundled",
         description="a bundled Fashion-MNIST classifier (Conv-4, 28×28 grey): coarse classes or 0-4",
         params=params.BundledClassifierParams,
+        facts=FACTS,
     )
     register(
         "torchvision:*",
         "ptl_generators.classifiers:torchvision_classifier",
         description="an ImageNet classifier from torchvision, e.g. torchvision:resnet50 (cached download)",
         params=params.TorchvisionClassifierParams,
+        facts=FACTS,
     )
     register(
         "checkpoint",

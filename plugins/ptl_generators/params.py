@@ -10,8 +10,9 @@ from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
 
 WEIGHTS_HELP = (
-    "'bundled' (= bundled:fashion-coarse, Fashion-MNIST coarse classes; bundled:fashion04 = classes "
-    "0-4), a ptl .safetensors file, a local directory, "
+    "'bundled' (= bundled:fashion-coarse, Fashion-MNIST coarse classes; bundled:fashion-clusters = "
+    "those split into 24 visual clusters; bundled:fashion04 = classes 0-4), a ptl .safetensors file, "
+    "a local directory, "
     "or a Hugging Face hub id (cached; offline without a cache is an error)"
 )
 

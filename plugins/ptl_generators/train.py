@@ -83,9 +83,8 @@ def _check_sizes(recipe: TrainSourceRecipe, dataset: Any) -> None:
     """Classes and image sizes the dataset cannot have, when it is known without its files
     (:mod:`ptl_datasets.facts`); in the words the run uses when it finds them in the data."""
     from ptl_cli.errors import UserError
-    from ptl_datasets.facts import of_spec
 
-    facts = of_spec(dataset, recipe.data.dataset_params, f"recipe data.dataset_params ({dataset.name})")
+    facts = dataset.facts(recipe.data.dataset_params, f"recipe data.dataset_params ({dataset.name})")
     if facts is None:
         return
     bad = [c for c in recipe.data.classes or [] if not 0 <= c < facts.num_classes]

@@ -26,9 +26,7 @@ def _component(
 
 def _check_classes(t: Any) -> None:
     """Target classes the dataset lacks, when its class count is known without its files."""
-    from ptl_datasets.facts import of_spec
-
-    facts = of_spec(plugins.get("datasets", t.dataset), t.params, "[target]")
+    facts = plugins.get("datasets", t.dataset).facts(t.params, "[target]")
     bad = [c for c in t.classes if facts and not 0 <= c < facts.num_classes]
     if bad:  # the words of ptl_transfer.target.build_dataset, which checks the loaded data
         raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
@@ -36,8 +34,10 @@ def _check_classes(t: Any) -> None:
 
 def _check_source_classes(s: Any) -> None:
     """Source models that both take their classes as a ``classes`` setting (a text-to-image
-    generator and CLIP) must be given the same one, or PCS conditions on other classes than C_s
-    scores (caught here before the scratch stage trains; the built models are compared too)."""
+    generator and CLIP) must be given the same one, and models whose class counts are known
+    without loading them (their plugins' ``facts``) the same count, or PCS conditions on other
+    classes than C_s scores (caught here before the scratch stage trains; the built models are
+    compared too)."""
     g, c = s.generator, s.classifier
     gen = plugins.get("generators", g.name).validate_params(g.params, "[source.generator]")
     cls = plugins.get("classifiers", c.name).validate_params(c.params, "[source.classifier]")
@@ -46,6 +46,15 @@ def _check_source_classes(s: Any) -> None:
             f"[source]: the generator's classes {_short(gen['classes'])} and the classifier's "
             f"{_short(cls['classes'])} differ; give [source.generator] and [source.classifier] the same "
             "`classes`"
+        )
+    g_facts = plugins.get("generators", g.name).facts(g.params, "[source.generator]")
+    c_facts = plugins.get("classifiers", c.name).facts(c.params, "[source.classifier]")
+    if g_facts and c_facts and g_facts.num_classes != c_facts.num_classes:
+        # the words of ptl_transfer.sources, which compares the built models
+        raise UserError(
+            f"[source]: generator {g.name!r} has {g_facts.num_classes} classes but classifier "
+            f"{c.name!r} has {c_facts.num_classes}; G_s and C_s must share the source classes "
+            "(give both the same weights set)"
         )
 
 

@@ -74,6 +74,10 @@ TRANSFER = [
         ["--source-classifier", "torchvision:resnet18", "--set", "source.classifier.params.weights=V9"],
         "[source.classifier]: unknown weights 'V9'; known: DEFAULT, IMAGENET1K_V1",
     ),
+    (
+        ["--source-classifier", "torchvision:resnet18"],  # the bundled 4-class BigGAN with ImageNet's C_s
+        "generator 'biggan' has 4 classes but classifier 'torchvision:resnet18' has 1000",
+    ),
     (["--target", "cifar1"], "unknown dataset 'cifar1'"),
     (["--arch", "conv66"], "unknown model 'conv66'"),
     (["--arch", "torchvision:resnet5"], "[model]: unknown torchvision model 'resnet5'"),
@@ -194,6 +198,8 @@ def test_dry_run_reports_what_the_run_reports(cli, tmp_path, args, expected):
             "torchvision:resnet18",
             "--set",
             "source.classifier.params.weights=IMAGENET1K_V1",
+            "--set",
+            "source.generator.params.weights=biggan-deep-128",  # ImageNet's classes, as the classifier's
         ],
         ["transfer", "--arch", "torchvision:resnet18"],
         ["transfer", "--set", "target.classes=[9, 5]"],
@@ -227,6 +233,8 @@ print("torch" in sys.modules, file=sys.stderr)
             "transfer",
             "--source-classifier",
             "torchvision:resnet50",
+            "--set",
+            "source.generator.params.weights=biggan-deep-128",
             "--arch",
             "torchvision:resnet18",
             "--dry-run",

@@ -6,19 +6,26 @@ import pytest
 
 from ptl_cli import plugins
 from ptl_cli.errors import UserError
-from ptl_datasets.facts import of_spec
 
 
-@pytest.mark.parametrize("name", ["fashion-pack", "fashion-mnist"])
-@pytest.mark.parametrize("coarse", [False, True])
-def test_facts_match_the_loaded_data(name, coarse):
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("fashion-pack", {}),
+        ("fashion-pack", {"coarse": True}),
+        ("fashion-mnist", {}),
+        ("fashion-mnist", {"coarse": True}),
+        ("fashion-mnist", {"coarse": True, "clusters": 3}),
+    ],
+)
+def test_facts_match_the_loaded_data(name, params):
     spec = plugins.get("datasets", name)
     try:
-        data = spec.build(None, "test", False, params={"coarse": coarse})
+        data = spec.build(None, "test", False, params=params)
     except UserError as exc:  # Fashion-MNIST is not on every machine; the pack always is
         assert name != "fashion-pack", exc
         pytest.skip(str(exc))
-    facts = of_spec(spec, {"coarse": coarse})
+    facts = spec.facts(params)
     info = data.info
     assert (facts.num_classes, facts.channels, facts.image_size) == (
         info.num_classes,
@@ -31,5 +38,5 @@ def test_facts_match_the_loaded_data(name, coarse):
 def test_unknown_counts_stay_unknown():
     """Folders and sets whose classes torchvision derives from the labels are checked on load."""
     for name in ("imagefolder", "imagenet", "cub200", "svhn", "flowers102"):
-        assert of_spec(plugins.get("datasets", name)) is None
-    assert of_spec(plugins.get("datasets", "dtd"), {"image_size": 64}).image_size == 64
+        assert plugins.get("datasets", name).facts() is None
+    assert plugins.get("datasets", "dtd").facts({"image_size": 64}).image_size == 64

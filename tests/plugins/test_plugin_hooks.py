@@ -308,9 +308,21 @@ def nearest_mean(device):
     return NearestMean().to(device)
 
 
+def facts(name, params):
+    # known without building it: the pack's 10 classes (plans compare it with the generator's)
+    from types import SimpleNamespace
+
+    return SimpleNamespace(num_classes=10)
+
+
 @hookimpl
 def ptl_register_classifiers(register):
-    register("hook-nearest-mean", nearest_mean, description="nearest class mean")
+    register(
+        "hook-nearest-mean",
+        nearest_mean,
+        description="nearest class mean",
+        facts="ptl_hook_classifiers:facts",
+    )
 """
 
 
@@ -322,6 +334,15 @@ def test_ptl_register_classifiers(plugin_site):
     pack = plugins.get("datasets", "fashion-pack").build(None, "test", False)
     accuracy = (clf(pack.images.float() / 255).argmax(1) == pack.targets).float().mean().item()
     assert accuracy > 0.5
+
+
+def test_a_third_party_classifiers_facts_reach_the_plan(plugin_site, cli):
+    """``facts=`` is the same contract for a third party as for the built-ins: its class count
+    meets the bundled 4-class generator's in --dry-run, before anything is built."""
+    install_plugin(plugin_site, "ptl-hook-classifiers", "ptl_hook_classifiers", CLASSIFIERS)
+    assert plugins.get("classifiers", "hook-nearest-mean").facts().num_classes == 10
+    code, _, err = cli("transfer", "--source-classifier", "hook-nearest-mean", "--dry-run")
+    assert code == 2 and "generator 'biggan' has 4 classes but classifier 'hook-nearest-mean' has 10" in err
 
 
 LOGGERS = """
