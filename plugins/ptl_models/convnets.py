@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ptl_models.pooling import MaxPool2x2
+
 STAGES = {2: [64], 4: [64, 128], 6: [64, 128, 256], 8: [64, 128, 256, 512]}
 
 
@@ -33,7 +35,7 @@ class ConvNet(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Conv2d(out, out, 3, padding=1, bias=bias),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
+                MaxPool2x2(),  # nn.MaxPool2d(2) without its CPU kernel's data-dependent speed
             ]
             channels = out
             size //= 2
