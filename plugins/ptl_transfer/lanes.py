@@ -107,6 +107,17 @@ def describe(recipe: Any) -> str:
 
 
 # -- running ---------------------------------------------------------------------------------
+def plan_file(run_dir: Path) -> Path:
+    """Where a run keeps how its stages were dealt (``{"lanes": [...], "threads": n}``)."""
+    return run_dir / "lanes" / "plan.json"
+
+
+def saved_plan(run_dir: Path) -> dict[str, Any] | None:
+    """The lanes a run started with, or None for a run in one process."""
+    path = plan_file(run_dir)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def planned(ctx: Any) -> tuple[list[list[str]], int] | None:
     """The lanes and threads per lane of this run, or None to run in this process.
 
@@ -115,19 +126,16 @@ def planned(ctx: Any) -> tuple[list[list[str]], int] | None:
     """
     import torch
 
-    plan_file = ctx.run.path / "lanes" / "plan.json"
     if ctx.resuming:
-        if not plan_file.is_file():
-            return None
-        saved = json.loads(plan_file.read_text())
-        return saved["lanes"], int(saved["threads"])
+        saved = saved_plan(ctx.run.path)
+        return None if saved is None else (saved["lanes"], int(saved["threads"]))
     threads = torch.get_num_threads()
     count = lane_count(ctx.recipe, ctx.device.type, ctx.dist.enabled, threads)
     dealt = assign(ctx.recipe, count)
     if len(dealt) < 2:
         return None
     per_lane = max(1, threads // len(dealt))
-    atomic.write_json(plan_file, {"lanes": dealt, "threads": per_lane})
+    atomic.write_json(plan_file(ctx.run.path), {"lanes": dealt, "threads": per_lane})
     return dealt, per_lane
 
 

@@ -39,23 +39,22 @@ def _check_source_classes(s: Any) -> None:
     classes than C_s scores (caught here before the scratch stage trains; the built models are
     compared too)."""
     g, c = s.generator, s.classifier
-    gen = plugins.get("generators", g.name).validate_params(g.params, "[source.generator]")
-    cls = plugins.get("classifiers", c.name).validate_params(c.params, "[source.classifier]")
+    g_spec, c_spec = plugins.get("generators", g.name), plugins.get("classifiers", c.name)
+    gen = g_spec.validate_params(g.params, "[source.generator]")
+    cls = c_spec.validate_params(c.params, "[source.classifier]")
     if "classes" in gen and "classes" in cls and gen["classes"] != cls["classes"]:
         raise UserError(
             f"[source]: the generator's classes {_short(gen['classes'])} and the classifier's "
             f"{_short(cls['classes'])} differ; give [source.generator] and [source.classifier] the same "
             "`classes`"
         )
-    g_facts = plugins.get("generators", g.name).facts(g.params, "[source.generator]")
-    c_facts = plugins.get("classifiers", c.name).facts(c.params, "[source.classifier]")
+    g_facts = g_spec.facts(g.params, "[source.generator]")
+    c_facts = c_spec.facts(c.params, "[source.classifier]")
     if g_facts and c_facts and g_facts.num_classes != c_facts.num_classes:
-        # the words of ptl_transfer.sources, which compares the built models
-        raise UserError(
-            f"[source]: generator {g.name!r} has {g_facts.num_classes} classes but classifier "
-            f"{c.name!r} has {c_facts.num_classes}; G_s and C_s must share the source classes "
-            "(give both the same weights set)"
-        )
+        from ptl_transfer.sources import class_count_mismatch
+
+        error = class_count_mismatch(g.name, g_facts.num_classes, c.name, c_facts.num_classes)
+        raise UserError(f"{error} (give both the same weights set)")
 
 
 def _short(value: Any) -> str:

@@ -54,9 +54,14 @@ class Sources:
                 f"{i} differently ({gen.class_names[i]!r} vs {cls.class_names[i]!r}); give both the same "
                 "classes"
             )
-        if gen.num_classes == cls.num_classes:
-            return
-        raise UserError(
-            f"[source]: generator {s.generator.name!r} has {gen.num_classes} classes but classifier "
-            f"{s.classifier.name!r} has {cls.num_classes}; G_s and C_s must share the source classes"
-        )
+        if gen.num_classes != cls.num_classes:
+            raise class_count_mismatch(s.generator.name, gen.num_classes, s.classifier.name, cls.num_classes)
+
+
+def class_count_mismatch(generator: str, g_classes: int, classifier: str, c_classes: int) -> UserError:
+    """The error for G_s and C_s of different class counts (the plan's check, from the plugins'
+    facts, and the built models' check say it in the same words)."""
+    return UserError(
+        f"[source]: generator {generator!r} has {g_classes} classes but classifier {classifier!r} has "
+        f"{c_classes}; G_s and C_s must share the source classes"
+    )

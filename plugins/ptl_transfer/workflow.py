@@ -56,10 +56,9 @@ class TransferWorkflow:
 
 def _total_label(run: Any) -> str:
     """Say when the phases' seconds overlapped: stages side by side take less wall time than their sum."""
-    import json
+    from ptl_transfer.lanes import saved_plan
 
-    plan = run.path / "lanes" / "plan.json"
-    if not plan.is_file():
+    plan = saved_plan(run.path)
+    if plan is None:
         return "all phases"
-    count = len(json.loads(plan.read_text())["lanes"])
-    return f"all phases, summed ({count} processes side by side: less wall time)"
+    return f"all phases, summed ({len(plan['lanes'])} processes side by side: less wall time)"
