@@ -312,6 +312,7 @@ def resume_command(
     device: options.Device = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log_every_s: options.LogEvery = 30.0,
 ) -> None:
     """Continue an interrupted run from its newest good checkpoint (or a sweep's unfinished cells)."""
     from pathlib import Path
@@ -325,7 +326,7 @@ def resume_command(
         if code:
             raise SystemExit(code)
         return
-    resume(run, options.Common(device=device, json=as_json, quiet=quiet))
+    resume(run, options.Common(device=device, json=as_json, quiet=quiet, log_every_s=log_every_s))
 
 
 @app.command("export")

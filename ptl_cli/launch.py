@@ -209,7 +209,9 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
                 device=device,
                 precision=Precision(recipe.compute.precision, device),
                 console=out,
-                progress=Progress(out, enabled=not common.quiet and dist.is_main),
+                progress=Progress(
+                    out, enabled=not common.quiet and dist.is_main, log_every_s=common.log_every_s
+                ),
                 checkpoints=CheckpointStore(
                     run.checkpoint_dir, warn=lambda m: out.print(f"[yellow]warning:[/] {m}")
                 ),

@@ -2,10 +2,10 @@
 
 A run command takes them with :func:`with_common`: it declares its own flags and a keyword
 ``common: options.Common``, and the decorator adds ``--recipe``, ``--set``, ``--device``,
-``--seed``, ``--out``, ``--dry-run``, ``--json``, ``--quiet`` and ``--log`` after them, handing
-their values over as one :class:`Common` for :func:`ptl_cli.launch.launch`. A command that needs
-them otherwise (another ``--recipe``, another order) declares ``recipe: options.Recipe = None,
-...`` itself and builds the :class:`Common`.
+``--seed``, ``--out``, ``--dry-run``, ``--json``, ``--quiet``, ``--log-every-s`` and ``--log``
+after them, handing their values over as one :class:`Common` for :func:`ptl_cli.launch.launch`.
+A command that needs them otherwise (another ``--recipe``, another order) declares
+``recipe: options.Recipe = None, ...`` itself and builds the :class:`Common`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,17 @@ Out = Annotated[
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Resolve and print the plan; run nothing.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, log lines or chatter.")]
+LogEvery = Annotated[
+    float,
+    typer.Option(
+        "--log-every-s",
+        metavar="<seconds>",
+        min=0,
+        help="Off a terminal (a file, Slurm, nohup): a progress line this often, and at each "
+        "stage's start and end.",
+    ),
+]
 Log = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--log", metavar="<name[,name]>", help="Experiment loggers, e.g. tensorboard,mlflow,wandb."),
@@ -65,6 +75,7 @@ class Common:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    log_every_s: float = 30.0
     log: list[str] | None = None  # ``[compute] log``: the recipe's loggers when None
 
 
@@ -77,6 +88,7 @@ _SHARED = {
     "dry_run": DryRun,
     "json": Json,
     "quiet": Quiet,
+    "log_every_s": LogEvery,
     "log": Log,
 }  # each is a field of Common, whose default is the option's, in the order help lists them
 

@@ -158,6 +158,7 @@ def run_command(
     dry_run: options.DryRun = False,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    log_every_s: options.LogEvery = 30.0,
 ) -> None:
     """Run a recipe of any kind: its `kind` (prune, transfer, train-source, ...) picks the workflow."""
     from ptl_cli import recipes
@@ -177,6 +178,7 @@ def run_command(
         dry_run=dry_run,
         json=as_json,
         quiet=quiet,
+        log_every_s=log_every_s,
         log=options.log_names(log),
     )
     launch(kind, common, recipe, {})

@@ -67,6 +67,7 @@ def run(ctx: Any) -> dict[str, Any]:
         return lanes.run(ctx, *side_by_side)
     job = Job(ctx)
     current, state = resume(job)
+    ctx.progress.plan({p.name: p.steps for p in stages.phases(ctx.recipe) if p.name not in job.done})
     for phase in stages.phases(ctx.recipe):
         if phase.name in job.done:
             continue
@@ -156,7 +157,8 @@ def build_pool(job: Job, phase: Phase, state: Any) -> dict[str, Any]:
     ctx.say(
         f"{phase.name}: {pool.count} samples in {pool.path} ({missing} of {pool.num_shards} shards to make)"
     )
-    with ctx.progress.task(phase.name, total=pool.num_shards, completed=pool.num_shards - missing) as advance:
+    done = pool.num_shards - missing
+    with ctx.progress.task(phase.name, total=pool.num_shards, completed=done, unit="shard") as advance:
         finished, by_rank = make_shards(pool, maker, ctx.dist, ctx.should_stop, advance)
     if not finished:
         checkpoint(job, phase, 0, None)

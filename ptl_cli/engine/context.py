@@ -58,6 +58,7 @@ class RunContext:
             clean[key] = value
         clean.setdefault("time", round(time.time() - self.started, 3))
         self.run.log(clean)
+        self.progress.record(clean)  # the bar or log line shows its loss, lr, accuracy
         if self.loggers is not None:
             self.loggers.log(clean)
 
