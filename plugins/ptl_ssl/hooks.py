@@ -2,7 +2,8 @@
 
 Factories are ``"module:Class"`` strings so that listing them never imports torch; each class is
 called as ``Class(num_classes, **params)`` with the parameters validated against its schema
-(FlexMatch also takes ``num_unlabeled``, which ptl passes to factories that accept it).
+(FlexMatch also takes ``num_unlabeled``, which ptl passes to factories that accept it). Each
+description names the paper first, so that ``ptl list ssl`` says where an algorithm comes from.
 """
 
 from __future__ import annotations
@@ -11,49 +12,62 @@ from typing import Any
 
 from ptl_cli import hookimpl
 
+#: name -> (module:Class, description with its paper, parameter schema in ``ptl_ssl.params``).
+ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
+    "fixmatch": (
+        "ptl_ssl.fixmatch:FixMatch",
+        "FixMatch (Sohn et al., NeurIPS 2020): confident weak-view pseudo labels supervise the strong view",
+        "FixMatchParams",
+    ),
+    "flexmatch": (
+        "ptl_ssl.flexmatch:FlexMatch",
+        "FlexMatch (Zhang et al., NeurIPS 2021): FixMatch with class-wise thresholds from "
+        "per-sample pseudo labels",
+        "FlexMatchParams",
+    ),
+    "freematch": (
+        "ptl_ssl.freematch:FreeMatch",
+        "FreeMatch (Wang et al., ICLR 2023): self-adaptive global and class-wise thresholds, fairness loss",
+        "FreeMatchParams",
+    ),
+    "uda": (
+        "ptl_ssl.uda:UDA",
+        "UDA (Xie et al., NeurIPS 2020): sharpened weak-view predictions as soft targets for the strong view",
+        "UDAParams",
+    ),
+    "meanteacher": (
+        "ptl_ssl.meanteacher:MeanTeacher",
+        "Mean Teacher (Tarvainen & Valpola, NeurIPS 2017): MSE between the student and an EMA "
+        "teacher on two weak views",
+        "MeanTeacherParams",
+    ),
+    "pseudolabel": (
+        "ptl_ssl.pseudolabel:PseudoLabel",
+        "Pseudo-Label (Lee, ICML workshop 2013): confident hard predictions as targets on the same view",
+        "PseudoLabelParams",
+    ),
+    "softmatch": (
+        "ptl_ssl.softmatch:SoftMatch",
+        "SoftMatch (Chen et al., ICLR 2023): pseudo labels weighed by a truncated Gaussian of "
+        "their aligned confidence",
+        "SoftMatchParams",
+    ),
+    "supervised": (
+        "ptl_ssl.supervised:Supervised",
+        "Supervised baseline: labeled cross-entropy only (the scratch baseline)",
+        None,
+    ),
+}
+
 
 @hookimpl
 def ptl_register_ssl_algorithms(register: Any) -> None:
     from ptl_ssl import params  # pydantic: paid when algorithms are listed or built, not by --help
 
-    register(
-        "fixmatch",
-        "ptl_ssl.fixmatch:FixMatch",
-        description="FixMatch: confident weak-view pseudo labels supervise the strong view",
-        params=params.FixMatchParams,
-    )
-    register(
-        "flexmatch",
-        "ptl_ssl.flexmatch:FlexMatch",
-        description="FlexMatch: FixMatch with class-wise thresholds from per-sample pseudo labels",
-        params=params.FlexMatchParams,
-    )
-    register(
-        "freematch",
-        "ptl_ssl.freematch:FreeMatch",
-        description="FreeMatch: self-adaptive global and class-wise thresholds, fairness loss",
-        params=params.FreeMatchParams,
-    )
-    register(
-        "uda",
-        "ptl_ssl.uda:UDA",
-        description="UDA: sharpened weak-view predictions as soft targets for the strong view",
-        params=params.UDAParams,
-    )
-    register(
-        "meanteacher",
-        "ptl_ssl.meanteacher:MeanTeacher",
-        description="Mean Teacher: MSE between the student and an EMA teacher on two weak views",
-        params=params.MeanTeacherParams,
-    )
-    register(
-        "pseudolabel",
-        "ptl_ssl.pseudolabel:PseudoLabel",
-        description="Pseudo-Label: confident hard predictions as targets on the same view",
-        params=params.PseudoLabelParams,
-    )
-    register(
-        "supervised",
-        "ptl_ssl.supervised:Supervised",
-        description="Supervised baseline: labeled cross-entropy only (the scratch baseline)",
-    )
+    for name, (factory, description, schema) in ALGORITHMS.items():
+        register(
+            name,
+            factory,
+            description=description,
+            params=getattr(params, schema) if schema else None,
+        )

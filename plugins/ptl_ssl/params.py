@@ -75,3 +75,24 @@ class FreeMatchParams(Params):
         False, description="track the 0.8 quantile of the confidence instead of its mean"
     )
     clip_thresh: bool = Field(False, description="clip the global threshold to at most 0.95")
+
+
+# The algorithms below follow USB's arguments (semilearn 0.3.2) for their defaults.
+EmaDecay = Annotated[
+    float, Field(ge=0.0, le=1.0, description="EMA decay in [0, 1] of the running statistics")
+]
+HardLabel = Annotated[bool, Field(description="hard pseudo labels (argmax) instead of soft targets")]
+Temperature = Annotated[float, Field(gt=0.0, description="temperature (> 0) of the soft targets")]
+
+
+class SoftMatchParams(Params):
+    lambda_u: UnlabeledWeight = 1.0
+    ema_decay: EmaDecay = 0.999
+    n_sigma: float = Field(
+        2.0, gt=0.0, description="width (> 0) of the Gaussian weight, in standard deviations"
+    )
+    dist_uniform: bool = Field(
+        True, description="align towards the uniform prior (false: towards the labeled predictions)"
+    )
+    hard_label: HardLabel = True
+    temperature: Temperature = 0.5

@@ -13,7 +13,16 @@ from ptl_cli.contracts import SSLAlgorithm, optional_arguments
 from ptl_cli.data.views import VIEW_NAMES, make_views
 from ptl_cli.errors import UserError
 
-NAMES = ("fixmatch", "flexmatch", "freematch", "meanteacher", "pseudolabel", "supervised", "uda")
+NAMES = (
+    "fixmatch",
+    "flexmatch",
+    "freematch",
+    "meanteacher",
+    "pseudolabel",
+    "softmatch",
+    "supervised",
+    "uda",
+)
 LOG_KEYS = {
     "fixmatch": {"loss_x", "loss_u", "mask_ratio"},
     "flexmatch": {"loss_x", "loss_u", "mask_ratio"},
@@ -21,6 +30,7 @@ LOG_KEYS = {
     "uda": {"loss_x", "loss_u", "mask_ratio"},
     "meanteacher": {"loss_x", "loss_u", "weight_u"},
     "pseudolabel": {"loss_x", "loss_u", "mask_ratio", "weight_u"},
+    "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
 }
 

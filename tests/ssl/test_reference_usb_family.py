@@ -1,0 +1,270 @@
+"""ptl's SoftMatch, AdaMatch, Dash, DeFixMatch and Pi-Model against USB's own training steps
+(semilearn 0.3.2), step after step.
+
+As in ``test_reference_flexmatch_freematch.py``: USB's algorithm files and hooks run as
+installed over a stand-in base class. Both sides get the same fixed logits (through a real
+identity linear layer) for several steps: each sample of a small unlabeled set comes back
+every epoch with its own confidence scale, so running statistics move and revisited samples
+are weighed differently. Losses, logs, gradients and the state after every step must agree; a
+run resumed from a ``weights_only`` checkpoint of the state must equal an uninterrupted one;
+and each comparison is shown to fail when one of ptl's parameters is perturbed.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import types
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from ptl_ssl.softmatch import SoftMatch
+
+K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
+
+
+@pytest.fixture(scope="module")
+def usb(reference) -> types.SimpleNamespace:
+    """USB's algorithms over a stand-in base class, with their real hooks."""
+    load = reference.load_file
+    # Bn_Controller (Pi-Model's frozen BatchNorm) lives beside imports of a YAML library and
+    # tensorboard that it does not use
+    stubs = {"ruamel": {}, "ruamel.yaml": {}, "torch.utils.tensorboard": {"SummaryWriter": object}}
+    misc = load("semilearn", "core/utils/misc.py", stubs)
+
+    def extra_init(self, args) -> None:
+        self.distributed, self.world_size = False, 1
+        self.it = 0
+        self.num_train_iter = getattr(args, "num_train_iter", STEPS)
+        self.bn_controller = misc.Bn_Controller()
+
+    stand_in = reference.usb_algorithm_stand_in(
+        ("MaskingHook", "PseudoLabelingHook", "FixedThresholdingHook"), extra_init
+    )
+    dist_align = load("semilearn", "algorithms/hooks/dist_align.py", stand_in.needs)
+    hooks = {
+        **stand_in.provides["semilearn.algorithms.hooks"],
+        "DistAlignEMAHook": dist_align.DistAlignEMAHook,
+        "DistAlignQueueHook": dist_align.DistAlignQueueHook,
+    }
+    provides = {**stand_in.provides, "semilearn.algorithms.hooks": hooks}
+    with_hooks = {**stand_in.needs, "semilearn.algorithms.hooks": hooks}
+    classes = {}
+    for name, cls in (
+        ("softmatch", "SoftMatch"),
+        ("adamatch", "AdaMatch"),
+        ("dash", "Dash"),
+        ("defixmatch", "DeFixMatch"),
+        ("pimodel", "PiModel"),
+    ):
+        extra = {}
+        if name in ("softmatch", "adamatch", "dash"):
+            extra[f"semilearn.algorithms.{name}.utils"] = load(
+                "semilearn", f"algorithms/{name}/utils.py", with_hooks
+            )
+        if name == "dash":  # its warm-up (not train_step) uses USB's EMA helper
+            registry = provides["semilearn.core.utils"]["ALGORITHMS"]
+            extra["semilearn.core.utils"] = {"ALGORITHMS": registry, "EMA": object}
+            extra["semilearn.datasets"] = {"DistributedSampler": object}
+        module = load("semilearn", f"algorithms/{name}/{name}.py", {**provides, **extra})
+        classes[name] = getattr(module, cls)
+    return types.SimpleNamespace(**classes)
+
+
+class _Outputs(nn.Module):
+    """USB's networks return ``{"logits", "feat"}``; this wraps a ptl-style model that way."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.inner(x), "feat": x.flatten(1)}
+
+
+def _images(rows: torch.Tensor) -> torch.Tensor:
+    return rows.reshape(rows.shape[0], -1, 1, 1).clone()
+
+
+def _steps(seed: int = 0, steps: int = STEPS) -> list[dict[str, torch.Tensor]]:
+    """Batches of fixed logits (as images): two steps per epoch over the unlabeled set, each
+    sample with its own confidence scale and a class it leans to."""
+    gen = torch.Generator().manual_seed(seed)
+    lean = torch.randint(0, K, (N_UNLABELED,), generator=gen)
+    scale = torch.rand(N_UNLABELED, generator=gen) * 4 + 0.5
+    out = []
+    for step in range(steps):
+        epoch, half = divmod(step, 2)
+        perm = torch.randperm(N_UNLABELED, generator=torch.Generator().manual_seed(100 + epoch))
+        index = perm[half * BATCH_U : (half + 1) * BATCH_U]
+        weak = torch.randn(BATCH_U, K, generator=gen) + 1.5 * torch.nn.functional.one_hot(lean[index], K)
+        out.append(
+            {
+                "x": _images(torch.randn(N_LABELED, K, generator=gen) * 2),
+                "x_s": _images(torch.randn(N_LABELED, K, generator=gen) * 2),
+                "y": torch.randint(0, K, (N_LABELED,), generator=gen),
+                "weak": _images(weak * scale[index, None]),
+                "strong": _images(torch.randn(BATCH_U, K, generator=gen) * 2),
+            }
+        )
+    return out
+
+
+def _usb_algorithm(usb_cls, model: nn.Module, **args):
+    namespace = types.SimpleNamespace(
+        model=_Outputs(model), num_classes=K, ulb_loss_ratio=args.pop("lambda_u", 1.0), **args
+    )
+    return usb_cls(namespace, None)
+
+
+def _grads(model: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def _usb_step(algorithm, batch: dict, step: int, labeled_strong: bool = False):
+    algorithm.it = step
+    extra = {"x_lb_s": batch["x_s"]} if labeled_strong else {}
+    out, log = algorithm.train_step(
+        x_lb=batch["x"], y_lb=batch["y"], x_ulb_w=batch["weak"], x_ulb_s=batch["strong"], **extra
+    )
+    return out, log, _grads(algorithm.model.inner, out["loss"])
+
+
+def _ptl_step(algorithm, model: nn.Module, batch: dict, step: int):
+    labeled = {"weak": batch["x"], "strong": batch["x_s"]}
+    labeled = {k: labeled[k] for k in algorithm.labeled_views}
+    unlabeled = {"weak": batch["weak"], "strong": batch["strong"]}
+    if algorithm.unlabeled_views == ("weak", "weak"):
+        unlabeled = {"weak": batch["weak"], "weak:1": batch["strong"]}
+    loss, logs = algorithm.loss(model, labeled, batch["y"], unlabeled, step, STEPS)
+    return loss, logs, _grads(model, loss)
+
+
+def _same(a, b) -> None:
+    torch.testing.assert_close(torch.as_tensor(a).float(), torch.as_tensor(b).float(), rtol=1e-5, atol=1e-6)
+
+
+#: ptl log key -> USB log key, for the logs both sides have.
+LOG_KEYS = {"loss_x": "sup_loss", "loss_u": "unsup_loss", "mask_ratio": "util_ratio"}
+
+
+def compare(
+    model_cls: type,
+    usb_cls,
+    usb_args: dict,
+    ours,
+    state: Callable[[object, object], list[tuple[object, object]]],
+    *,
+    seed: int = 0,
+    steps: int = STEPS,
+    labeled_strong: bool = False,
+    log_keys: dict[str, str] = LOG_KEYS,
+    before_usb_step: Callable[[object, object, int], None] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Run ptl's ``ours`` and USB's ``usb_cls(**usb_args)`` over ``steps`` batches; assert each
+    step's loss, logs, gradients and the state pairs ``state(ours, theirs)`` agree. Returns
+    ptl's logs of every step. ``before_usb_step(ours, theirs, step)`` may hand USB what its
+    training loop (not its ``train_step``) would have set."""
+    model = model_cls(K)
+    theirs = _usb_algorithm(usb_cls, copy.deepcopy(model), **usb_args)
+    history = []
+    for step, batch in enumerate(_steps(seed, steps)):
+        loss, logs, grads = _ptl_step(ours, model, batch, step)
+        if before_usb_step is not None:
+            before_usb_step(ours, theirs, step)
+        out, log, their_grads = _usb_step(theirs, batch, step, labeled_strong)
+        _same(loss, out["loss"])
+        for key, their_key in log_keys.items():
+            _same(logs[key], log[their_key])
+        for a, b in zip(grads, their_grads, strict=True):
+            _same(a, b)
+        for a, b in state(ours, theirs):
+            _same(a, b)
+        history.append(logs)
+    return history
+
+
+def resumes_exactly(model_cls: type, make: Callable[[], object], *, seed: int = 0, at: int = 3) -> None:
+    """A run whose algorithm is rebuilt at step ``at`` from a ``weights_only`` checkpoint of its
+    ``state_dict`` gives the same losses and final state as an uninterrupted one."""
+    batches = _steps(seed)
+    model = model_cls(K)
+    straight = make()
+    losses = [_ptl_step(straight, model, b, i)[0] for i, b in enumerate(batches)]
+    first = make()
+    for i, b in enumerate(batches[:at]):
+        _ptl_step(first, model, b, i)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = make()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    later = [_ptl_step(resumed, model, b, at + i)[0] for i, b in enumerate(batches[at:])]
+    for a, b in zip(losses[at:], later, strict=True):
+        assert torch.equal(a, b)
+    final, again = straight.state_dict(), resumed.state_dict()
+    assert final.keys() == again.keys()
+    for key in final:
+        assert torch.equal(torch.as_tensor(final[key]), torch.as_tensor(again[key])), key
+
+
+def _softmatch_state(ours, theirs) -> list[tuple[object, object]]:
+    align, weigh = theirs.hooks_dict["DistAlignHook"], theirs.hooks_dict["MaskingHook"]
+    return [
+        (ours.p_model, align.p_model),
+        (ours.p_target, align.p_target),
+        (ours.mu, weigh.prob_max_mu_t),
+        (ours.var, weigh.prob_max_var_t),
+    ]
+
+
+SOFTMATCH_CASES = [
+    ({}, {}),
+    (
+        {"ema_decay": 0.6, "n_sigma": 3.0, "dist_uniform": False, "lambda_u": 2.0},
+        {"ema_p": 0.6, "n_sigma": 3, "dist_uniform": False, "lambda_u": 2.0},
+    ),
+    (
+        {"ema_decay": 0.6, "hard_label": False, "temperature": 0.7},
+        {"ema_p": 0.6, "hard_label": False, "T": 0.7},
+    ),
+]
+
+
+def _softmatch_usb_args(args: dict) -> dict:
+    base = {"T": 0.5, "hard_label": True, "dist_align": True, "dist_uniform": True, "ema_p": 0.999}
+    return {**base, "n_sigma": 2, "per_class": False, **args}
+
+
+@pytest.mark.parametrize(("params", "usb_args"), SOFTMATCH_CASES)
+def test_softmatch_equals_usb_over_steps(usb, logits_model, params, usb_args):
+    """Eight steps: the aligned priors, the Gaussian's mean and variance, the weights, losses and
+    gradients equal USB's after every step."""
+    ours = SoftMatch(K, **params)
+    logs = compare(logits_model, usb.softmatch, _softmatch_usb_args(usb_args), ours, _softmatch_state)
+    if ours.ema_decay < 0.9:  # at 0.999 the mean stays near 1/K and every weight near 1
+        ratios = [float(log["mask_ratio"]) for log in logs]
+        assert len(set(ratios)) > STEPS // 2 and 0 < min(ratios) < 0.9
+
+
+def test_softmatch_resumes_exactly(logits_model):
+    resumes_exactly(logits_model, lambda: SoftMatch(K, ema_decay=0.6, dist_uniform=False))
+
+
+@pytest.mark.parametrize("perturbed", [{"ema_decay": 0.61}, {"n_sigma": 2.1}, {"dist_uniform": True}])
+def test_softmatch_comparison_can_fail(usb, logits_model, perturbed):
+    """The comparison notices a small change of any one parameter."""
+    params, usb_args = SOFTMATCH_CASES[1]
+    with pytest.raises(AssertionError):
+        compare(
+            logits_model,
+            usb.softmatch,
+            _softmatch_usb_args(usb_args),
+            SoftMatch(K, **{**params, **perturbed}),
+            _softmatch_state,
+        )
