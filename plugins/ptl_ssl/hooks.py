@@ -52,6 +52,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "their aligned confidence",
         "SoftMatchParams",
     ),
+    "adamatch": (
+        "ptl_ssl.adamatch:AdaMatch",
+        "AdaMatch (Berthelot et al., ICLR 2022): distribution alignment and a threshold relative to "
+        "the labeled confidence",
+        "AdaMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

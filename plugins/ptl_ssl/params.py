@@ -96,3 +96,12 @@ class SoftMatchParams(Params):
     )
     hard_label: HardLabel = True
     temperature: Temperature = 0.5
+
+
+class AdaMatchParams(Params):
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="tau in [0, 1], times the mean labeled confidence: the threshold"
+    )
+    lambda_u: UnlabeledWeight = 1.0
+    ema_decay: EmaDecay = 0.999
+    hard_label: HardLabel = True

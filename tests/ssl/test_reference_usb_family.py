@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+from ptl_ssl.adamatch import AdaMatch
 from ptl_ssl.softmatch import SoftMatch
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
@@ -267,4 +268,52 @@ def test_softmatch_comparison_can_fail(usb, logits_model, perturbed):
             _softmatch_usb_args(usb_args),
             SoftMatch(K, **{**params, **perturbed}),
             _softmatch_state,
+        )
+
+
+def _adamatch_state(ours, theirs) -> list[tuple[object, object]]:
+    align = theirs.hooks_dict["DistAlignHook"]
+    return [(ours.p_model, align.p_model), (ours.p_target, align.p_target)]
+
+
+ADAMATCH_CASES = [
+    ({}, {}),
+    (
+        {"ema_decay": 0.6, "threshold": 0.8, "lambda_u": 2.0},
+        {"ema_p": 0.6, "p_cutoff": 0.8, "lambda_u": 2.0},
+    ),
+    (
+        {"ema_decay": 0.6, "threshold": 0.7, "hard_label": False},
+        {"ema_p": 0.6, "p_cutoff": 0.7, "hard_label": False},
+    ),
+]
+
+
+def _adamatch_usb_args(args: dict) -> dict:
+    return {"T": 0.5, "hard_label": True, "ema_p": 0.999, "p_cutoff": 0.95, **args}
+
+
+@pytest.mark.parametrize(("params", "usb_args"), ADAMATCH_CASES)
+def test_adamatch_equals_usb_over_steps(usb, logits_model, params, usb_args):
+    """Eight steps: both running priors, the relative thresholds, masks, losses and gradients."""
+    ours = AdaMatch(K, **params)
+    logs = compare(logits_model, usb.adamatch, _adamatch_usb_args(usb_args), ours, _adamatch_state)
+    ratios = [float(log["mask_ratio"]) for log in logs]
+    assert len(set(ratios)) > 2 and any(0 < r < 1 for r in ratios)
+
+
+def test_adamatch_resumes_exactly(logits_model):
+    resumes_exactly(logits_model, lambda: AdaMatch(K, ema_decay=0.6, threshold=0.7))
+
+
+@pytest.mark.parametrize("perturbed", [{"ema_decay": 0.61}, {"threshold": 0.81}])
+def test_adamatch_comparison_can_fail(usb, logits_model, perturbed):
+    params, usb_args = ADAMATCH_CASES[1]
+    with pytest.raises(AssertionError):
+        compare(
+            logits_model,
+            usb.adamatch,
+            _adamatch_usb_args(usb_args),
+            AdaMatch(K, **{**params, **perturbed}),
+            _adamatch_state,
         )

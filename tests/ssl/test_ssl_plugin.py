@@ -14,6 +14,7 @@ from ptl_cli.data.views import VIEW_NAMES, make_views
 from ptl_cli.errors import UserError
 
 NAMES = (
+    "adamatch",
     "fixmatch",
     "flexmatch",
     "freematch",
@@ -30,6 +31,7 @@ LOG_KEYS = {
     "uda": {"loss_x", "loss_u", "mask_ratio"},
     "meanteacher": {"loss_x", "loss_u", "weight_u"},
     "pseudolabel": {"loss_x", "loss_u", "mask_ratio", "weight_u"},
+    "adamatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
 }
