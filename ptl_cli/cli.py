@@ -278,7 +278,7 @@ def _summary_or_unreadable(run_summary, run) -> dict:
     try:
         return run_summary(run)
     except UserError as exc:
-        return {"path": str(run.path), "kind": "?", "status": "unreadable", "error": str(exc), "metrics": {}}
+        return {"path": str(run.path), "kind": "?", "status": "broken", "error": str(exc), "metrics": {}}
 
 
 @runs_app.command("show")
@@ -337,15 +337,28 @@ def export_command(
     ] = "pt",
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Output file.")] = None,  # noqa: UP045
     verify: Annotated[bool, typer.Option("--verify", help="Rebuild from the export and compare.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing -o file (never a run's own files).")
+    ] = False,
 ) -> None:
     """Write a finished run's model in a standalone format."""
+    from pathlib import Path
+
+    from ptl_cli import outputs
     from ptl_cli.launch import load_workflow
     from ptl_cli.runs import Run
 
     r = Run.open(run)
-    workflow = load_workflow(r.kind)
+    kind = r.kind
+    if out:  # checked before the run is read: nothing is computed for a path that cannot be written
+        if fmt == "dir":
+            outputs.check_run_dir(Path(out), "-o")
+        else:
+            outputs.check_new_file(Path(out), "-o", force=force)
+    r.claim()  # no export while another process writes the run (a resume), and one at a time
+    workflow = load_workflow(kind)
     if not hasattr(workflow, "export"):
-        raise UserError(f"runs of kind {r.kind!r} have nothing to export")
+        raise UserError(f"runs of kind {kind!r} have nothing to export")
     for line in workflow.export(r, fmt, out, verify):
         typer.echo(line)
 

@@ -57,6 +57,7 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
     # the plan's checks run before a real run too: --dry-run reports what the run would
     # report before it trains, in the same words, and bad input leaves no run directory
     rows = list(workflow.plan(resolved.model))
+    check_outputs(common)
     if common.dry_run:
         if distributed_info().is_main:
             print_plan(rows, resolved, common)
@@ -70,6 +71,16 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
         if dist.is_main:
             discard_unstarted(Run(path), keep_folder=out_existed)
         raise
+
+
+def check_outputs(common: Common) -> None:
+    """Where the run will write: ``--out`` new or an empty folder; the cache and runs folders
+    folders. Refused before anything is computed, and by ``--dry-run`` in the same words."""
+    from ptl_cli import outputs
+
+    outputs.check_cache_dir()
+    if common.out:
+        outputs.check_run_dir(Path(common.out), "--out")
 
 
 def check_compute(compute: Any) -> None:
@@ -112,6 +123,7 @@ def discard_unstarted(run: Run, keep_folder: bool) -> None:
 
     if run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir()):
         return
+    run.release()
     shutil.rmtree(run.path, ignore_errors=True)
     if keep_folder:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -164,15 +176,58 @@ def create_on_main(dist, create) -> str:
 def resume(ref: str, common: Common) -> None:
     """Continue an interrupted (or failed) run from its newest good checkpoint."""
     run = Run.open(ref)
+    run.claim()  # before reading anything: a second `ptl resume` stops here, in one line
     info = run.info()
     if info["status"] == "completed":
         raise UserError(f"run {run.path} already completed; nothing to resume")
     spec = workflow_spec(info["kind"])
     data = run.recipe_data()
+    check_recipe_unchanged(run, info, data)
     if common.device:
         data.setdefault("compute", {})["device"] = common.device
     resolved = recipes.validate(data, spec.params, f"{run.path}/recipe.toml")
     execute(load_workflow(info["kind"]), run, resolved.model, common, resuming=True)
+
+
+def check_recipe_unchanged(run: Run, info: dict[str, Any], data: dict[str, Any]) -> None:
+    """Refuse to resume a run whose ``recipe.toml`` differs from the one it started with.
+
+    The checkpoints were made by the recipe the run started with; continuing them under another
+    (a wider model, another learning rate) fails deep inside, or worse, silently mixes two
+    recipes in one result. Runs made before the hash was recorded are not checked.
+    """
+    from ptl_cli.runs import recipe_digest
+
+    recorded = info.get("recipe_sha256")
+    if not isinstance(recorded, str):
+        return
+    text = (run.path / "recipe.toml").read_bytes().decode("utf-8", errors="replace")
+    if recipe_digest(text) == recorded:
+        return
+    started = info.get("recipe_started")
+    changes = recipe_changes(started, data) if isinstance(started, dict) else []
+    said = "; ".join(changes[:4]) + (f" (+{len(changes) - 4} more)" if len(changes) > 4 else "")
+    raise UserError(
+        f"{run.path}/recipe.toml changed since the run started ({said or 'its text differs'}); restore "
+        "it to continue this run, or start a new run with the new recipe"
+    )
+
+
+def recipe_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``["model.width: 1.0 -> 2.0", ...]``: the keys whose values differ between two recipes."""
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            elif value is not None:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a, b = flat(before), flat(after)
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]  # fmt: skip
 
 
 def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool) -> None:

@@ -7,10 +7,13 @@ Layout::
     RUN/metrics.jsonl     one JSON object per logged step
     RUN/checkpoints/      step-XXXXXXXXX.pt (the newest two are kept)
     RUN/report.md         results table; RUN/curves.png training curves
+    RUN/.lock             flocked by the one process writing the run (see :meth:`Run.claim`)
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import time
@@ -21,6 +24,10 @@ from ptl_cli import atomic
 from ptl_cli.errors import UserError
 
 STATUSES = ("running", "completed", "failed", "interrupted")
+LOCK_FILE = ".lock"
+#: The runs this process writes: resolved path -> the open lock file whose flock it holds. The
+#: descriptors stay open until the process ends, which is what keeps the lock.
+_HELD: dict[str, int] = {}
 
 
 def runs_root() -> Path:
@@ -33,33 +40,49 @@ class Run:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._seen_ids: set[Any] | None = None  # identities of the logged records (see log)
+        self._seen_stamp: tuple[int, int] | None = None
 
     # -- creation and lookup -----------------------------------------------------------------
     @classmethod
     def create(cls, kind: str, name: str, recipe: dict[str, Any], out: str | None = None) -> Run:
-        """A new run in ``out`` (new or empty), or in a fresh time-stamped folder of the runs root."""
+        """A new run in ``out`` (new or empty), or in a fresh time-stamped folder of the runs root.
+
+        The folder is claimed before anything is written into it: its lock file is created with
+        ``O_EXCL`` and locked (:meth:`claim`), so of two commands given the same ``--out`` at once
+        exactly one gets it and the other stops in one line, touching nothing.
+        """
+        from ptl_cli import outputs
+
         if out:
             path = Path(out)
-            if (path / "run.json").exists():
-                raise UserError(
-                    f"{path} already holds a run; choose another --out, or continue it with "
-                    f"`ptl resume {path}`"
-                )
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                # never mix a run's files into a folder of other things (or overwrite a file)
-                raise UserError(f"--out {path} exists and is not an empty directory; choose a new path")
+            outputs.check_run_dir(path, "--out")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"--out {path}: cannot create it: {exc.strerror}") from None
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = runs_root() / f"{stamp}-{name or kind}"
+            root = runs_root()
+            outputs.check_run_dir(root / "x", "the runs directory ($PTL_RUNS_DIR)")
             suffix = 1
-            while path.exists():
-                suffix += 1
-                path = runs_root() / f"{stamp}-{name or kind}-{suffix}"
-        path.mkdir(parents=True, exist_ok=True)
+            while True:
+                base = f"{stamp}-{name or kind}"
+                path = root / (base if suffix == 1 else f"{base}-{suffix}")
+                try:
+                    root.mkdir(parents=True, exist_ok=True)
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    suffix += 1
+                except OSError as exc:
+                    raise UserError(f"cannot create a run under {root}: {exc.strerror}") from None
         run = cls(path)
+        run.claim(new=True)
         from ptl_cli import __version__, recipes
 
-        atomic.write_text(path / "recipe.toml", recipes.dumps(recipe))
+        text = recipes.dumps(recipe)
+        atomic.write_text(path / "recipe.toml", text)
         now = time.time()
         run.write_info(
             {
@@ -72,10 +95,60 @@ class Run:
                 "ptl_version": __version__,
                 "metrics": {},
                 "error": "",
+                "recipe_sha256": recipe_digest(text),
+                "recipe_started": recipe,
                 **_owner(),
             }
         )
         return run
+
+    # -- one writer per run --------------------------------------------------------------------
+    def claim(self, new: bool = False) -> None:
+        """Make this process the run's only writer until it ends; a second one gets a UserError.
+
+        An exclusive ``flock`` on ``RUN/.lock``, held for the life of the process: the kernel
+        drops it when the process ends however it ends (SIGKILL and power loss included), so no
+        stale lock is ever left. ``new`` claims a folder for a new run: the lock file must not
+        exist yet (``O_EXCL``), which is what makes creating a run atomic. Claiming again in the
+        same process is a no-op (a test, or an export after a run in one notebook).
+        """
+        lock = self.path / LOCK_FILE
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        if held is not None:
+            try:
+                if os.fstat(held).st_ino == os.stat(lock).st_ino:
+                    return
+            except OSError:
+                pass
+            _release(key)  # the folder was removed and made again: claim the new one
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if new else 0)
+        try:
+            fd = os.open(lock, flags, 0o666)
+        except FileExistsError:
+            raise UserError(
+                f"{self.path} already holds a run (or another ptl process is starting one there); "
+                "choose another --out"
+            ) from None
+        except OSError as exc:
+            raise UserError(f"run {self.path}: cannot open its lock file {lock}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise UserError(
+                f"run {self.path} is being written by {who} (a ptl command); wait for it to end, "
+                "or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = fd
+
+    def release(self) -> None:
+        """Give up the claim (a run discarded before it started)."""
+        _release(str(self.path.resolve()))
 
     @classmethod
     def open(cls, ref: str | os.PathLike[str]) -> Run:
@@ -107,10 +180,22 @@ class Run:
 
     # -- state -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        """``run.json``, checked to be a run's record: a broken one is a UserError naming it."""
+        where = self.path / "run.json"
         try:
-            return json.loads((self.path / "run.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.path}/run.json cannot be read: {exc}") from None
+            data = json.loads(where.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, or not UTF-8
+            raise UserError(f"{where} cannot be read: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{where} is broken: a JSON {type(data).__name__}, not a run record")
+        for key in ("kind", "status"):
+            if not isinstance(data.get(key), str):
+                raise UserError(f"{where} is broken: no `{key}` (a run records its kind and status)")
+        if not isinstance(data.get("metrics", {}), dict):
+            raise UserError(f"{where} is broken: `metrics` is not an object")
+        if data["status"] not in STATUSES:
+            raise UserError(f"{where} is broken: unknown status {data['status']!r}")
+        return data
 
     def write_info(self, info: dict[str, Any]) -> None:
         atomic.write_json(self.path / "run.json", info)
@@ -180,21 +265,57 @@ class Run:
         return self.path / "metrics.jsonl"
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one metrics record (a line of JSON)."""
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
+        """Add one metrics record (a line of JSON); idempotent per (stage, step, what it holds).
+
+        A record logged again (a run resumed after it crashed between logging a record and
+        saving the checkpoint that covers it) replaces the first one instead of following it, so
+        a resumed run's record equals an uninterrupted run's whatever point it failed at.
+        """
+        ident = record_identity(record)
+        seen = self._seen()
+        if ident is not None and ident in seen:
+            rows, replaced = [], False
+            for row in self.metrics():
+                if not replaced and record_identity(row) == ident:
+                    row, replaced = record, True
+                rows.append(row)
+            self.replace_metrics(rows if replaced else [*rows, record])
+            return
+        atomic.append_text(self.metrics_path, json.dumps(record, default=float) + "\n")
+        if ident is not None:
+            seen.add(ident)
+        self._seen_stamp = _stamp(self.metrics_path)
+
+    def _seen(self) -> set[Any]:
+        """The identities of the records on disk, read once (again after another writer)."""
+        stamp = _stamp(self.metrics_path)
+        if self._seen_ids is not None and self._seen_stamp == stamp:
+            return self._seen_ids
+        rows = self.metrics()
+        if stamp is not None and stamp[1] and not _ends_with_newline(self.metrics_path):
+            self.replace_metrics(rows)  # a last line cut short by a crash: never append to it
+        self._seen_ids = {i for i in map(record_identity, rows) if i is not None}
+        self._seen_stamp = _stamp(self.metrics_path)
+        return self._seen_ids
 
     def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
+        """The records, skipping lines that are not a JSON object (cut short by a crash, edited)."""
+        try:
+            text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise UserError(f"{self.metrics_path} cannot be read: {exc.strerror}") from None
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if line:
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
+                    row = json.loads(line)
+                except ValueError:
                     continue  # a line cut short by a crash
+                if isinstance(row, dict):
+                    rows.append(row)
         return rows
 
     def latest_record(self) -> dict[str, Any]:
@@ -208,9 +329,11 @@ class Run:
             return {}
         for line in reversed(lines):
             try:
-                return json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except ValueError:
                 continue
+            if isinstance(row, dict):
+                return row
         return {}
 
     def position(self) -> str:
@@ -227,10 +350,45 @@ class Run:
     def replace_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Make ``rows`` the whole record, atomically (a reader sees the old file or the new)."""
         atomic.write_text(self.metrics_path, "".join(json.dumps(r, default=float) + "\n" for r in rows))
+        self._seen_ids = None
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
+
+
+def record_identity(record: Any) -> tuple[Any, ...] | None:
+    """What makes a metrics record the same record when logged again: its stage, its step and the
+    keys it holds (a train record and a test record at one step differ); None without a step."""
+    if not isinstance(record, dict) or "step" not in record:
+        return None
+    keys = tuple(sorted(k for k in record if k != "time"))
+    return (json.dumps(record.get("stage"), default=str), json.dumps(record["step"], default=str), keys)
+
+
+def recipe_digest(text: str) -> str:
+    """The hash of a run's ``recipe.toml`` text, recorded at creation and checked on resume."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"
+
+
+def _release(key: str) -> None:
+    fd = _HELD.pop(key, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _host() -> str:

@@ -187,14 +187,17 @@ def run_command(
 def runs_compare(
     runs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Run directories or ids.")],
     plot: Annotated[
-        str, typer.Option(metavar="<file.png>", help="Where the overlaid curves go.")
+        str, typer.Option(metavar="<file.png>", help="Where the overlaid curves go (a new file).")
     ] = "compare.png",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --plot file (never a run's own files).")
+    ] = False,
     as_json: options.Json = False,
 ) -> None:
     """Runs side by side: final metrics, the recipe keys that differ, and overlaid curves."""
     from ptl_cli.sweep_results import compare_runs, print_comparison
 
-    result = compare_runs(runs, plot)
+    result = compare_runs(runs, plot, force=force)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return

@@ -237,13 +237,19 @@ def curves(run: Any) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def compare_runs(refs: list[str], plot: str | None) -> dict[str, Any]:
-    """Final metrics and differing recipe keys of each run, and a PNG of their overlaid curves."""
+def compare_runs(refs: list[str], plot: str | None, force: bool = False) -> dict[str, Any]:
+    """Final metrics and differing recipe keys of each run, and a PNG of their overlaid curves.
+
+    The plot's path is checked first: never a run's file, an existing file only with ``force``.
+    """
+    from ptl_cli import outputs
     from ptl_cli.launch import run_summary
     from ptl_cli.runs import Run
 
     if len(refs) < 1:
         raise UserError("ptl runs compare needs at least one run")
+    if plot:
+        outputs.check_new_file(Path(plot), "--plot", force=force)
     runs = [Run.open(r) for r in refs]
     summaries = [run_summary(r) for r in runs]
     flats = [_flatten(s["recipe"]) for s in summaries]

@@ -41,7 +41,9 @@ class Train(Params):
     lr: float = Field(0.1, gt=0)
     checkpoint_every: int = Field(3, ge=1)
     sleep: float = Field(0.0, ge=0, description="seconds per step: room to send a signal")
-    stop_at: int = Field(0, ge=0, description="act as if SIGTERM arrived at this step")
+    stop_at: int = Field(
+        0, ge=0, description="act as if SIGTERM arrived at this step (a fresh run's only: not on resume)"
+    )
     nan_at: int = Field(0, ge=0, description="make the loss NaN at this step")
 
 
@@ -113,7 +115,7 @@ class DemoWorkflow:
                 advance(loss=loss.item())
                 if t.sleep:
                     time.sleep(t.sleep)
-                if step == t.stop_at:
+                if step == t.stop_at and not ctx.resuming:
                     ctx.guard.requested = "SIGTERM"
                 stop = ctx.should_stop()
                 if stop or step % t.checkpoint_every == 0:

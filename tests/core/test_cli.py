@@ -117,7 +117,7 @@ def test_an_unreadable_run_does_not_break_runs_list(cli, tmp_path):
     code, out, err = cli("runs", "list", "--json", "--root", tmp_path / "runs")
     assert code == 0, err
     status = {Path(r["path"]).name: r["status"] for r in json.loads(out)}
-    assert status == {"fine": "running", "bad": "unreadable"}
+    assert status == {"fine": "running", "bad": "broken"}
 
 
 BOOM = """

@@ -104,7 +104,7 @@ def test_out_must_be_new_or_empty(tmp_path):
     with pytest.raises(UserError, match="not an empty directory"):
         Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "mine"))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="not an empty directory"):
+    with pytest.raises(UserError, match="is a file"):
         Run.create("demo", "x", {"kind": "demo"}, out=str(tmp_path / "file"))
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
 

@@ -458,7 +458,7 @@ class DiceWorkflow:
             total = total + torch.rand(())
             step += 1
             ctx.log(step=step, stage="train", total=total)
-            if step == ctx.recipe.stop_after or ctx.should_stop():
+            if (step == ctx.recipe.stop_after and not ctx.resuming) or ctx.should_stop():
                 ctx.save_checkpoint({"step": step, "total": total, "rng": capture_rng()}, step)
                 raise Interrupted()
         return {"total": float(total), "steps": step}
@@ -514,9 +514,8 @@ def test_ptl_register_workflows(plugin_site, tmp_path):
     assert cut.returncode == 130, cut.stderr
     info = Run(tmp_path / "cut").info()
     assert info["kind"] == "dice" and info["status"] == "interrupted"
-    # the interruption is part of the recipe here: resume with it lifted, as after a real Ctrl-C
-    recipe = tmp_path / "cut" / "recipe.toml"
-    recipe.write_text(recipe.read_text().replace("stop_after = 2", "stop_after = 0"))
+    # the interruption is part of the recipe here, acting on a fresh run only (a resumed run
+    # goes on, as after a real Ctrl-C); the recipe is never edited: resume refuses a changed one
     resumed = run_ptl("resume", str(tmp_path / "cut"), "--json", "--quiet", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["metrics"] == expected
