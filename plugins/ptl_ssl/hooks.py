@@ -58,6 +58,11 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "the labeled confidence",
         "AdaMatchParams",
     ),
+    "dash": (
+        "ptl_ssl.dash:Dash",
+        "Dash (Xu et al., ICML 2021): unlabeled samples selected by their loss under a shrinking threshold",
+        "DashParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

@@ -105,3 +105,19 @@ class AdaMatchParams(Params):
     lambda_u: UnlabeledWeight = 1.0
     ema_decay: EmaDecay = 0.999
     hard_label: HardLabel = True
+
+
+class DashParams(Params):
+    lambda_u: UnlabeledWeight = 1.0
+    temperature: Temperature = 0.5
+    gamma: float = Field(
+        1.27, gt=1.0, description="factor (> 1) by which the threshold shrinks at each update"
+    )
+    c: float = Field(1.0001, gt=0.0, description="scale (> 0) of the first threshold relative to rho_init")
+    rho_min: float = Field(
+        0.05, ge=0.0, description="lowest threshold (>= 0); reaching it switches to hard labels"
+    )
+    warmup_steps: int = Field(
+        2048, ge=0, description="supervised-only steps before the unlabeled loss starts"
+    )
+    rho_update_every: int = Field(10240, ge=1, description="steps (>= 1) between two threshold updates")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ptl_ssl.adamatch import AdaMatch
+from ptl_ssl.dash import Dash
 from ptl_ssl.softmatch import SoftMatch
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
@@ -317,3 +318,107 @@ def test_adamatch_comparison_can_fail(usb, logits_model, perturbed):
             AdaMatch(K, **{**params, **perturbed}),
             _adamatch_state,
         )
+
+
+DASH_CASES = [
+    # the threshold shrinks every 2 steps and reaches rho_min at step 6: soft, then hard targets
+    (
+        {"gamma": 3.0, "rho_min": 0.15, "rho_update_every": 2, "temperature": 0.7},
+        {"gamma": 3.0, "rho_min": 0.15, "every": 2, "T": 0.7},
+    ),
+    (
+        {"gamma": 1.5, "c": 1.2, "rho_update_every": 3, "lambda_u": 2.0},
+        {"gamma": 1.5, "C": 1.2, "every": 3, "lambda_u": 2.0},
+    ),
+]
+
+
+def _dash_usb(args: dict) -> tuple[dict, Callable[[object, object, int], None]]:
+    """USB's arguments, and what its training loop would hand ``train_step``: ``rho_init`` (here
+    ptl's, measured at the first step) and an epoch length that updates rho every ``every``."""
+    args = {
+        "T": 0.5,
+        "gamma": 1.27,
+        "C": 1.0001,
+        "rho_min": 0.05,
+        "num_wu_iter": 0,
+        "num_wu_eval_iter": 1,
+        **args,
+    }
+    every = args.pop("every")
+
+    def before(ours, theirs, step: int) -> None:
+        theirs.rho_init = float(ours.rho_init)
+        theirs.num_iter_per_epoch = every / 10
+
+    return args, before
+
+
+def _dash_state(ours, theirs) -> list[tuple[object, object]]:
+    return [(ours.rho(len(ours.seen) - 1), theirs.hooks_dict["MaskingHook"].rho)]
+
+
+class _Recording(Dash):
+    """Dash remembering the steps it saw, so the state check knows which step's rho to compare."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[int] = []
+
+    def loss(self, model, labeled, targets, unlabeled, step, total_steps):
+        self.seen.append(step)
+        return super().loss(model, labeled, targets, unlabeled, step, total_steps)
+
+
+@pytest.mark.parametrize(("params", "usb_args"), DASH_CASES)
+def test_dash_equals_usb_over_steps(usb, logits_model, params, usb_args):
+    """Eight steps after the warm-up: the shrinking threshold, the switch to hard labels, masks,
+    losses and gradients equal USB's."""
+    ours = _Recording(K, warmup_steps=0, **params)
+    args, before = _dash_usb(usb_args)
+    logs = compare(logits_model, usb.dash, args, ours, _dash_state, before_usb_step=before)
+    ratios = [float(log["mask_ratio"]) for log in logs]
+    assert len(set(ratios)) > 1 and any(0 < r < 1 for r in ratios)
+    if params["gamma"] == 3.0:
+        first, last = float(logs[0]["threshold"]), float(logs[-1]["threshold"])
+        assert last == pytest.approx(0.15) and first > 0.15  # soft targets first, hard at the end
+
+
+@pytest.mark.parametrize("perturbed", [{"gamma": 3.1}, {"rho_update_every": 3}, {"temperature": 0.75}])
+def test_dash_comparison_can_fail(usb, logits_model, perturbed):
+    params, usb_args = DASH_CASES[0]
+    args, before = _dash_usb(usb_args)
+    with pytest.raises(AssertionError):
+        compare(
+            logits_model,
+            usb.dash,
+            args,
+            _Recording(K, warmup_steps=0, **{**params, **perturbed}),
+            _dash_state,
+            before_usb_step=before,
+        )
+
+
+def test_dash_warms_up_on_labeled_data_then_starts_from_its_loss(logits_model):
+    """During the warm-up the loss is the labeled cross-entropy of one pass; at the first step
+    after it, that step's labeled loss becomes ``rho_init`` and stays."""
+    batches = _steps()
+    model = logits_model(K)
+    algo = Dash(K, warmup_steps=2, rho_update_every=2)
+    for step, batch in enumerate(batches[:2]):
+        loss, logs, _ = _ptl_step(algo, model, batch, step)
+        expected = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+        assert torch.equal(loss, expected) and float(logs["loss_u"]) == 0.0
+        assert not bool(algo.rho_init_set)
+    _, logs, _ = _ptl_step(algo, model, batches[2], 2)
+    first = torch.nn.functional.cross_entropy(model(batches[2]["x"]), batches[2]["y"])
+    torch.testing.assert_close(algo.rho_init, first.detach())
+    _ptl_step(algo, model, batches[3], 3)
+    torch.testing.assert_close(algo.rho_init, first.detach())
+    _same(logs["threshold"], 1.0001 * first)
+
+
+def test_dash_resumes_exactly(logits_model):
+    resumes_exactly(
+        logits_model, lambda: Dash(K, warmup_steps=2, gamma=3.0, rho_min=0.15, rho_update_every=2)
+    )

@@ -15,6 +15,7 @@ from ptl_cli.errors import UserError
 
 NAMES = (
     "adamatch",
+    "dash",
     "fixmatch",
     "flexmatch",
     "freematch",
@@ -32,9 +33,13 @@ LOG_KEYS = {
     "meanteacher": {"loss_x", "loss_u", "weight_u"},
     "pseudolabel": {"loss_x", "loss_u", "mask_ratio", "weight_u"},
     "adamatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
+    "dash": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
 }
+#: Parameters that make the tests below reach an algorithm's unlabeled loss at step 3 (Dash's
+#: default warm-up is 2048 supervised steps).
+PAST_WARMUP = {"dash": {"warmup_steps": 2, "rho_update_every": 2}}
 
 
 def _build(name: str, num_classes: int = 5, **params):
@@ -105,7 +110,7 @@ def test_registering_does_not_import_torch():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
-    algo = _build(name)
+    algo = _build(name, **PAST_WARMUP.get(name, {}))
     assert isinstance(algo, SSLAlgorithm)
     assert set(algo.labeled_views) | set(algo.unlabeled_views) <= set(VIEW_NAMES)
     torch.manual_seed(0)
@@ -139,7 +144,7 @@ def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_and_views_never_sync_with_the_host(name, tiny_cnn, fashion):
     """On the meta device any ``.item()``, ``nonzero`` or data-dependent branch would raise."""
-    algo = _build(name)
+    algo = _build(name, **PAST_WARMUP.get(name, {}))
     model = tiny_cnn(5, 1).to("meta")
     loss, logs = _step(algo, model, fashion, device="meta")
     assert loss.device.type == "meta" and all(v.device.type == "meta" for v in logs.values())
@@ -157,5 +162,6 @@ def test_passes_ptl_contract_check(name):
     """ptl's own SSL contract check: deterministic, checkpointable, and resumable bit for bit."""
     from ptl_cli.testing import check_ssl
 
-    params = {"ema_decay": 0.5} if name == "meanteacher" else None  # a teacher that visibly moves
+    # a teacher that visibly moves; Dash past its warm-up within the check's steps
+    params = {"meanteacher": {"ema_decay": 0.5}, "dash": {"warmup_steps": 1, "rho_update_every": 2}}.get(name)
     check_ssl(name, params)
