@@ -304,10 +304,9 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
                 raise
         if dist.is_main:
             run.set_status("completed", metrics=metrics)
-            from ptl_cli.engine.report import write_report
+            from ptl_cli.engine.report import results_of, write_report
 
-            header, rows = workflow.results_table(run)
-            write_report(run, header, rows)
+            write_report(run, results_of(workflow, run))
             loggers.images(run)
             summarize(run, workflow, common)
         distributed.barrier(dist)  # nobody leaves before rank 0 recorded the result
@@ -338,17 +337,9 @@ def summarize(run: Run, workflow: Any, common: Common) -> None:
     if common.json:
         sys.stdout.write(json.dumps(run_summary(run), indent=2, default=str) + "\n")
         return
-    from rich.table import Table
+    from ptl_cli.engine.report import print_results, results_of
 
-    header, rows = workflow.results_table(run)
-    table = Table(title=f"results: {run.path}")
-    for column in header:
-        table.add_column(column)
-    from ptl_cli.engine.report import format_cell
-
-    for row in rows:
-        table.add_row(*(format_cell(c) for c in row))
-    console().print(table)
+    print_results(console(), results_of(workflow, run))
 
 
 def print_json_summary(run: Run, common: Common) -> None:

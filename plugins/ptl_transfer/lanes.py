@@ -282,12 +282,20 @@ def watch(ctx: Any, lanes: list[Lane]) -> None:
                 done += sum(min(step, phase_steps.get(name, 0)) for name, step in lane.steps.items())
                 if lane.running() and lane.steps:
                     name = list(lane.steps)[-1]
-                    info.append(f"{name} {lane.steps[name]}")
+                    info.append(f"{name} {lane.steps[name]}/{phase_steps.get(name, 0)}{_loss(lane, name)}")
             _relay(ctx.run, lanes, arrived, rewritten)
             advance(done - shown, lanes=" | ".join(info))
             shown = done
             time.sleep(0.5)
     _check(ctx, lanes)
+
+
+def _loss(lane: Lane, stage: str) -> str:
+    """`` loss 0.4312`` from the lane's newest record of ``stage`` that has one, else nothing."""
+    for record in reversed(lane.records[-20:]):
+        if record.get("stage") == stage and isinstance(record.get("loss"), int | float):
+            return f" loss {record['loss']:.4f}"
+    return ""
 
 
 def _relay(run: Run, lanes: list[Lane], arrived: list[dict[str, Any]], rewritten: bool) -> None:

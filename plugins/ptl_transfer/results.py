@@ -1,12 +1,25 @@
-"""What a finished transfer run reports and leaves behind: its final metrics and ``RUN/model.pt``."""
+"""What a finished transfer run reports and leaves behind: its final metrics, ``RUN/model.pt``,
+and the results a reader sees (:func:`results`: what was compared, the stages apart from the
+phases they share, and what one seed can and cannot say).
+
+Kept free of torch: ``ptl runs show`` renders the results without loading it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ptl_cli import atomic
+from ptl_cli.engine.progress import format_duration
+from ptl_cli.engine.report import Results, Table
 from ptl_transfer import stages
 from ptl_transfer.stages import metric_key
+
+#: Below this margin (in accuracy, 0.03 = 3 points) between the best stage and the next, a single
+#: seed says nothing: on the quickstart one seed's accuracies move by up to 3.6 points with the
+#: order of float reductions alone (README, "Measured"), and seed-to-seed spreads are ~2 points.
+SEED_NOISE = 0.03
+SHARED = ("pp-pool", "pp-pretrain", "pcs-pool")
 
 
 def final_metrics(job: Any) -> dict[str, Any]:
@@ -52,3 +65,114 @@ def write_final_model(job: Any, final: str) -> None:
         "std": list(t.info.std),
     }
     atomic.torch_save(payload, job.ctx.run.path / "model.pt")
+
+
+# -- what a reader sees ---------------------------------------------------------------------------
+def table(run: Any) -> tuple[list[str], list[list[Any]]]:
+    """One row per phase that ran, in execution order: a stage's test accuracy and gain over
+    scratch, and every phase's seconds (the pools and PP pre-training the stages share too),
+    then their total: where the run's time went. The machine-readable form of :func:`results`."""
+    metrics = run.info().get("metrics", {})
+    header = ["stage", "method", "test_acc", "vs scratch", "seconds"]
+    rows = []
+    base = metrics.get("scratch_test_acc")
+    total = 0.0
+    for name in stages.PHASES:
+        seconds = metrics.get(metric_key(name, "seconds"))
+        if name in stages.STAGES:
+            acc = metrics.get(metric_key(name))
+            if acc is None:  # a stage the recipe did not ask for
+                continue
+            delta = f"{acc - base:+.4f}" if base is not None and name != "scratch" else ""
+            rows.append([name, stages.DESCRIPTIONS[name], acc, delta, seconds])
+        elif seconds is not None:  # a phase the stages share: no accuracy of its own
+            rows.append([name, stages.DESCRIPTIONS[name], "", "", seconds])
+        else:
+            continue
+        total += seconds or 0.0
+    if rows:
+        rows.append(["total", _total_label(run), "", "", round(total, 3)])
+    return header, rows
+
+
+def results(run: Any) -> Results:
+    """The table a reader who has not read the paper understands: a title naming what was
+    compared, the stages (accuracy, gain over scratch, time), the shared phases apart (time only),
+    times as ``1m 56s``, and one honest line on what a single seed can say."""
+    info = run.info()
+    metrics = info.get("metrics", {})
+    recipe = run.recipe_data()
+    accuracy = {n: metrics[metric_key(n)] for n in stages.STAGES if metric_key(n) in metrics}
+    base = accuracy.get("scratch")
+    ssl = recipe.get("ssl", {}).get("name", "?")
+    rows = []
+    for name, acc in accuracy.items():
+        delta = "" if base is None or name == "scratch" else f"{100 * (acc - base):+.1f}"
+        words = stages.DESCRIPTIONS[name].replace("(SSL)", f"({ssl})").replace("SSL on", f"{ssl} on")
+        rows.append([name, words, _percent(acc), delta, _time(metrics, name)])
+    header = ["stage", "what it trains on", "test accuracy", "vs scratch (points)", "time"]
+    tables = [Table(header, rows)]
+    shared = [[n, stages.DESCRIPTIONS[n], _time(metrics, n)] for n in SHARED if _time(metrics, n)]
+    seconds = sum(float(metrics.get(metric_key(n, "seconds"), 0.0)) for n in stages.PHASES)
+    shared.append(["total", _total_label(run), format_duration(seconds)])
+    tables.append(Table(["phase", "what it does", "time"], shared, caption="phases the stages share"))
+    return Results(title=_title(recipe, metrics), tables=tables, notes=_verdict(run, accuracy))
+
+
+def _title(recipe: dict[str, Any], metrics: dict[str, Any]) -> str:
+    source, target, model = recipe.get("source", {}), recipe.get("target", {}), recipe.get("model", {})
+    generator = source.get("generator", {}).get("name", "?")
+    classifier = source.get("classifier", {}).get("name", "?")
+    classes = len(target.get("classes") or []) or "all"
+    per_class = target.get("labels_per_class")
+    labels = f"{per_class} labels per class" if per_class else "all labels"
+    arch = model.get("name", "?")
+    width = model.get("width", 1.0)
+    arch += f" (width {width:g})" if width != 1.0 else ""
+    return (
+        f"Transfer to {target.get('dataset', '?')} ({classes} classes, {labels}; "
+        f"{metrics.get('labeled', '?')} labeled images), {arch}, seed {recipe.get('seed', '?')}\n"
+        f"source models: generator {generator}, classifier {classifier}; "
+        f"SSL algorithm {recipe.get('ssl', {}).get('name', '?')}"
+    )
+
+
+def _verdict(run: Any, accuracy: dict[str, float]) -> list[str]:
+    """Which stage is best and by how much, and whether one seed can tell."""
+    if len(accuracy) < 2:
+        return []
+    ranked = sorted(accuracy.items(), key=lambda item: -item[1])
+    (best, top), (second, runner) = ranked[0], ranked[1]
+    margin = 100 * (top - runner)
+    line = f"Best: {best} at {_percent(top)}, {margin:.1f} points above {second}"
+    if "scratch" in accuracy and "scratch" not in (best, second):
+        line += f" and {100 * (top - accuracy['scratch']):+.1f} over scratch"
+    if top - runner < SEED_NOISE:
+        line += (
+            ". One seed cannot separate differences of this size: changing only the seed, or the "
+            "CPU's float kernels, moves these accuracies by a few points. Mean ± std over 5 seeds:"
+        )
+    else:
+        line += ". This is one seed; how much it moves with the seed (mean ± std over 5 seeds):"
+    sweep = f"{run.path.name}-seeds"
+    command = f"ptl sweep --recipe {run.path}/recipe.toml --seeds 0,1,2,3,4 --out {sweep}"
+    return [line, f"  {command} && ptl sweep show {sweep}"]
+
+
+def _percent(acc: float) -> str:
+    return f"{100 * acc:.1f}%"
+
+
+def _time(metrics: dict[str, Any], name: str) -> str:
+    seconds = metrics.get(metric_key(name, "seconds"))
+    return format_duration(float(seconds)) if seconds is not None else ""
+
+
+def _total_label(run: Any) -> str:
+    """Say when the phases' seconds overlapped: stages side by side take less wall time than their sum."""
+    from ptl_transfer.lanes import saved_plan
+
+    plan = saved_plan(run.path)
+    if plan is None:
+        return "all phases"
+    return f"all phases, summed ({len(plan['lanes'])} processes side by side: less wall time)"

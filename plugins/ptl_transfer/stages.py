@@ -29,15 +29,17 @@ PHASES: dict[str, int] = {
 #: report a test accuracy (the recipe's ``stages`` are checked against these).
 STAGES: tuple[str, ...] = ("scratch", "kd", "pp", "pssl", "pp+pssl")
 
+#: Each phase in plain words (the results table, ``--dry-run``); docs/transfer.md gives the paper's
+#: names (C_s, K_s, PCS) beside them.
 DESCRIPTIONS = {
-    "scratch": "labeled target images only",
-    "kd": "+ distillation from C_s",
-    "pp": "pseudo pre-training, fine-tune",
-    "pssl": "SSL on PCS pseudo samples",
-    "pp+pssl": "PP, then P-SSL (full method)",
-    "pp-pool": "generate the PP pool",
-    "pp-pretrain": "train on generated source-labeled samples (K_s-way head)",
-    "pcs-pool": "generate the PCS pool",
+    "scratch": "labeled images only",
+    "kd": "+ distillation from the source classifier",
+    "pp": "pre-trained on generated images, then fine-tuned",
+    "pssl": "+ generated look-alikes as unlabeled data (SSL)",
+    "pp+pssl": "pre-trained, then SSL on look-alikes: the full method",
+    "pp-pool": "generate images of the source classes",
+    "pp-pretrain": "pre-train on them (used by pp, pp+pssl)",
+    "pcs-pool": "generate look-alikes of the labeled images (used by pssl, pp+pssl)",
 }
 
 

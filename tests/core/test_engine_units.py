@@ -13,7 +13,7 @@ from rich.console import Console
 from ptl_cli.engine.device import Precision, resolve_device
 from ptl_cli.engine.interrupt import InterruptGuard
 from ptl_cli.engine.progress import Progress
-from ptl_cli.engine.report import markdown_table, plot_curves
+from ptl_cli.engine.report import curve_series, markdown_table, plot_curves
 from ptl_cli.engine.seeding import generator_for
 from ptl_cli.errors import UserError
 
@@ -45,19 +45,25 @@ def test_precision_is_fp32_on_cpu_whatever_was_asked():
     assert not torch.equal(before, model.weight)  # a plain step
 
 
-def test_progress_is_silent_off_a_terminal_and_with_quiet():
-    piped = Console(file=io.StringIO())
-    assert not Progress(piped, enabled=True).enabled
-    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+def test_progress_is_a_bar_on_a_terminal_lines_off_it_and_silent_with_quiet():
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=120)
     assert not Progress(terminal, enabled=False).enabled  # --quiet
     bar = Progress(terminal, enabled=True)
+    assert bar.bars and not bar.lines
     with bar.task("train", total=4) as advance:
         for _ in range(4):
-            advance(loss=0.5)
-    assert "train" in terminal.file.getvalue()
+            bar.record({"stage": "train", "loss": 0.5, "acc": 0.75})
+            advance()
+    shown = terminal.file.getvalue()
+    assert "train" in shown and "loss 0.5000" in shown and "train acc 0.7500" in shown
+    piped = Console(file=io.StringIO())
     with Progress(piped, enabled=True).task("train", total=4) as advance:
         advance(loss=0.5)
-    assert piped.file.getvalue() == ""
+    assert piped.file.getvalue().splitlines()[0] == "[train] start step 0/4 (0%)"  # Slurm, nohup: lines
+    quiet = Console(file=io.StringIO())
+    with Progress(quiet, enabled=False).task("train", total=4) as advance:
+        advance(loss=0.5)
+    assert quiet.file.getvalue() == ""
 
 
 def test_a_signal_becomes_a_request_and_handlers_are_restored():
@@ -92,4 +98,10 @@ def test_report_table_and_curves(tmp_path):
     records = [{"step": s, "stage": "train", "loss": 1 / (s + 1), "note": "x"} for s in range(5)]
     records.append({"step": 4, "stage": "test", "test_acc": 0.8})
     assert plot_curves(records, tmp_path / "curves.png")
+    # values logged once per stage (a pool's size and seconds, a final accuracy) draw no panel of dots
+    records += [{"step": 0, "stage": "pp-pool", "pool_samples": 64, "pool_seconds": 0.1}]
+    records += [{"step": 4, "stage": "other", "test_acc": 0.7}]
+    assert sorted(curve_series(records)) == ["loss"]
+    records += [{"step": 2, "stage": "test", "test_acc": 0.6}]  # two points: a curve
+    assert sorted(curve_series(records)) == ["loss", "test_acc"]
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

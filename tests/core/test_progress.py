@@ -16,7 +16,8 @@ def test_off_a_terminal_a_run_writes_start_periodic_and_end_lines(cli, demo_site
     assert code == 0, err
     lines = [x for x in out.splitlines() if x.startswith("[demo]")]
     assert lines[0] == "[demo] start step 0/12 (0%)"
-    assert re.fullmatch(r"\[demo\] done step 12/12 \(100%\)  loss \d\.\d{4}  in \d+\.\ds", lines[-1]), lines[-1]
+    done = r"\[demo\] done step 12/12 \(100%\)  loss \d\.\d{4}  in \d+\.\ds"
+    assert re.fullmatch(done, lines[-1]), lines[-1]
     periodic = lines[1:-1]  # every record is due at --log-every-s 0; the last is said by "done"
     assert len(periodic) == 11
     assert re.fullmatch(r"\[demo\] step 1/12 \(8%\)  loss \d\.\d{4}  \S+ step/s  ETA \S+", periodic[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,9 +155,14 @@ def test_the_plan_says_how_the_stages_are_dealt():
 
 def test_lanes_compute_what_one_process_computes(one_process, tmp_path):
     out = tmp_path / "run"
-    done = run_ptl(*args(tmp_path / "pools", stage_processes=2), "--out", out, env={"OMP_NUM_THREADS": "2"})
+    command = [*args(tmp_path / "pools", stage_processes=2), "--out", out, "--log-every-s", "0"]
+    done = run_ptl(*command, env={"OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr
     same(outcome(out), one_process)
+    # off a terminal the parent writes lines of the lanes' stages, steps and losses
+    lines = [x for x in done.stdout.splitlines() if x.startswith("[lanes]")]
+    assert lines[0].startswith("[lanes] start step 0/") and lines[-1].startswith("[lanes] done step")
+    assert any(re.search(r"/60 loss \d\.\d{4}", x) for x in lines[1:-1]), lines
     plan = json.loads((out / "lanes" / "plan.json").read_text())
     assert plan["threads"] == 1 and len(plan["lanes"]) == 2  # two threads: two lanes of one
     assert sorted(s for lane in plan["lanes"] for s in lane) == sorted(ALL)
