@@ -63,6 +63,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "Dash (Xu et al., ICML 2021): unlabeled samples selected by their loss under a shrinking threshold",
         "DashParams",
     ),
+    "defixmatch": (
+        "ptl_ssl.defixmatch:DeFixMatch",
+        "DeFixMatch (Schmutz et al., 2022): FixMatch minus the same consistency term on labeled "
+        "data, which removes its bias",
+        "DeFixMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

@@ -121,3 +121,11 @@ class DashParams(Params):
         2048, ge=0, description="supervised-only steps before the unlabeled loss starts"
     )
     rho_update_every: int = Field(10240, ge=1, description="steps (>= 1) between two threshold updates")
+
+
+class DeFixMatchParams(Params):
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a pseudo label needs to count"
+    )
+    lambda_u: UnlabeledWeight = 1.0
+    hard_label: HardLabel = True

@@ -23,6 +23,7 @@ from torch import nn
 
 from ptl_ssl.adamatch import AdaMatch
 from ptl_ssl.dash import Dash
+from ptl_ssl.defixmatch import DeFixMatch
 from ptl_ssl.softmatch import SoftMatch
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
@@ -422,3 +423,48 @@ def test_dash_resumes_exactly(logits_model):
     resumes_exactly(
         logits_model, lambda: Dash(K, warmup_steps=2, gamma=3.0, rho_min=0.15, rho_update_every=2)
     )
+
+
+DEFIXMATCH_CASES = [
+    ({"threshold": 0.7}, {"p_cutoff": 0.7}),
+    (
+        {"threshold": 0.6, "lambda_u": 2.0, "hard_label": False},
+        {"p_cutoff": 0.6, "lambda_u": 2.0, "hard_label": False},
+    ),
+]
+DEFIXMATCH_LOGS = {**LOG_KEYS, "loss_anti": "anti_unsup_loss", "mask_ratio_labeled": "util_ratio_lb"}
+
+
+@pytest.mark.parametrize(("params", "usb_args"), DEFIXMATCH_CASES)
+def test_defixmatch_equals_usb_over_steps(usb, logits_model, params, usb_args):
+    """Eight steps: both masks, the anti term on the labeled strong view, losses and gradients."""
+
+    def no_state(ours, theirs) -> list:
+        return []
+
+    logs = compare(
+        logits_model,
+        usb.defixmatch,
+        {"T": 0.5, "hard_label": True, **usb_args},
+        DeFixMatch(K, **params),
+        no_state,
+        labeled_strong=True,
+        log_keys=DEFIXMATCH_LOGS,
+    )
+    assert any(float(log["mask_ratio_labeled"]) > 0 for log in logs)
+    assert any(0 < float(log["mask_ratio"]) < 1 for log in logs)
+
+
+@pytest.mark.parametrize("perturbed", [{"threshold": 0.8}, {"lambda_u": 1.9}, {"hard_label": False}])
+def test_defixmatch_comparison_can_fail(usb, logits_model, perturbed):
+    params, usb_args = DEFIXMATCH_CASES[0]
+    with pytest.raises(AssertionError):
+        compare(
+            logits_model,
+            usb.defixmatch,
+            {"T": 0.5, "hard_label": True, **usb_args},
+            DeFixMatch(K, **{**params, **perturbed}),
+            lambda ours, theirs: [],
+            labeled_strong=True,
+            log_keys=DEFIXMATCH_LOGS,
+        )

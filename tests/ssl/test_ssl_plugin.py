@@ -16,6 +16,7 @@ from ptl_cli.errors import UserError
 NAMES = (
     "adamatch",
     "dash",
+    "defixmatch",
     "fixmatch",
     "flexmatch",
     "freematch",
@@ -34,6 +35,7 @@ LOG_KEYS = {
     "pseudolabel": {"loss_x", "loss_u", "mask_ratio", "weight_u"},
     "adamatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "dash": {"loss_x", "loss_u", "mask_ratio", "threshold"},
+    "defixmatch": {"loss_x", "loss_u", "loss_anti", "mask_ratio", "mask_ratio_labeled"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
 }
@@ -127,10 +129,13 @@ def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
     algo.load_state_dict(algo.state_dict())
 
 
-@pytest.mark.parametrize("name", ["fixmatch", "flexmatch", "uda", "pseudolabel", "meanteacher"])
+@pytest.mark.parametrize(
+    "name",
+    ["fixmatch", "flexmatch", "uda", "pseudolabel", "meanteacher", "softmatch", "adamatch", "defixmatch"],
+)
 def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
     """With every pseudo label accepted, the unlabeled weight changes the gradient."""
-    extra = {} if name == "meanteacher" else {"threshold": 0.0}
+    extra = {} if name in ("meanteacher", "softmatch") else {"threshold": 0.0}
     grads = []
     for lambda_u in (0.0, 1.0):
         torch.manual_seed(0)
