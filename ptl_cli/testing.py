@@ -484,10 +484,12 @@ def check_pruner(
     build, what = _builder("pruners", component, params)
     make_model = model or tiny_net
 
-    def fresh() -> tuple[Any, Any, Any]:
+    def fresh(stir: bool = False) -> tuple[Any, Any, Any]:
         torch.manual_seed(seed)
         pruner = build()
         net = make_model()
+        if stir:
+            torch.manual_seed(seed + 104729)
         with calling(what, "prepare(model, seed)"):
             prepared = pruning.prepare(pruner, net, seed)
         _require(isinstance(prepared, torch.nn.Module), what, f"prepare() returned {type(prepared).__name__}")
@@ -509,9 +511,11 @@ def check_pruner(
         optimizer = torch.optim.SGD(params_, lr=0.1, momentum=0.9)
         return pruner, prepared, optimizer
 
-    def train(pruner: Any, net: Any, optimizer: Any, start: int, stop: int) -> None:
+    def train(pruner: Any, net: Any, optimizer: Any, start: int, stop: int, stir: bool = False) -> None:
         net.train()
         for step in range(start, stop):
+            if stir:  # what else draws from torch's global RNG (augmentation, loaders) moves it
+                torch.manual_seed(seed + 7919 * (step + 1))
             x, y = sample_batch(8, step, seed)
             # the step `ptl prune` runs; after_step gets the optimizer steps done so far
             pruning.train_step(pruner, net, optimizer, x, y, step + 1, guard=lambda call: calling(what, call))
@@ -531,6 +535,18 @@ def check_pruner(
     with torch.no_grad(), calling(what, "the prepared model's forward"):
         _logits(net(x), 4, 10, what, "the prepared model's forward")
     train(pruner, net, optimizer, 0, steps)
+
+    # masks and re-draws must come from (seed, step), not from torch's global RNG: its state
+    # depends on everything else the run draws, and differs between data-parallel ranks
+    stirred_pruner, stirred, stirred_opt = fresh(stir=True)
+    train(stirred_pruner, stirred, stirred_opt, 0, steps, stir=True)
+    _require(
+        _same_tensors(net.state_dict(), stirred.state_dict())
+        and _same_tensors(pruner.state_dict(), stirred_pruner.state_dict()),
+        what,
+        "training draws from torch's global RNG (another state of it gave other weights or masks): "
+        "draw from a torch.Generator seeded by (seed, step), as docs/plugins/reference.md asks",
+    )
 
     twin_pruner, twin, twin_opt = fresh()
     train(twin_pruner, twin, twin_opt, 0, resume_at)
@@ -593,6 +609,19 @@ def check_pruner(
             "the unwrapped model loaded from export_dense() gives other outputs than the pruned model",
         )
     return pruner
+
+
+def _same_tensors(a: Any, b: Any) -> bool:
+    """Whether two (nested) state dicts hold equal tensors and values under the same keys."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def object_state(obj: Any) -> dict[str, Any]:

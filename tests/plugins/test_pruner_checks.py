@@ -65,6 +65,32 @@ def test_the_counter_matters_when_it_is_reached():
     check_pruner(lambda: Checkpointed(every=3))
 
 
+class RandomMask(Checkpointed):
+    """Zeroes a random quarter of the first layer's weights after every step."""
+
+    def __init__(self, global_rng: bool) -> None:
+        super().__init__()
+        self.global_rng, self.seed = global_rng, 0
+
+    def prepare(self, model: nn.Module, seed: int) -> nn.Module:
+        self.seed = seed
+        return model
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        # the bug: torch's global RNG, whose state depends on whatever else the run draws
+        own = None if self.global_rng else torch.Generator().manual_seed(self.seed * 100003 + step)
+        w = model[0].weight
+        with torch.no_grad():
+            w[torch.rand(w.shape, generator=own) < 0.25] = 0.0
+
+
+def test_masks_drawn_from_the_global_rng_fail_and_seeded_ones_pass():
+    # the resume check alone cannot tell: a checkpoint restores the global RNG as well
+    with pytest.raises(ContractError, match="draws from torch's global RNG"):
+        check_pruner(lambda: RandomMask(global_rng=True))
+    check_pruner(lambda: RandomMask(global_rng=False))
+
+
 def test_object_state_keeps_tensors_and_plain_data_only():
     class Holder:
         def __init__(self) -> None:
