@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ptl_cli import respelling
 from ptl_cli.errors import UserError, did_you_mean
@@ -83,12 +83,19 @@ def available() -> dict[str, Path]:
     return found
 
 
-def find(ref: str) -> Path:
-    """A recipe path from a name (``iterand-conv6-cifar10``) or a file path."""
+def find(ref: str, base: Path | None = None) -> Path:
+    """A recipe path from a name (``iterand-conv6-cifar10``) or a file path.
+
+    ``base`` is the folder of the recipe that names ``ref`` in its ``extends``: a relative file
+    path there means a file beside that recipe, wherever ptl is run from.
+    """
     path = Path(ref).expanduser()
     if path.suffix == ".toml" or os.sep in ref or "/" in ref:
+        if base is not None and not path.is_absolute():
+            path = base / path
         if not path.is_file():
-            raise UserError(f"recipe file {ref} not found; check the path or run `ptl recipes list`")
+            beside = f" (beside {base})" if base is not None else ""
+            raise UserError(f"recipe file {ref}{beside} not found; check the path or run `ptl recipes list`")
         return path
     names = available()
     if ref not in names:
@@ -102,13 +109,17 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"recipe {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"recipe {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise UserError(f"recipe {path}: cannot be read: {exc.strerror}") from None
 
 
-def load_raw(ref: str, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
+def load_raw(
+    ref: str, _chain: tuple[Path, ...] = (), _base: Path | None = None
+) -> tuple[dict[str, Any], Path]:
     """Read a recipe and merge its ``extends`` chain (the base first)."""
-    path = find(ref).resolve()
+    path = find(ref, _base).resolve()
     if path in _chain:
         raise UserError(f"recipe {path}: `extends` forms a cycle")
     data = read_toml(path)
@@ -116,7 +127,7 @@ def load_raw(ref: str, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], P
     if base_ref:
         if not isinstance(base_ref, str):
             raise UserError(f"recipe {path}: key `extends` must be a recipe name")
-        base, _ = load_raw(base_ref, (*_chain, path))
+        base, _ = load_raw(base_ref, (*_chain, path), path.parent)
         base.pop("name", None)
         base.pop("description", None)
         schema = respelling.schema_for({"kind": base.get("kind"), **data})
@@ -212,8 +223,49 @@ def validate(
     """Validate recipe ``data`` strictly; errors name ``where`` (or the ``--set`` that caused them)."""
     from ptl_cli.schema import validate_model
 
+    check_sections(data, schema, where, sources or {})
     model = validate_model(schema, data, where, sources)
     return ResolvedRecipe(model=model, data=model.model_dump(mode="json"), source=where)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The schema of a section (``train: Train``, ``Train | None``), else None."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    models = [a for a in members if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if models and len(models) == len(members) else None
+
+
+def check_sections(
+    data: dict[str, Any], schema: type[BaseModel], where: str, sources: dict[str, str], prefix: str = ""
+) -> None:
+    """A plain value where the schema has a section (``--set train=1``) is an error, not a section
+    silently reset to its defaults (a validator that fills a section would otherwise drop it)."""
+    for name, field in schema.model_fields.items():
+        if name not in data:
+            continue
+        section = _section_model(field.annotation)
+        if section is None:
+            continue
+        key, value = f"{prefix}{name}", data[name]
+        if isinstance(value, dict):
+            check_sections(value, section, where, sources, f"{key}.")
+        elif value is not None or type(None) not in typing_args(field.annotation):
+            source = sources.get(key, where)
+            example = next(iter(section.model_fields), "key")
+            raise UserError(
+                f"{source}: `{key}` is a section ([{key}]), not a value (got {value!r}); set its keys, "
+                f"e.g. {key}.{example}=..."
+            )
+
+
+def typing_args(annotation: Any) -> tuple[Any, ...]:
+    import typing
+
+    return typing.get_args(annotation)
 
 
 def dumps(data: dict[str, Any]) -> str:

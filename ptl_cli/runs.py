@@ -103,7 +103,7 @@ class Run:
         return run
 
     # -- one writer per run --------------------------------------------------------------------
-    def claim(self, new: bool = False) -> None:
+    def claim(self, new: bool = False, what: str = "run") -> None:
         """Make this process the run's only writer until it ends; a second one gets a UserError.
 
         An exclusive ``flock`` on ``RUN/.lock``, held for the life of the process: the kernel
@@ -131,7 +131,7 @@ class Run:
                 "choose another --out"
             ) from None
         except OSError as exc:
-            raise UserError(f"run {self.path}: cannot open its lock file {lock}: {exc.strerror}") from None
+            raise UserError(f"{what} {self.path}: cannot open its lock file {lock}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -139,7 +139,7 @@ class Run:
             os.close(fd)
             who = f"process {holder}" if holder.isdigit() else "another process"
             raise UserError(
-                f"run {self.path} is being written by {who} (a ptl command); wait for it to end, "
+                f"{what} {self.path} is being written by {who} (a ptl command); wait for it to end, "
                 "or stop it, then try again"
             ) from None
         os.ftruncate(fd, 0)

@@ -110,14 +110,23 @@ class Sweep:
     @classmethod
     def open(cls, ref: str | os.PathLike[str]) -> Sweep:
         path = Path(ref)
+        where = path / SWEEP_FILE
         try:
-            data = json.loads((path / SWEEP_FILE).read_text())
+            data = json.loads(where.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise UserError(f"{path} is not a ptl sweep (no {SWEEP_FILE})") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}/{SWEEP_FILE} cannot be read: {exc}") from None
-        cells = [Cell(**c) for c in data["cells"]]
-        return cls(path, data["spec"], cells, data.get("options", {}))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{where} cannot be read: {exc}") from None
+        try:
+            cells = [Cell(**c) for c in data["cells"]]
+            spec, options = data["spec"], data.get("options", {})
+            if not (isinstance(spec, dict) and isinstance(spec["kind"], str) and isinstance(options, dict)):
+                raise TypeError("spec")
+            for key in ("grid", "seeds", "sets", "recipe"):
+                spec[key]  # noqa: B018 - present, or the sweep cannot be continued
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{where} is broken ({type(exc).__name__}: {exc}); not a sweep record") from None
+        return cls(path, spec, cells, options)
 
     def save(self) -> None:
         atomic.write_json(
@@ -171,17 +180,46 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             raise UserError(f"--grid {item!r}: give a key and at least one value")
         if key in grid:
             raise UserError(f"--grid {key}: given twice; list all its values in one --grid")
+        check_axis(key, values, f"--grid {item!r}")
         grid[key] = values
     return grid
+
+
+def check_axis(key: str, values: list[Any], where: str) -> None:
+    """One grid axis: not the seed (``--seeds`` sets it), and no value twice (two cells that are
+    one run would count twice in every mean ± std)."""
+    if key == "seed":
+        raise UserError(f"{where}: the seed is not a grid axis; give seeds with --seeds (e.g. --seeds 0,1,2)")
+    seen: list[str] = []
+    for value in values:
+        text = json.dumps(value, sort_keys=True, default=str)
+        if text in seen:
+            raise UserError(f"{where}: the value {value!r} is given twice; each grid value once")
+        seen.append(text)
+
+
+SEED_MAX = 2**64 - 1  # what torch.manual_seed takes
+
+
+def check_seeds(seeds: list[Any], where: str) -> list[int]:
+    """Integers in 0..2**64-1, none twice (two identical cells would count twice in mean ± std)."""
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise UserError(f"{where}: seed {seed!r} is not an integer in 0..{SEED_MAX}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UserError(f"{where}: seed {twice[0]} is given twice; each seed once")
+    return list(seeds)
 
 
 def parse_seeds(text: str | None) -> list[int]:
     if not text:
         return []
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected integers such as 0,1,2") from None
+    return check_seeds(seeds, f"--seeds {text}")
 
 
 def _slug(value: Any) -> str:
@@ -279,7 +317,12 @@ def plan(request: Request) -> tuple[Sweep, SweepTable, dict[str, Any]]:
         )
     base, path = recipes.load_raw(str(ref))
     table = validate_model(SweepTable, base.get("sweep") or {}, f"recipe {path}: [sweep]")
+    for key, values in table.grid.items():
+        if key not in command_grid:
+            check_axis(key, values, f"recipe {path}: [sweep] grid `{key}`")
     grid = {**table.grid, **command_grid}
+    if table.seeds and not request.seeds:
+        check_seeds(table.seeds, f"recipe {path}: [sweep] seeds")
     for value in grid.get(RECIPE_AXIS, []):
         recipes.find(str(value))  # an unknown recipe name is a one-line error here
     seeds = parse_seeds(request.seeds) or table.seeds or [int(base.get("seed", 0))]
@@ -314,8 +357,26 @@ def plan(request: Request) -> tuple[Sweep, SweepTable, dict[str, Any]]:
 
         out = runs_root() / f"sweep-{base.get('name') or kind}-{spec_digest(spec)}"
     sweep = Sweep(out, spec, expand(grid, seeds), table.model_dump())
+    check_out(sweep)
     validate_cells(sweep, base)
     return sweep, table, base
+
+
+def check_out(sweep: Sweep) -> None:
+    """The sweep's folder: new, empty, or this same sweep (continued) -- never a run, another
+    sweep, a file or a folder of other things. Checked by ``--dry-run`` too."""
+    from ptl_cli import outputs
+
+    if (sweep.path / SWEEP_FILE).is_file():
+        old = Sweep.open(sweep.path)
+        if old.spec != sweep.spec:
+            raise UserError(
+                f"{sweep.path} holds another sweep ({_describe(old.spec)}); choose another --out, "
+                f"or continue that one with `ptl resume {sweep.path}`"
+            )
+        return
+    outputs.check_cache_dir()
+    outputs.check_run_dir(sweep.path, "--out")
 
 
 def validate_cells(sweep: Sweep, base: dict[str, Any]) -> list[list[tuple[str, str]]]:
@@ -339,16 +400,15 @@ def validate_cells(sweep: Sweep, base: dict[str, Any]) -> list[list[tuple[str, s
 def prepare(sweep: Sweep, base: dict[str, Any]) -> None:
     """Create the sweep directory (or check that it holds this same sweep) and the cells' recipes."""
     record = sweep.path / SWEEP_FILE
+    check_out(sweep)
+    try:
+        sweep.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {sweep.path}: cannot create it: {exc.strerror}") from None
+    claim(sweep.path)
     if record.is_file():
-        old = Sweep.open(sweep.path)
-        if old.spec != sweep.spec:
-            raise UserError(
-                f"{sweep.path} holds another sweep ({_describe(old.spec)}); choose another --out, "
-                f"or continue that one with `ptl resume {sweep.path}`"
-            )
-        sweep.cells = old.cells  # their last known statuses; refreshed from the runs below
-    elif sweep.path.exists() and (not sweep.path.is_dir() or any(sweep.path.iterdir())):
-        raise UserError(f"--out {sweep.path} exists and is not an empty directory; choose a new path")
+        check_out(sweep)  # again, now that this process holds the sweep
+        sweep.cells = Sweep.open(sweep.path).cells  # last known statuses; refreshed from the runs
     for sub in ("cells", "runs", "logs"):
         (sweep.path / sub).mkdir(parents=True, exist_ok=True)
     for cell in sweep.cells:
@@ -552,12 +612,20 @@ def resume(ref: str, jobs: int | None = None, quiet: bool = False) -> int:
     from ptl_cli.schema import validate_model
 
     sweep = Sweep.open(ref)
+    claim(sweep.path)
     table = validate_model(SweepTable, sweep.options, f"{sweep.path}/{SWEEP_FILE}")
     if jobs is not None:
         table = table.model_copy(update={"jobs": jobs})
     sweep.refresh()
     sweep.save()
     return execute(sweep, table, quiet)
+
+
+def claim(path: Path) -> None:
+    """One process drives a sweep at a time (a flock on ``SWEEP/.lock``, as for a run)."""
+    from ptl_cli.runs import Run
+
+    Run(path).claim(what="sweep")
 
 
 def _console():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
@@ -87,6 +87,15 @@ class SourceData(Params):
     data_dir: str | None = None
     download: bool = False
     dataset_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("classes")
+    @classmethod
+    def _each_once(cls, classes: list[int] | None) -> list[int] | None:
+        """A class kept twice would be two labels for one class: refused, not trained."""
+        twice = sorted({c for c in classes or [] if (classes or []).count(c) > 1})
+        if twice:
+            raise ValueError(f"class {twice[0]} is given twice; list each class once")
+        return classes
 
 
 class TrainLoop(Params):
