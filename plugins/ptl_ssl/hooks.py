@@ -69,6 +69,11 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "data, which removes its bias",
         "DeFixMatchParams",
     ),
+    "pimodel": (
+        "ptl_ssl.pimodel:PiModel",
+        "Pi-Model (Laine & Aila, ICLR 2017): MSE between the predictions on two weak views, ramped up",
+        "PiModelParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

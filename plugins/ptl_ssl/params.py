@@ -129,3 +129,8 @@ class DeFixMatchParams(Params):
     )
     lambda_u: UnlabeledWeight = 1.0
     hard_label: HardLabel = True
+
+
+class PiModelParams(Params):
+    lambda_u: float = Field(10.0, ge=0.0, description="maximum weight of the consistency loss (>= 0)")
+    rampup_fraction: RampupFraction = 0.4

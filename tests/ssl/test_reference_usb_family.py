@@ -24,6 +24,7 @@ from torch import nn
 from ptl_ssl.adamatch import AdaMatch
 from ptl_ssl.dash import Dash
 from ptl_ssl.defixmatch import DeFixMatch
+from ptl_ssl.pimodel import PiModel
 from ptl_ssl.softmatch import SoftMatch
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
@@ -168,13 +169,17 @@ def compare(
     labeled_strong: bool = False,
     log_keys: dict[str, str] = LOG_KEYS,
     before_usb_step: Callable[[object, object, int], None] | None = None,
+    models: list[nn.Module] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Run ptl's ``ours`` and USB's ``usb_cls(**usb_args)`` over ``steps`` batches; assert each
     step's loss, logs, gradients and the state pairs ``state(ours, theirs)`` agree. Returns
     ptl's logs of every step. ``before_usb_step(ours, theirs, step)`` may hand USB what its
-    training loop (not its ``train_step``) would have set."""
+    training loop (not its ``train_step``) would have set. ``models`` (a list) receives both
+    sides' models."""
     model = model_cls(K)
     theirs = _usb_algorithm(usb_cls, copy.deepcopy(model), **usb_args)
+    if models is not None:
+        models.extend([model, theirs.model.inner])
     history = []
     for step, batch in enumerate(_steps(seed, steps)):
         loss, logs, grads = _ptl_step(ours, model, batch, step)
@@ -467,4 +472,52 @@ def test_defixmatch_comparison_can_fail(usb, logits_model, perturbed):
             lambda ours, theirs: [],
             labeled_strong=True,
             log_keys=DEFIXMATCH_LOGS,
+        )
+
+
+PIMODEL_CASES = [
+    ({}, {}),
+    ({"lambda_u": 3.0, "rampup_fraction": 0.5}, {"lambda_u": 3.0, "unsup_warm_up": 0.5}),
+]
+PIMODEL_LOGS = {"loss_x": "sup_loss", "loss_u": "unsup_loss"}
+
+
+def _bn_net(k: int) -> nn.Module:
+    """A real conv + BatchNorm classifier over the ``(B, K, 1, 1)`` test images."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(k, 6, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6, k))
+
+
+@pytest.mark.parametrize(("params", "usb_args"), PIMODEL_CASES)
+def test_pimodel_equals_usb_over_steps(usb, params, usb_args):
+    """Eight steps through the ramp-up with a BatchNorm network: losses, gradients and the
+    running statistics (updated by the labeled batch only) equal USB's."""
+    models: list[nn.Module] = []
+    logs = compare(
+        _bn_net,
+        usb.pimodel,
+        {"unsup_warm_up": 0.4, "lambda_u": 10.0, **usb_args},
+        PiModel(K, **params),
+        lambda ours, theirs: [],
+        log_keys=PIMODEL_LOGS,
+        models=models,
+    )
+    ours, theirs = models
+    for a, b in zip(ours.buffers(), theirs.buffers(), strict=True):
+        _same(a, b)
+    assert ours[1].num_batches_tracked == STEPS  # one labeled pass per step, none unlabeled
+    weights = [float(log["weight_u"]) for log in logs]
+    assert weights[0] == 0 and 0 < weights[1] < weights[2] and weights[-1] == params.get("lambda_u", 10.0)
+
+
+@pytest.mark.parametrize("perturbed", [{"rampup_fraction": 0.45}, {"lambda_u": 9.5}])
+def test_pimodel_comparison_can_fail(usb, perturbed):
+    with pytest.raises(AssertionError):
+        compare(
+            _bn_net,
+            usb.pimodel,
+            {"unsup_warm_up": 0.4, "lambda_u": 10.0},
+            PiModel(K, **perturbed),
+            lambda ours, theirs: [],
+            log_keys=PIMODEL_LOGS,
         )

@@ -21,6 +21,7 @@ NAMES = (
     "flexmatch",
     "freematch",
     "meanteacher",
+    "pimodel",
     "pseudolabel",
     "softmatch",
     "supervised",
@@ -36,6 +37,7 @@ LOG_KEYS = {
     "adamatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "dash": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "defixmatch": {"loss_x", "loss_u", "loss_anti", "mask_ratio", "mask_ratio_labeled"},
+    "pimodel": {"loss_x", "loss_u", "weight_u"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
 }
@@ -131,11 +133,21 @@ def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
 
 @pytest.mark.parametrize(
     "name",
-    ["fixmatch", "flexmatch", "uda", "pseudolabel", "meanteacher", "softmatch", "adamatch", "defixmatch"],
+    [
+        "fixmatch",
+        "flexmatch",
+        "uda",
+        "pseudolabel",
+        "meanteacher",
+        "softmatch",
+        "adamatch",
+        "defixmatch",
+        "pimodel",
+    ],
 )
 def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
     """With every pseudo label accepted, the unlabeled weight changes the gradient."""
-    extra = {} if name in ("meanteacher", "softmatch") else {"threshold": 0.0}
+    extra = {} if name in ("meanteacher", "softmatch", "pimodel") else {"threshold": 0.0}
     grads = []
     for lambda_u in (0.0, 1.0):
         torch.manual_seed(0)
