@@ -44,7 +44,7 @@ class RecipeBase(Params):
     name: str = ""
     description: str = ""
     extends: str | None = Field(None, description="recipe this one starts from")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="0..2**64-1 (what torch.manual_seed takes)")
     compute: Compute = Compute()
     sweep: dict[str, Any] | None = Field(
         None, description="`ptl sweep`: grid and seeds (ptl_cli.sweep.SweepTable); single runs ignore it"

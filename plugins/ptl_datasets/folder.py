@@ -63,6 +63,13 @@ def load_folder(
         raise UserError(
             f"{name} ({split}): no images under {directory}; expected {directory}/<class>/<image>.jpg"
         )
+    used = sorted(set(labels))
+    if len(classes) < 2 or (split == "train" and len(used) < 2):
+        found = ", ".join(repr(classes[i]) for i in used)
+        raise UserError(
+            f"{name} ({split}): {directory} has images of one class only ({found}); a classifier needs "
+            f"at least 2 classes: {directory}/<class>/<image>.jpg for each"
+        )
     info = DatasetInfo(name, len(classes), 3, image_size, tuple(classes), IMAGENET_MEAN, IMAGENET_STD)
     return PhotoDataset(PhotoFiles(files), torch.as_tensor(labels), info)
 
@@ -126,4 +133,10 @@ def imagefolder(
         return load_folder("imagefolder", directory, image_size, hint, split, _split_classes(base))
     everything = load_folder("imagefolder", base, image_size, hint, split)
     train, test = holdout_split(len(everything), HOLDOUT_FRACTION, HOLDOUT_SEED)
-    return everything.subset(train if split == "train" else test)
+    part = train if split == "train" else test
+    if len(part) == 0:
+        raise UserError(
+            f"imagefolder ({split}): {base} holds {len(everything)} image(s), too few to hold "
+            f"{HOLDOUT_FRACTION:.0%} out for testing; add images, or give {base}/train and {base}/test"
+        )
+    return everything.subset(part)

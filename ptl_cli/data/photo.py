@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ptl_cli.data.base import DatasetInfo, ImageDataset
+from ptl_cli.errors import UserError
 
 #: torchvision's RandomResizedCrop defaults (Inception-style crops).
 CROP_SCALE: tuple[float, float] = (0.08, 1.0)
@@ -145,10 +146,44 @@ def decode_file(path: Any) -> torch.Tensor:
             return image.expand(3, -1, -1).contiguous()
     import io
 
+    with open_image(io.BytesIO(data), path) as opened:
+        return as_tensor(rgb_image(opened, path))
+
+
+def open_image(source: Any, path: Any) -> Any:
+    """``PIL.Image.open``, with a file PIL cannot read named in one line (a UserError)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as opened:
-        return as_tensor(opened.convert("RGB"))
+    try:
+        return Image.open(source)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"image {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def rgb_image(image: Any, path: Any = "an image") -> Any:
+    """An image in any mode PIL opens as 8-bit RGB with the right pixels, or a UserError naming it.
+
+    PIL's own ``convert("RGB")`` clips 16-bit greyscale (``I;16``) at 255 -- a 16-bit PNG comes
+    out nearly white -- so those keep their high byte, as PIL reduces 16-bit RGB. 32-bit integer
+    (``I``) and float (``F``) pixels have no one 8-bit reading, so they are refused by name.
+    """
+    mode = image.mode
+    try:
+        if mode.startswith("I;16"):
+            import numpy as np
+            from PIL import Image
+
+            pixels = np.asarray(image).astype(np.uint16)
+            return Image.fromarray((pixels >> 8).astype(np.uint8), mode="L").convert("RGB")
+        if mode in ("I", "F"):
+            kind = "32-bit integer" if mode == "I" else "floating-point"
+            raise UserError(
+                f"image {path} has {kind} pixels (PIL mode {mode}); ptl reads 8- and 16-bit images: "
+                "convert it to 8-bit RGB or greyscale"
+            )
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"image {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 class PhotoFiles:
@@ -162,10 +197,9 @@ class PhotoFiles:
         return decode_file(self.files[index])
 
     def __call__(self, index: int) -> Any:
-        from PIL import Image
-
-        with Image.open(self.files[index]) as image:
-            return image.convert("RGB")
+        path = self.files[index]
+        with open_image(path, path) as image:
+            return rgb_image(image, path)
 
 
 def stack_batch(images: list[torch.Tensor], targets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +219,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def _rgb(image: Any) -> Any:
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return image if image.mode == "RGB" else rgb_image(image, getattr(image, "filename", "") or "an image")
 
 
 class PhotoDataset(ImageDataset):
