@@ -299,7 +299,13 @@ def runs_show(
     if summary["error"]:
         console.print(f"[red]error:[/] {summary['error']}")
     if summary["status"] == "completed":
-        summarize(r, load_workflow(summary["kind"]), options.Common())
+        try:
+            summarize(r, load_workflow(summary["kind"]), options.Common())
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            # a run.json edited or cut short: its results are named, not a traceback
+            raise UserError(
+                f"{r.path}/run.json: its results cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
     else:
         console.print(f"at: {summary['at']}")
         for key, value in summary["metrics"].items():

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
+from ptl_cli import atomic
 from ptl_cli.errors import RunFailure, UserError
 from ptl_generators import weights as W
 
@@ -26,9 +26,9 @@ def export_directory(source: Path, target: Path) -> list[str]:
     fmt = meta.get("ptl_format")
     target.mkdir(parents=True, exist_ok=True)
     if fmt == "biggan":
-        (target / "config.json").write_text(json.dumps(meta["config"], indent=2) + "\n")
+        atomic.write_text(target / "config.json", json.dumps(meta["config"], indent=2) + "\n")
         W.save_single(target / "model.safetensors", tensors, {"format": "pt"})
-        (target / "class_names.json").write_text(json.dumps(meta.get("class_names", [])) + "\n")
+        atomic.write_text(target / "class_names.json", json.dumps(meta.get("class_names", [])) + "\n")
     elif fmt == "ddpm":
         from diffusers import DDIMScheduler, UNet2DModel
 
@@ -41,11 +41,11 @@ def export_directory(source: Path, target: Path) -> list[str]:
         }
         if (meta.get("sampling") or {}).get("eta") is not None:
             extra["eta"] = meta["sampling"]["eta"]  # the model's DDIM eta default
-        (target / SIDE_CAR).write_text(json.dumps(extra, indent=2) + "\n")
+        atomic.write_text(target / SIDE_CAR, json.dumps(extra, indent=2) + "\n")
     elif fmt == "classifier":
-        shutil.copyfile(source, target / "model.safetensors")
+        atomic.write_bytes(target / "model.safetensors", source.read_bytes())
         config = {k: v for k, v in meta.items() if k not in ("recipe", "ptl_run")}
-        (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        atomic.write_text(target / "config.json", json.dumps(config, indent=2) + "\n")
     else:
         raise UserError(f"{source}: unknown model format {fmt!r}")
     return [f"wrote {target}/ ({fmt}; load it with weights={target})"]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ptl_cli import atomic
 from ptl_cli.errors import UserError
 
 FORMATS = ("pt", "safetensors", "ticket")
@@ -35,7 +36,13 @@ def load_trained(run: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
         raise UserError(
             f"run {run.path} has no final model (status: {status}); finish it with `ptl resume {run.path}`"
         )
-    final = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        final = torch.load(path, map_location="cpu", weights_only=True)
+        final["recipe"], final["arch"], final["seed"], final["model"], final["pruner"]  # noqa: B018
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: named in one line
+        raise UserError(
+            f"{path} cannot be read ({type(exc).__name__}); the run's final model is broken"
+        ) from None
     from ptl_cli import pruning
 
     pruner = build_pruner(final["recipe"])
@@ -86,8 +93,6 @@ def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
             f"wrote {path}: {_human(len(data))} (safetensors, masks applied, unwrapped {arch['model']})"
         )
     if not verify:
-        from ptl_cli import atomic
-
         atomic.write_bytes(path, data)
         return lines
     # verified exports: written beside the target, checked there, then renamed into place
@@ -96,6 +101,7 @@ def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~atomic.umask())  # a plain file's mode, not mkstemp's 0600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

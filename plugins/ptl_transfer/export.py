@@ -35,7 +35,14 @@ def load_run_model(run: Any) -> dict[str, Any]:
     path = run.path / "model.pt"
     if not path.is_file():
         raise UserError(f"{run.path} has no model.pt: the run did not complete; `ptl resume {run.path}`")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in (*META_KEYS, "state_dict") if k not in payload]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: named in one line
+        raise UserError(f"{path} cannot be read ({type(exc).__name__}); the run's model is broken") from None
+    if missing:
+        raise UserError(f"{path} is broken: it lacks {', '.join(missing)}")
+    return payload
 
 
 def rebuild(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -57,7 +64,8 @@ def export(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
         raise UserError(f"--format {fmt!r}: transfer runs export {', '.join(FORMATS)}")
     payload = load_run_model(run)
     meta = {k: payload[k] for k in META_KEYS}
-    target = Path(out) if out else run.path / f"model.{fmt}"
+    # never the run's own model.pt: the default pt export is a file of its own
+    target = Path(out) if out else run.path / ("export.pt" if fmt == "pt" else f"model.{fmt}")
     if fmt == "pt":
         atomic.torch_save(payload, target)
     else:
