@@ -412,13 +412,113 @@ def factory_call_problem(
             f"with params {', '.join(kwargs) or 'none'}: {name}{_plain(signature)}: {exc} "
             "(every field of the parameter schema is passed as a keyword argument)"
         )
-    return None
+    # a near miss of an argument ptl passes only by name (num_unlabeled), unless a schema field
+    misses = _argument_near_misses(factory, "its factory", _optional(kind, "factory"), set(kwargs))
+    return misses[0] if misses else None
+
+
+#: Members ptl looks for on a component without requiring them, by kind: name -> the positional
+#: arguments ptl calls it with, or ``None`` for an attribute it reads (``docs/plugins/reference.md``).
+#: They are found by ``getattr``, so :func:`optional_member_problems` checks them and their near
+#: misses: a misspelt optional member would otherwise never be called, and nothing would say so.
+OPTIONAL_MEMBERS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "pruners": {
+        "before_forward": ("model",),
+        "sparsity_by_layer": ("model",),
+        "ticket_spec": ("model",),
+        "method": None,
+    },
+    "generators": {"classes_are_names": None},
+    "classifiers": {"classes_are_names": None},
+}
+
+# How close a name must be to a known one (difflib's ratio) to count as its misspelling.
+_NEAR_MISS = 0.85
+
+
+def _near_miss(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` is probably a misspelling of, or ``None``."""
+    import difflib
+
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=_NEAR_MISS)
+    return close[0] if close else None
+
+
+def _own_public_names(obj: Any) -> set[str]:
+    """Public names the component's own classes (not torch's, not builtins) and instance define."""
+    names: set[str] = set()
+    for klass in type(obj).__mro__:
+        if klass.__module__.split(".")[0] not in ("builtins", "torch", "typing", "abc"):
+            names.update(vars(klass))
+    names.update(getattr(obj, "__dict__", {}))
+    return {n for n in names if not n.startswith("_")}
+
+
+def _has(obj: Any, name: str) -> bool:
+    try:
+        inspect.getattr_static(obj, name)
+        return True
+    except AttributeError:
+        return hasattr(obj, name)
+
+
+def optional_member_problems(obj: Any, kind: str) -> list[str]:
+    """Optional members ptl would silently never use: a member named like an optional one but not
+    quite (``befor_forward``; a required member that is missing is reported as missing), a known
+    optional method that cannot be called the way ptl calls it, and a method parameter named like
+    an optional argument ptl passes (``unlabelled_index``)."""
+    optional = OPTIONAL_MEMBERS.get(kind, {})
+    problems = []
+    for name in sorted(_own_public_names(obj)) if optional else ():
+        meant = _near_miss(name, optional)
+        if meant is not None and not _has(obj, meant):
+            problems.append(f"{name} (did you mean {meant}? ptl never uses {name})")
+    for name, args in optional.items():
+        if args is None or not _has(obj, name):
+            continue
+        member = getattr(obj, name, None)
+        try:
+            signature = inspect.signature(member)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        try:
+            signature.bind(*args)
+        except TypeError:
+            problems.append(f"{name}{_plain(signature)} cannot be called as {name}({', '.join(args)})")
+    for (entry, member), names in OPTIONAL_ARGUMENTS.items():
+        if entry != kind or member == "factory" or not _has(obj, member):
+            continue
+        problems.extend(_argument_near_misses(getattr(obj, member, None), member, names))
+    return problems
+
+
+def _argument_near_misses(
+    function: Any, where: str, names: Iterable[str], given: Iterable[str] = ()
+) -> list[str]:
+    """Parameters of ``function`` (but those in ``given``) named almost like the optional
+    arguments ``names``."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return []
+    problems = []
+    for parameter in set(parameters) - set(given):
+        meant = _near_miss(parameter, names)
+        if meant is not None:
+            problems.append(
+                f"{where}'s parameter {parameter} (did you mean {meant}? ptl never passes {parameter})"
+            )
+    return problems
 
 
 def describe_problems(obj: Any, protocol: type) -> str:
     """What ``obj`` lacks to satisfy ``protocol``, as one phrase, or ``""`` if nothing."""
     missing = missing_members(obj, protocol)
     calls = signature_problems(obj, protocol)
+    kind = next((k for k, v in PROTOCOLS.items() if v is protocol), "")
+    calls += optional_member_problems(obj, kind)
     parts = []
     if missing:
         parts.append(f"without {', '.join(missing)}")
