@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ptl_cli.engine.compute import host_to_device
 from ptl_cli.pruning import TicketSpec
 from ptl_prune import inits, supermask
 from ptl_prune.edgepopup import EdgePopup
@@ -77,11 +78,14 @@ class IteRand(EdgePopup):
         event = len(self.events) + 1
         for index, _, module, mask in supermask.masked_layers(model):
             weight = supermask.original(module)
+            # Drawn on the CPU on purpose: the same values on every device and rank, so tickets
+            # rebuild anywhere; copied from pinned memory, so the host does not wait for the GPU.
             gen = inits.redraw_generator(self.seed, step, index)
             fresh = inits.draw(self.weight_init, weight.shape, gen)  # drawn first: tickets need only these
             coin = torch.rand(weight.shape, generator=gen) < self.rerand_lambda
-            change = coin.to(weight.device).logical_and_(~mask.kept(self.rerand_rate))
-            weight.copy_(torch.where(change, fresh.to(weight.device, weight.dtype), weight))
+            change = host_to_device(coin, weight.device).logical_and_(~mask.kept(self.rerand_rate))
+            fresh = host_to_device(fresh.to(weight.dtype), weight.device)
+            weight.copy_(torch.where(change, fresh, weight))
             mask.sources.masked_fill_(change, event)
         self.events.append(int(step))
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 #: The layer types a supermask can wrap: any module whose ``weight`` is used as-is by ``forward``.
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -210,14 +211,28 @@ class Supermask(nn.Module):
         return f"sparsity={self.sparsity}, pruned={self.pruned}, score_abs={self.score_abs}"
 
 
+_optimizer_steps = [0]
+
+
+def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    _optimizer_steps[0] += 1
+
+
+# Fused optimizers (``SGD(fused=True)``, ``AdamW(fused=True)``: ptl's choice on CUDA) write the
+# scores in one kernel without bumping their version counters; every torch optimizer's step runs
+# this global hook, so the cache below also keys on the number of optimizer steps taken.
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
 class GlobalTopK:
     """One ranking over several layers' scores: exactly ``round(p·n)`` of their ``n`` weights pruned
     in all, the lowest keys overall (ties by position in layer order), each layer's count free.
 
-    The masks are recomputed only when a score tensor changed (an optimizer step, a load, a move
-    to another device: tracked by each tensor's version counter and storage), so the one top-k
-    runs once per step however often the masks are read — by the forward, the counts, IteRand's
-    re-draw or an export. :meth:`refresh` is what the pruner's ``before_forward`` calls.
+    The masks are recomputed only when a score tensor may have changed (an optimizer step of any
+    torch optimizer, fused ones included; an in-place write, a load, a move to another device:
+    tracked by each tensor's version counter and storage), so the one top-k runs once per step
+    however often the masks are read — by the forward, the counts, IteRand's re-draw or an export.
+    :meth:`refresh` is what the pruner's ``before_forward`` calls.
     """
 
     def __init__(self, masks: list[Supermask], sparsity: float) -> None:
@@ -229,7 +244,8 @@ class GlobalTopK:
             mask.group = self
 
     def _versions(self) -> tuple:
-        return tuple((m.scores._version, m.scores.data_ptr(), m.scores.device) for m in self.masks)
+        scores = tuple((m.scores._version, m.scores.data_ptr(), m.scores.device) for m in self.masks)
+        return (_optimizer_steps[0], *scores)
 
     def refresh(self, rate: float = 1.0) -> list[torch.Tensor]:
         """The kept masks of every layer of the group (recomputed only if a score changed)."""

@@ -104,9 +104,10 @@ class PruneWorkflow:
         from ptl_cli.data.loader import Prefetcher
         from ptl_cli.data.sampler import ResumableSampler
         from ptl_cli.engine import distributed
-        from ptl_cli.engine.compute import prepare_model
+        from ptl_cli.engine.compute import optimizer_options, prepare_model
         from ptl_cli.engine.interrupt import Interrupted
         from ptl_cli.engine.seeding import capture_rng, restore_rng
+        from ptl_cli.engine.sync import host_sync
         from ptl_cli.errors import UserError
         from ptl_prune import data as prune_data
         from ptl_prune.build import arch_of, build_model, build_pruner
@@ -134,6 +135,7 @@ class PruneWorkflow:
             momentum=t.momentum,
             weight_decay=t.weight_decay,
             nesterov=t.nesterov,
+            **optimizer_options(device),  # fused on CUDA: no host sync under fp16 loss scaling
         )
 
         # batches: a resumable permutation per epoch, this rank's share of the global batch
@@ -174,6 +176,10 @@ class PruneWorkflow:
             ctx.run.truncate_metrics(lambda rec: rec.get("step", 0) <= step)
 
         def save() -> None:
+            with host_sync("checkpoint"):
+                _save()
+
+        def _save() -> None:
             ctx.check_finite(sums[0], f"step {step}")  # never checkpoint a diverged model
             ctx.verify_in_sync(model, f"step {step}")  # ranks hold the same network (and BN stats)
             state = {
@@ -193,7 +199,8 @@ class PruneWorkflow:
             ctx.save_checkpoint(state, step)
 
         def log_train() -> None:
-            loss, correct, seen = distributed.all_reduce_sum(dist, sums.clone()).tolist()  # global batch
+            with host_sync("log record"):  # the running sums stay on the device between records
+                loss, correct, seen = distributed.all_reduce_sum(dist, sums.clone()).tolist()  # global batch
             ctx.check_finite(loss, f"step {step}")
             ctx.log(step=step, epoch=epoch + 1, stage="train", loss=loss / seen, acc=correct / seen, lr=lr)
 
@@ -223,10 +230,11 @@ class PruneWorkflow:
                         )
                         step += 1
                         batch += 1
-                        with torch.no_grad():
+                        with torch.no_grad():  # on the device: no host sync between log records
                             n = targets.numel()
-                            correct = (logits.argmax(1) == targets).sum().double()
-                            sums += torch.stack([loss.detach().double() * n, correct, sums.new_tensor(n)])
+                            sums[0] += loss.detach().double() * n
+                            sums[1] += (logits.argmax(1) == targets).sum()
+                            sums[2] += n
                         advance(1)
                         if step % t.log_every == 0:
                             log_train()
@@ -247,16 +255,18 @@ class PruneWorkflow:
                 save()
 
         test_acc = self.evaluate(model, data.test, data.info, ctx, r.data.eval_batch_size)
-        kept, total = weight_counts(pruner, model)
+        with host_sync("final metrics"):
+            kept, total = weight_counts(pruner, model)
+            sparsity, by_layer = float(pruner.sparsity(model)), layer_sparsity(pruner, model)
         elapsed += time.time() - started
         metrics = {
             "test_acc": test_acc,
             "val_acc": val_acc,
             "best_val_acc": best_val,
-            "sparsity": float(pruner.sparsity(model)),
+            "sparsity": sparsity,
             "params_kept": kept,
             "params_total": total,
-            "layer_sparsity": layer_sparsity(pruner, model),
+            "layer_sparsity": by_layer,
             "time_s": round(elapsed, 2),
             "steps": step,
             "epochs": t.epochs,
@@ -274,7 +284,8 @@ class PruneWorkflow:
                 "arch": arch,
                 "recipe": r.pruner.model_dump(),
             }
-            atomic.torch_save(final, ctx.run.path / "final.pt")
+            with host_sync("final model"):
+                atomic.torch_save(final, ctx.run.path / "final.pt")
         return metrics
 
     @staticmethod
@@ -283,7 +294,9 @@ class PruneWorkflow:
         import torch
         from torch.nn.utils import parametrize
 
+        from ptl_cli.data.loader import Prefetcher
         from ptl_cli.engine import distributed
+        from ptl_cli.engine.sync import host_sync
         from ptl_prune.data import eval_batches, eval_views
 
         distributed.sync_buffers(ctx.dist, model)  # every rank evaluates rank 0's BatchNorm statistics
@@ -293,13 +306,14 @@ class PruneWorkflow:
             shares = eval_batches(
                 dataset, batch_size, ctx.dist.rank, ctx.dist.world_size, ctx.recipe.compute.workers
             )
-            for images, targets in shares:
-                images, targets = images.to(ctx.device), targets.to(ctx.device)
-                logits = model(eval_views(images, info))
-                counts[0] += (logits.argmax(1) == targets).sum()
-                counts[1] += targets.numel()
-        distributed.all_reduce_sum(ctx.dist, counts)
-        correct, seen = counts.tolist()
+            with Prefetcher(shares, ctx.device) as batches:  # pinned, copied ahead: no blocking copy
+                for images, targets in batches:
+                    logits = model(eval_views(images, info))
+                    counts[0] += (logits.argmax(1) == targets).sum()
+                    counts[1] += targets.numel()
+        with host_sync("evaluation result"):
+            distributed.all_reduce_sum(ctx.dist, counts)
+            correct, seen = counts.tolist()
         return correct / seen if seen else 0.0
 
     # -- reports and exports ------------------------------------------------------------------

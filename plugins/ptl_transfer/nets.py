@@ -121,8 +121,15 @@ def sgd(model: nn.Module, opt: Any) -> torch.optim.SGD:
         {"params": decay, "weight_decay": opt.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    from ptl_cli.engine.compute import optimizer_options
+
+    device = (decay or no_decay)[0].device
     return torch.optim.SGD(
-        groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0
+        groups,
+        lr=opt.lr,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov and opt.momentum > 0,
+        **optimizer_options(device),  # fused on CUDA: no host sync under fp16 loss scaling
     )
 
 

@@ -121,6 +121,9 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 @functools.lru_cache(maxsize=64)
 def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype):
     """Mean/std as device tensors, made once: a host-to-device copy per batch would sync on GPU."""
-    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)
-    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(device)
+    from ptl_cli.engine.sync import host_sync
+
+    with host_sync("normalization constants, copied once"):
+        m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)
+        s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(device)
     return m, s

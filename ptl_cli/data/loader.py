@@ -50,7 +50,7 @@ class Prefetcher:
 
     def __init__(self, source: Iterable[Any], device: Any, depth: int = 2) -> None:
         self.source = source
-        self.device = torch.device(device)
+        self.device = _indexed(torch.device(device))
         self.depth = depth
         self.cuda = self.device.type == "cuda"
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
@@ -100,7 +100,7 @@ class Prefetcher:
     def __iter__(self) -> Iterator[Any]:
         if self.depth <= 0:
             for batch in self.source:
-                yield self._prepare(batch)[0]
+                yield self._ready(self._prepare(batch))
             return
         self._stop = threading.Event()  # each iteration gets a fresh thread and queue
         self._queue = queue.Queue(maxsize=self.depth)
@@ -113,15 +113,19 @@ class Prefetcher:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                batch, event = item
-                if event is not None:
-                    current = torch.cuda.current_stream(self.device)
-                    current.wait_event(event)
-                    # memory made on the side stream is now used on this one: tell the allocator
-                    map_tensors(batch, lambda t, stream=current: t.record_stream(stream) or t)
-                yield batch
+                yield self._ready(item)
         finally:
             self.close()
+
+    def _ready(self, item: tuple[Any, Any]) -> Any:
+        """The batch, usable on the current stream: it waits for the side stream's copy (on the
+        device, not the host), and the allocator learns that this stream uses the memory."""
+        batch, event = item
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            map_tensors(batch, lambda t: t.record_stream(current) or t)
+        return batch
 
     def close(self) -> None:
         """Stop the background thread (idempotent)."""
@@ -140,6 +144,13 @@ class Prefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:N`` (the current device): ``torch.cuda.set_device`` and streams need the index."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def prefetch(source: Iterable[Any], device: Any, depth: int = 2) -> Prefetcher:

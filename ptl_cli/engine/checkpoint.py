@@ -35,8 +35,11 @@ class CheckpointStore:
         return [p for _, p in sorted(found)]
 
     def save(self, state: dict[str, Any], step: int) -> Path:
+        from ptl_cli.engine.sync import host_sync
+
         path = self.directory / f"step-{step:09d}.pt"
-        atomic.torch_save(state, path)
+        with host_sync("checkpoint"):  # torch.save copies device tensors to the host
+            atomic.torch_save(state, path)
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path

@@ -18,8 +18,8 @@ def resolve_device(spec: str = "auto"):
 
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+        if torch.cuda.is_available():  # with its index: torch.cuda.set_device refuses a bare "cuda"
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -32,6 +32,8 @@ def resolve_device(spec: str = "auto"):
             raise UserError(f"--device {spec}: CUDA is not available here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {spec}: MPS is not available here; use --device cpu or auto")
     return device

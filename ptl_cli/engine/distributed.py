@@ -68,17 +68,23 @@ def from_env() -> DistInfo:
 
 
 def local_device(info: DistInfo, device: Any) -> Any:
-    """Each process drives the GPU of its ``LOCAL_RANK``; other device types are shared."""
+    """Each process drives the GPU of its ``LOCAL_RANK``; other device types are shared.
+
+    A single process drives the GPU it was given (``cuda:1`` included): it becomes the current
+    device, so streams, cuDNN handles and any allocation that names no index land there too.
+    """
     import torch
 
-    if info.enabled and device.type == "cuda":
+    if device.type != "cuda":
+        return device
+    if info.enabled:
         if info.local_rank >= torch.cuda.device_count():
             raise UserError(
                 f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
                 "visible; lower --nproc-per-node"
             )
         device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
+    torch.cuda.set_device(device)
     return device
 
 
