@@ -179,6 +179,12 @@ def resume(ref: str, common: Common) -> None:
     run.claim()  # before reading anything: a second `ptl resume` stops here, in one line
     info = run.info()
     if info["status"] == "completed":
+        if not (run.path / "report.md").is_file():  # stopped while writing its report: finish that
+            from ptl_cli.engine.report import results_of, write_report
+
+            write_report(run, results_of(load_workflow(info["kind"]), run))
+            console().print(f"{run.path} had completed; its report is written now")
+            return
         raise UserError(f"run {run.path} already completed; nothing to resume")
     spec = workflow_spec(info["kind"])
     data = run.recipe_data()

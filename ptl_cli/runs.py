@@ -57,6 +57,7 @@ class Run:
         if out:
             path = Path(out)
             outputs.check_run_dir(path, "--out")
+            made = not path.exists()
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -64,8 +65,10 @@ class Run:
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             root = runs_root()
-            outputs.check_run_dir(root / "x", "the runs directory ($PTL_RUNS_DIR)")
-            suffix = 1
+            if root.exists() and not root.is_dir():
+                raise UserError(f"the runs directory {root} is a file; set $PTL_RUNS_DIR to a folder")
+            outputs.check_creatable(root / "x", "the runs directory")
+            made, suffix = True, 1
             while True:
                 base = f"{stamp}-{name or kind}"
                 path = root / (base if suffix == 1 else f"{base}-{suffix}")
@@ -79,14 +82,28 @@ class Run:
                     raise UserError(f"cannot create a run under {root}: {exc.strerror}") from None
         run = cls(path)
         run.claim(new=True)
+        try:
+            run._write_start(kind, name, recipe)
+        except BaseException:
+            # a full disk (or a kill) before the run is recorded: leave the folder as it was
+            # found, so the same --out can be given again
+            run.release()
+            for child in path.iterdir():
+                child.unlink()
+            if made:
+                path.rmdir()
+            raise
+        return run
+
+    def _write_start(self, kind: str, name: str, recipe: dict[str, Any]) -> None:
         from ptl_cli import __version__, recipes
 
         text = recipes.dumps(recipe)
-        atomic.write_text(path / "recipe.toml", text)
+        atomic.write_text(self.path / "recipe.toml", text)
         now = time.time()
-        run.write_info(
+        self.write_info(
             {
-                "id": path.name,
+                "id": self.path.name,
                 "kind": kind,
                 "name": name,
                 "status": "running",
@@ -100,7 +117,6 @@ class Run:
                 **_owner(),
             }
         )
-        return run
 
     # -- one writer per run --------------------------------------------------------------------
     def claim(self, new: bool = False, what: str = "run") -> None:
