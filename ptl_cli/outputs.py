@@ -54,8 +54,8 @@ def check_run_dir(path: Path, flag: str = "--out") -> None:
         raise UserError(
             f"{path} already holds a run; choose another {flag}, or continue it with `ptl resume {path}`"
         )
-    if (path / ".lock").exists():  # claimed by a run that another process is starting
-        raise UserError(f"{path} already holds a run (another ptl process is starting it); choose another {flag}")
+    if (path / ".lock").exists():  # claimed by a run another process is starting
+        raise UserError(f"{path} already holds a run (another ptl process starts it); choose a new path")
     if (path / SWEEP_RECORD).exists():
         raise UserError(f"{flag} {path} holds a sweep; choose a new path")
     if any(path.iterdir()):
