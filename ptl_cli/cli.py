@@ -310,6 +310,14 @@ def runs_show(
         console.print(f"at: {summary['at']}")
         for key, value in summary["metrics"].items():
             console.print(f"{key}: {value}")
+    from ptl_cli import provenance
+
+    console.print("[bold]made by[/]")
+    for line in provenance.lines(summary["provenance"]):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    for changed in summary["resumed_under"]:
+        shown = "; ".join(f"{k} {v}" for k, v in provenance.flat(changed).items())
+        console.print(f"  resumed under: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("resume")
@@ -332,7 +340,11 @@ def resume_command(
         if code:
             raise SystemExit(code)
         return
-    resume(run, options.Common(device=device, json=as_json, quiet=quiet, log_every_s=log_every_s))
+    from ptl_cli.provenance import naming_missing_plugins
+    from ptl_cli.runs import Run
+
+    with naming_missing_plugins(Run.open(run)):
+        resume(run, options.Common(device=device, json=as_json, quiet=quiet, log_every_s=log_every_s))
 
 
 @app.command("export")
@@ -362,10 +374,14 @@ def export_command(
         else:
             outputs.check_new_file(Path(out), "-o", force=force)
     r.claim()  # no export while another process writes the run (a resume), and one at a time
-    workflow = load_workflow(kind)
-    if not hasattr(workflow, "export"):
-        raise UserError(f"runs of kind {kind!r} have nothing to export")
-    for line in workflow.export(r, fmt, out, verify):
+    from ptl_cli.provenance import naming_missing_plugins
+
+    with naming_missing_plugins(r):  # a plugin the run used and is gone: name its distribution
+        workflow = load_workflow(kind)
+        if not hasattr(workflow, "export"):
+            raise UserError(f"runs of kind {kind!r} have nothing to export")
+        lines = workflow.export(r, fmt, out, verify)
+    for line in lines:
         typer.echo(line)
 
 

@@ -260,6 +260,9 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
     seed_everything(recipe.seed, recipe.compute.deterministic)
     if dist.is_main:
         run.set_status("running", error="")
+        from ptl_cli import provenance  # versions, device, CPU kernels, plugins: what made the run
+
+        provenance.record(run, run.recipe_data(), recipe.kind, device, resuming)
     warn = lambda m: out.print(f"[yellow]warning:[/] {m}")  # noqa: E731
     loggers = Loggers.start(recipe.compute.log, run, resuming, warn) if dist.is_main else Loggers([], warn)
     try:
@@ -371,4 +374,6 @@ def run_summary(run: Run) -> dict[str, Any]:
         "recipe": run.recipe_data(),
         "metrics": info.get("metrics", {}),
         "at": run.position(),  # its newest record: where a running or stopped run has got to
+        "provenance": info.get("provenance", {}),
+        "resumed_under": info.get("resumed_under", []),
     }

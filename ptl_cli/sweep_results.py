@@ -242,7 +242,7 @@ def compare_runs(refs: list[str], plot: str | None, force: bool = False) -> dict
 
     The plot's path is checked first: never a run's file, an existing file only with ``force``.
     """
-    from ptl_cli import outputs
+    from ptl_cli import outputs, provenance
     from ptl_cli.launch import run_summary
     from ptl_cli.runs import Run
 
@@ -261,6 +261,7 @@ def compare_runs(refs: list[str], plot: str | None, force: bool = False) -> dict
         "runs": [{"path": s["path"], "kind": s["kind"], "status": s["status"]} for s in summaries],
         "metrics": {m: [s["metrics"].get(m) for s in summaries] for m in metric_names},
         "recipe_differences": differing,
+        "provenance_differences": provenance.differences([s.get("provenance") or {} for s in summaries]),
         "plot": None,
     }
     if plot:
@@ -322,7 +323,15 @@ def print_comparison(result: dict[str, Any]) -> None:
         )
     for key, values in result["recipe_differences"].items():
         table.add_row(f"[dim]{key}[/]", *("" if v is None else str(v) for v in values))
+    differs = result.get("provenance_differences", {})
+    if differs:  # other software or hardware: numbers may differ for that reason alone
+        table.add_section()
+        for key, values in differs.items():
+            table.add_row(f"[yellow]made by: {key}[/]", *("" if v is None else str(v) for v in values))
     console = Console(highlight=False)
     console.print(table)
+    if differs:
+        facts = ", ".join(differs)
+        console.print(f"[yellow]note:[/] these runs were made by different software or hardware ({facts})")
     if result["plot"]:
         console.print(f"curves: {result['plot']}")
