@@ -74,6 +74,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "Pi-Model (Laine & Aila, ICLR 2017): MSE between the predictions on two weak views, ramped up",
         "PiModelParams",
     ),
+    "vat": (
+        "ptl_ssl.vat:VAT",
+        "VAT (Miyato et al., TPAMI 2018): consistency under the most damaging small perturbation, "
+        "plus entropy minimization",
+        "VATParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

@@ -134,3 +134,11 @@ class DeFixMatchParams(Params):
 class PiModelParams(Params):
     lambda_u: float = Field(10.0, ge=0.0, description="maximum weight of the consistency loss (>= 0)")
     rampup_fraction: RampupFraction = 0.4
+
+
+class VATParams(Params):
+    lambda_u: float = Field(0.3, ge=0.0, description="maximum weight of the adversarial loss (>= 0)")
+    lambda_ent: float = Field(0.06, ge=0.0, description="weight of the entropy minimization term (>= 0)")
+    eps: float = Field(6.0, gt=0.0, description="norm (> 0) of the adversarial perturbation, per sample")
+    xi: float = Field(1e-6, gt=0.0, description="norm (> 0) of the probe perturbation of the power iteration")
+    rampup_fraction: RampupFraction = 0.4

@@ -26,6 +26,7 @@ from ptl_ssl.dash import Dash
 from ptl_ssl.defixmatch import DeFixMatch
 from ptl_ssl.pimodel import PiModel
 from ptl_ssl.softmatch import SoftMatch
+from ptl_ssl.vat import VAT
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
 
@@ -40,7 +41,7 @@ def usb(reference) -> types.SimpleNamespace:
     misc = load("semilearn", "core/utils/misc.py", stubs)
 
     def extra_init(self, args) -> None:
-        self.distributed, self.world_size = False, 1
+        self.distributed, self.world_size, self.gpu = False, 1, None
         self.it = 0
         self.num_train_iter = getattr(args, "num_train_iter", STEPS)
         self.bn_controller = misc.Bn_Controller()
@@ -63,6 +64,7 @@ def usb(reference) -> types.SimpleNamespace:
         ("dash", "Dash"),
         ("defixmatch", "DeFixMatch"),
         ("pimodel", "PiModel"),
+        ("vat", "VAT"),
     ):
         extra = {}
         if name in ("softmatch", "adamatch", "dash"):
@@ -130,12 +132,12 @@ def _grads(model: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
-def _usb_step(algorithm, batch: dict, step: int, labeled_strong: bool = False):
+def _usb_step(algorithm, batch: dict, step: int, labeled_strong: bool = False, unlabeled_strong: bool = True):
     algorithm.it = step
     extra = {"x_lb_s": batch["x_s"]} if labeled_strong else {}
-    out, log = algorithm.train_step(
-        x_lb=batch["x"], y_lb=batch["y"], x_ulb_w=batch["weak"], x_ulb_s=batch["strong"], **extra
-    )
+    if unlabeled_strong:
+        extra["x_ulb_s"] = batch["strong"]
+    out, log = algorithm.train_step(x_lb=batch["x"], y_lb=batch["y"], x_ulb_w=batch["weak"], **extra)
     return out, log, _grads(algorithm.model.inner, out["loss"])
 
 
@@ -170,22 +172,30 @@ def compare(
     log_keys: dict[str, str] = LOG_KEYS,
     before_usb_step: Callable[[object, object, int], None] | None = None,
     models: list[nn.Module] | None = None,
+    seed_each_step: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Run ptl's ``ours`` and USB's ``usb_cls(**usb_args)`` over ``steps`` batches; assert each
     step's loss, logs, gradients and the state pairs ``state(ours, theirs)`` agree. Returns
     ptl's logs of every step. ``before_usb_step(ours, theirs, step)`` may hand USB what its
     training loop (not its ``train_step``) would have set. ``models`` (a list) receives both
-    sides' models."""
+    sides' models. ``seed_each_step`` seeds the global generator alike before each side's step
+    (for algorithms that draw inside it)."""
     model = model_cls(K)
     theirs = _usb_algorithm(usb_cls, copy.deepcopy(model), **usb_args)
     if models is not None:
         models.extend([model, theirs.model.inner])
     history = []
     for step, batch in enumerate(_steps(seed, steps)):
+        if seed_each_step:
+            torch.manual_seed(1000 + step)
         loss, logs, grads = _ptl_step(ours, model, batch, step)
         if before_usb_step is not None:
             before_usb_step(ours, theirs, step)
-        out, log, their_grads = _usb_step(theirs, batch, step, labeled_strong)
+        if seed_each_step:
+            torch.manual_seed(1000 + step)
+        out, log, their_grads = _usb_step(
+            theirs, batch, step, labeled_strong, ours.unlabeled_views[-1] != "weak"
+        )
         _same(loss, out["loss"])
         for key, their_key in log_keys.items():
             _same(logs[key], log[their_key])
@@ -521,3 +531,72 @@ def test_pimodel_comparison_can_fail(usb, perturbed):
             lambda ours, theirs: [],
             log_keys=PIMODEL_LOGS,
         )
+
+
+VAT_CASES = [
+    ({}, {}),
+    (
+        {"eps": 2.0, "lambda_ent": 0.5, "lambda_u": 1.5, "rampup_fraction": 0.25},
+        {"vat_eps": 2.0, "ent_loss_ratio": 0.5, "lambda_u": 1.5, "unsup_warm_up": 0.25},
+    ),
+]
+VAT_LOGS = {"loss_x": "sup_loss", "loss_u": "unsup_loss", "loss_ent": "loss_entmin"}
+
+
+def _vat_usb_args(args: dict) -> dict:
+    return {
+        "unsup_warm_up": 0.4,
+        "vat_eps": 6.0,
+        "vat_embed": False,
+        "ent_loss_ratio": 0.06,
+        "lambda_u": 0.3,
+        **args,
+    }
+
+
+@pytest.fixture
+def cpu_for_cuda(monkeypatch):
+    """USB's VAT moves its perturbation with ``.cuda(gpu)``: on this CPU-only machine the move is
+    the identity (the one driver call stood in for; every computation is USB's own)."""
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+
+
+@pytest.mark.parametrize(("params", "usb_args"), VAT_CASES)
+def test_vat_equals_usb_over_steps(usb, cpu_for_cuda, params, usb_args):
+    """Eight steps with a BatchNorm network and the same random directions: the adversarial and
+    entropy terms, losses, gradients and running statistics equal USB's."""
+    models: list[nn.Module] = []
+    logs = compare(
+        _bn_net,
+        usb.vat,
+        _vat_usb_args(usb_args),
+        VAT(K, **params),
+        lambda ours, theirs: [],
+        log_keys=VAT_LOGS,
+        models=models,
+        seed_each_step=True,
+    )
+    ours, theirs = models
+    for a, b in zip(ours.buffers(), theirs.buffers(), strict=True):
+        _same(a, b)
+    assert all(float(log["loss_u"]) > 0 for log in logs)
+
+
+@pytest.mark.parametrize("perturbed", [{"eps": 5.8}, {"xi": 1e-3}, {"lambda_ent": 0.07}])
+def test_vat_comparison_can_fail(usb, cpu_for_cuda, perturbed):
+    with pytest.raises(AssertionError):
+        compare(
+            _bn_net,
+            usb.vat,
+            _vat_usb_args({}),
+            VAT(K, **perturbed),
+            lambda ours, theirs: [],
+            log_keys=VAT_LOGS,
+            seed_each_step=True,
+        )
+
+
+def test_vat_direction_matters(usb, cpu_for_cuda):
+    """Without the same random directions the two sides differ: the draw is part of the step."""
+    with pytest.raises(AssertionError):
+        compare(_bn_net, usb.vat, _vat_usb_args({}), VAT(K), lambda ours, theirs: [], log_keys=VAT_LOGS)

@@ -26,6 +26,7 @@ NAMES = (
     "softmatch",
     "supervised",
     "uda",
+    "vat",
 )
 LOG_KEYS = {
     "fixmatch": {"loss_x", "loss_u", "mask_ratio"},
@@ -40,6 +41,7 @@ LOG_KEYS = {
     "pimodel": {"loss_x", "loss_u", "weight_u"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
+    "vat": {"loss_x", "loss_u", "loss_ent", "weight_u"},
 }
 #: Parameters that make the tests below reach an algorithm's unlabeled loss at step 3 (Dash's
 #: default warm-up is 2048 supervised steps).
@@ -143,11 +145,15 @@ def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
         "adamatch",
         "defixmatch",
         "pimodel",
+        "vat",
+        "dash",
     ],
 )
 def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
     """With every pseudo label accepted, the unlabeled weight changes the gradient."""
-    extra = {} if name in ("meanteacher", "softmatch", "pimodel") else {"threshold": 0.0}
+    extra = {} if name in ("meanteacher", "softmatch", "pimodel", "vat") else {"threshold": 0.0}
+    if name == "dash":  # past its warm-up, every sample under the threshold
+        extra = {**PAST_WARMUP["dash"], "rho_min": 50.0}
     grads = []
     for lambda_u in (0.0, 1.0):
         torch.manual_seed(0)
