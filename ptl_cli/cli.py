@@ -120,7 +120,7 @@ def plugins_new(
     note = name_taken_note(names, kind)
     if note:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"next: cd {path} && pip install -e . && pytest")
+    console.print(f"next: cd {path} && pip install -e '.[test]' && pytest")
 
 
 _KIND_ALIASES = {"ssl-algorithms": "ssl", "source-classifiers": "classifiers"}
@@ -169,6 +169,7 @@ def list_command(
     from rich.table import Table
 
     console = _console()
+    single = [(k, items[0]) for k, items in out.items() if len(items) == 1 and pattern and items[0]["params"]]
     for k, items in out.items():
         table = Table(title=k, title_justify="left")
         for col in ("name", "plugin", "description", "parameters"):
@@ -178,8 +179,18 @@ def list_command(
                 f"{p['name']}={p['default']!r}" if not p["required"] else f"{p['name']} (required)"
                 for p in item["params"]
             )
-            table.add_row(item["name"], item["plugin"], item["description"], params)
+            table.add_row(item["name"], item["plugin"], item["description"].split("\n")[0], params)
         console.print(table)
+    for _kind, item in single:  # one component asked for: each parameter with what it means
+        table = Table(title=f"{item['name']}: parameters", title_justify="left")
+        for col in ("parameter", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for p in item["params"]:
+            default = "(required)" if p["required"] else repr(p["default"])
+            table.add_row(p["name"], default, p.get("description") or "")
+        console.print(table)
+    if kind is not None and not single and any(items for items in out.values()):
+        console.print(f"`ptl list {kind} NAME` describes each parameter of one.", highlight=False)
     for message in conflicts:
         console.print(f"[yellow]note:[/] {message}")
     for p in manager.plugins.values():
@@ -448,6 +459,16 @@ def _flags_without_type(command: Any) -> None:
         _flags_without_type(sub)
 
 
+def _fill_choices(command: Any) -> None:
+    """Put the registered names into flag help that asks for them (``{choices:ssl}``): built from
+    the registries when help is shown, so help and ``ptl list`` agree, plugins included."""
+    for param in command.params:
+        if isinstance(getattr(param, "help", None), str) and "{choices:" in param.help:
+            param.help = options.fill_choices(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _fill_choices(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     ex = _click_exceptions()
     args, debug = _take_debug(sys.argv[1:] if argv is None else argv)
@@ -455,6 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = typer.main.get_command(build_app())
         _flags_without_type(command)
+        if "--help" in args or "-h" in args:
+            _fill_choices(command)
         # Without standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
         code = command.main(args=args, prog_name="ptl", standalone_mode=False)
         if isinstance(code, int) and code:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Optional, TypeVar
@@ -55,6 +56,28 @@ Log = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--log", metavar="<name[,name]>", help="Experiment loggers, e.g. tensorboard,mlflow,wandb."),
 ]
+
+
+#: ``{choices:ssl}`` in a flag's help: the registered names of that kind, filled in only when help
+#: is shown (:func:`fill_choices`), so that starting ptl never builds the registries for it.
+CHOICES = re.compile(r"\{choices:(\w+)\}")
+
+
+def fill_choices(text: str) -> str:
+    """``"SSL algorithm: {choices:ssl}."`` -> ``"SSL algorithm: fixmatch, uda, ... (`ptl list ssl`)."``:
+    one source for help and ``ptl list``, plugins' components included."""
+    return CHOICES.sub(lambda m: _names(m.group(1)), text)
+
+
+def _names(kind: str) -> str:
+    from ptl_cli import plugins
+
+    try:
+        names = [spec.name.replace(":*", ":NAME") for spec in plugins.manager().registry(kind)]
+    except Exception:  # noqa: BLE001 - a broken plugin must not break --help
+        names = []
+    shown = ", ".join(names[:24]) + (", ..." if len(names) > 24 else "")
+    return f"{shown} (see `ptl list {kind}`)" if shown else f"see `ptl list {kind}`"
 
 
 def log_names(text: str | None) -> list[str] | None:

@@ -16,7 +16,7 @@ from ptl_cli import options
 
 Method = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--method", "-m", help="Pruner: iterand, edge-popup or sgd (see `ptl list pruners`)."),
+    typer.Option("--method", "-m", help="Pruner: {choices:pruners}."),
 ]
 
 
@@ -40,8 +40,8 @@ def _opt(help_text: str, *names: str) -> Any:
 @options.with_common
 def prune(
     method: Method = None,
-    model: Annotated[Optional[str], _opt("Model, e.g. conv6, resnet18, torchvision:resnet50.")] = None,  # noqa: UP045
-    dataset: Annotated[Optional[str], _opt("Dataset, e.g. fashion-pack, cifar10, imagenet.")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], _opt("Model: {choices:models}.")] = None,  # noqa: UP045
+    dataset: Annotated[Optional[str], _opt("Dataset: {choices:datasets}.")] = None,  # noqa: UP045
     data_dir: Annotated[Optional[str], _opt("Where the dataset is.")] = None,  # noqa: UP045
     download: Annotated[bool, _opt("Download the dataset if missing.")] = False,
     sparsity: Annotated[

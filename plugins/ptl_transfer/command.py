@@ -24,19 +24,13 @@ def _opt(help_text: str, *names: str) -> Any:
 
 @options.with_common
 def transfer(
-    generator: Annotated[
-        Name, _opt("Source generator plugin: biggan, diffusers, stable-diffusion, ...")
-    ] = None,
-    ssl: Annotated[Name, _opt("SSL algorithm: fixmatch, uda, meanteacher, pseudolabel, supervised.")] = None,
-    source_classifier: Annotated[
-        Name, _opt("Source classifier: bundled, torchvision:NAME, checkpoint, clip.")
-    ] = None,
+    generator: Annotated[Name, _opt("Source generator: {choices:generators}.")] = None,
+    ssl: Annotated[Name, _opt("SSL algorithm: {choices:ssl}.")] = None,
+    source_classifier: Annotated[Name, _opt("Source classifier: {choices:classifiers}.")] = None,
     target: Annotated[
-        Name, _opt("Target dataset plugin name, or a folder of images (path/<split>/<class>/).")
+        Name, _opt("Target dataset: {choices:datasets}; or a folder of images (path/<split>/<class>/).")
     ] = None,
-    arch: Annotated[
-        Name, _opt("Target architecture: any model plugin, torchvision:NAME or timm:NAME.")
-    ] = None,
+    arch: Annotated[Name, _opt("Target architecture: {choices:models}.")] = None,
     width: Annotated[Optional[float], _opt("Width factor of the target architecture.")] = None,  # noqa: UP045
     labels_per_class: Annotated[Optional[int], _opt("Labeled target images per class.")] = None,  # noqa: UP045
     stages: Annotated[Name, _opt("Comma list of scratch,kd,pp,pssl,pp+pssl (default: all).")] = None,

@@ -1,5 +1,5 @@
 """ptl-example's own tests: the contract checks from ptl_cli.testing plus each method's defining
-property. Run them after installing the plugin: ``pip install -e . && pytest``."""
+property. Run them after installing the plugin: ``pip install -e '.[test]' && pytest``."""
 
 from __future__ import annotations
 
