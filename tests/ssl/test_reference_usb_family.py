@@ -193,9 +193,7 @@ def compare(
             before_usb_step(ours, theirs, step)
         if seed_each_step:
             torch.manual_seed(1000 + step)
-        out, log, their_grads = _usb_step(
-            theirs, batch, step, labeled_strong, ours.unlabeled_views[-1] != "weak"
-        )
+        out, log, their_grads = _usb_step(theirs, batch, step, labeled_strong, len(ours.unlabeled_views) > 1)
         _same(loss, out["loss"])
         for key, their_key in log_keys.items():
             _same(logs[key], log[their_key])
