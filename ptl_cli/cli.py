@@ -369,6 +369,14 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing -o file (never a run's own files).")
     ] = False,
+    stage: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--stage",
+            metavar="<name>",
+            help="Which stage's model (transfer: scratch, kd, pp, ...; default: the final).",
+        ),
+    ] = None,
 ) -> None:
     """Write a finished run's model in a standalone format."""
     from pathlib import Path
@@ -391,7 +399,11 @@ def export_command(
         workflow = load_workflow(kind)
         if not hasattr(workflow, "export"):
             raise UserError(f"runs of kind {kind!r} have nothing to export")
-        lines = workflow.export(r, fmt, out, verify)
+        import inspect
+
+        if stage is not None and "stage" not in inspect.signature(workflow.export).parameters:
+            raise UserError(f"runs of kind {kind!r} have no stages to choose from; leave out --stage")
+        lines = workflow.export(r, fmt, out, verify, **({"stage": stage} if stage is not None else {}))
     for line in lines:
         typer.echo(line)
 

@@ -45,6 +45,25 @@ def load_run_model(run: Any) -> dict[str, Any]:
     return payload
 
 
+def _stage_weights(run: Any, stage: str) -> dict[str, torch.Tensor]:
+    """A trained stage's weights (target head), named in one line when it did not run or is broken."""
+    from ptl_cli.errors import did_you_mean
+    from ptl_transfer.stages import STAGES
+
+    ran = [s for s in run.recipe_data().get("stages", []) if s in STAGES]
+    if stage not in ran:
+        hint = did_you_mean(stage, ran)
+        close = f"; {hint}" if hint.startswith("did you mean") else ""
+        raise UserError(f"--stage {stage!r}: this run trained {', '.join(ran)}{close}")
+    path = run.path / "stages" / f"{stage.replace('+', '_')}.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - missing or unreadable: one line
+        raise UserError(
+            f"{path} cannot be read ({type(exc).__name__}); the stage's weights are broken"
+        ) from None
+
+
 def rebuild(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The network described by ``meta`` with ``state`` loaded strictly."""
     spec = plugins.get("models", meta["arch"])
@@ -59,10 +78,13 @@ def rebuild(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Mo
     return model.eval()
 
 
-def export(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
+def export(run: Any, fmt: str, out: str | None, verify: bool, stage: str | None = None) -> list[str]:
+    """The final stage's model (``RUN/model.pt``), or with ``stage`` that stage's (``RUN/stages/``)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: transfer runs export {', '.join(FORMATS)}")
     payload = load_run_model(run)
+    if stage is not None and stage != payload["stage"]:
+        payload = {**payload, "stage": stage, "state_dict": _stage_weights(run, stage)}
     meta = {k: payload[k] for k in META_KEYS}
     # never the run's own model.pt: the default pt export is a file of its own
     target = Path(out) if out else run.path / ("export.pt" if fmt == "pt" else f"model.{fmt}")
@@ -73,7 +95,8 @@ def export(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
 
         state = {k: v.contiguous() for k, v in payload["state_dict"].items()}
         atomic.write_bytes(target, save(state, metadata={"ptl": json.dumps(meta)}))
-    lines = [f"wrote {target} ({meta['arch']}, {meta['num_classes']} classes, stage {meta['stage']})"]
+    chosen = "" if stage else ": the final one; --stage picks another"
+    lines = [f"wrote {target} ({meta['arch']}, {meta['num_classes']} classes, stage {meta['stage']}{chosen})"]
     if verify:
         lines.append(_verify(target, fmt, payload["state_dict"]))
     return lines

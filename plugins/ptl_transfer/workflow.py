@@ -31,7 +31,9 @@ class TransferWorkflow:
 
         return results.results(run)
 
-    def export(self, run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
+    def export(
+        self, run: Any, fmt: str, out: str | None, verify: bool, stage: str | None = None
+    ) -> list[str]:
         from ptl_transfer.export import export
 
-        return export(run, fmt, out, verify)
+        return export(run, fmt, out, verify, stage)

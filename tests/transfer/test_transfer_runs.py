@@ -122,6 +122,17 @@ def test_cli_runs_shows_and_exports(tmp_path):
         exported = run_ptl("export", str(out), "--format", fmt, "--verify")
         assert exported.returncode == 0, exported.stderr
         assert "verified" in exported.stdout and (out / f"model.{fmt}").is_file()
+    assert "stage pssl: the final one; --stage picks another" in exported.stdout
+    # --stage: another stage's weights, verified the same way
+    exported = run_ptl("export", str(out), "--stage", "scratch", "-o", str(tmp_path / "s.pt"), "--verify")
+    assert exported.returncode == 0 and "stage scratch)" in exported.stdout and "verified" in exported.stdout
+    scratch = torch.load(tmp_path / "s.pt", weights_only=True)
+    final = torch.load(out / "export.pt", weights_only=True)
+    assert scratch["stage"] == "scratch" and final["stage"] == "pssl"
+    assert any(not torch.equal(scratch["state_dict"][k], v) for k, v in final["state_dict"].items())
+    refused = run_ptl("export", str(out), "--stage", "kd", "-o", str(tmp_path / "k.pt"))
+    assert refused.returncode == 2 and "--stage 'kd': this run trained scratch, pssl" in refused.stderr
+    assert "made by" in shown.stdout and "SSL algorithm fixmatch: plugin ssl from ptl" in shown.stdout
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):
