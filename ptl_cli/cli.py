@@ -302,6 +302,8 @@ def runs_show(
 
     r = Run.open(run)
     summary = run_summary(r)
+    if summary["status"] != "completed":
+        summary["resumes_from"] = _resume_point(r)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -318,7 +320,8 @@ def runs_show(
                 f"{r.path}/run.json: its results cannot be read ({type(exc).__name__}: {exc})"
             ) from None
     else:
-        console.print(f"at: {summary['at']}")
+        console.print(f"at: {summary['at']}  (its newest record)")
+        console.print(f"resume continues from: {_resume_point(r)}", highlight=False)
         for key, value in summary["metrics"].items():
             console.print(f"{key}: {value}")
     from ptl_cli import provenance
@@ -329,6 +332,24 @@ def runs_show(
     for changed in summary["resumed_under"]:
         shown = "; ".join(f"{k} {v}" for k, v in provenance.flat(changed).items())
         console.print(f"  resumed under: {shown}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _resume_point(run: Any) -> str:
+    """Where ``ptl resume`` would continue: the workflow's words for its newest checkpoint, else
+    the checkpoint's step (a record logged after it is written again by the resume)."""
+    from ptl_cli.engine.checkpoint import CheckpointStore
+    from ptl_cli.launch import load_workflow
+
+    try:
+        workflow = load_workflow(run.kind)
+    except UserError:
+        workflow = None
+    if workflow is not None and hasattr(workflow, "resume_point"):
+        return workflow.resume_point(run)
+    saved = CheckpointStore(run.checkpoint_dir).paths()
+    if not saved:
+        return "the beginning (no checkpoint yet)"
+    return f"step {int(saved[-1].stem.split('-')[1])} ({saved[-1].name})"
 
 
 @app.command("resume")

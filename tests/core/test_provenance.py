@@ -54,6 +54,8 @@ def test_a_run_whose_plugin_is_gone_names_the_distribution_to_install(cli, demo_
     run = tmp_path / "run"
     code, _, _ = cli("demo", "--out", run, "--quiet", "--set", "train.stop_at=4")  # interrupted
     assert code == 130
+    code, out, _ = cli("runs", "show", run)  # and where a resume would continue: its checkpoint
+    assert "at: train step 4" in out and "resume continues from: step 4 (step-000000004.pt)" in out
     shutil.rmtree(demo_site / "ptl_demo-0.0.1.dist-info")  # pip uninstall ptl-demo
     plugins.reset()
     code, _, err = cli("resume", run)

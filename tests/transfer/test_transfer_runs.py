@@ -83,14 +83,31 @@ def test_resume_after_interruptions_equals_the_uninterrupted_run(uninterrupted, 
     data = tx.tiny_recipe(tmp_path / "pools")
     out = tmp_path / "run"
     assert tx.run_transfer(data, out, stop_after=stops[0]) is None
+    _runs_show_names_where_resume_continues(out)
     for polls in stops[1:]:
         assert tx.run_transfer(data, out, stop_after=polls, resuming=True) is None
+        _runs_show_names_where_resume_continues(out)
     resumed = tx.run_transfer(data, out, resuming=True)
     assert tx.without_seconds(resumed) == tx.without_seconds(whole)
     assert tx.records(out) == tx.records(whole_dir)
     a = torch.load(whole_dir / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _runs_show_names_where_resume_continues(out):
+    """What ``ptl runs show`` says resume will do is what the newest checkpoint holds."""
+    from ptl_cli.engine.checkpoint import CheckpointStore
+    from ptl_cli.runs import Run
+    from ptl_transfer.workflow import TransferWorkflow
+
+    newest = CheckpointStore(out / "checkpoints").paths()[-1]
+    saved = torch.load(newest, weights_only=False)
+    said = TransferWorkflow().resume_point(Run(out))
+    if saved["phase"] is not None and saved["state"]["step"] > 0:
+        assert said == f"{saved['phase']} step {saved['state']['step']} ({newest.name})"
+    else:  # between phases: one not yet done
+        assert said.startswith("the start of ") and said.split()[3] not in saved["done"], said
 
 
 def test_a_stage_alone_gives_the_same_result_as_in_the_full_run(uninterrupted, tmp_path, tx):
