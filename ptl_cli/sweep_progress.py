@@ -1,4 +1,6 @@
-"""A sweep's progress: one line per running cell (its latest logged step) and an overall bar.
+"""A sweep's progress: one line per running cell (its latest logged step) and an overall bar;
+off a terminal (a file, Slurm, nohup) plain lines instead: each cell's start and end, and every
+``log_every_s`` seconds where each running cell is.
 
 Cells run with ``--quiet`` in their own processes; their progress is read from the newest line
 of each one's ``metrics.jsonl`` (:meth:`ptl_cli.runs.Run.position`, which ``ptl runs show`` prints).
@@ -14,14 +16,28 @@ from ptl_cli.runs import Run
 class SweepProgress:
     """``with SweepProgress(sweep) as p``: ``started(cell)``, ``update(running)``, ``finished(cell)``."""
 
-    def __init__(self, sweep: Any, enabled: bool = True) -> None:
+    def __init__(
+        self, sweep: Any, enabled: bool = True, log_every_s: float = 30.0, console: Any = None
+    ) -> None:
         self.sweep = sweep
         self.enabled = enabled
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
+        self._console = console
+        self._lines: Any = None  # off a terminal: plain lines (a file, Slurm, nohup)
+        self.log_every_s = log_every_s
+        self._last = 0.0
 
     def __enter__(self) -> SweepProgress:
         if self.enabled:
+            from rich.console import Console
+
+            console = self._console or Console(stderr=True)
+            if not console.is_terminal:
+                import time
+
+                self._lines, self._last = console, time.monotonic()
+                return self
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -44,13 +60,31 @@ class SweepProgress:
         if self._bar is not None:
             self._bar.stop()
 
+    def _say(self, text: str) -> None:
+        self._lines.print(f"[sweep] {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def _done(self) -> str:
+        done = sum(c.status == "completed" for c in self.sweep.cells)
+        return f"{done}/{len(self.sweep.cells)} cells completed"
+
     def started(self, cell: Any) -> None:
+        if self._lines is not None:
+            self._say(f"start {cell.id}")
         if self._bar is not None:
             # a cell's length is its own recipe's business: its line shows the stage and step it has
             # logged, its bar pulses (no made-up total)
             self._tasks[cell.id] = self._bar.add_task(f"  {cell.id}", total=None, count="starting")
 
     def update(self, running: dict[str, Any]) -> None:
+        if self._lines is not None:
+            import time
+
+            if time.monotonic() - self._last >= self.log_every_s:
+                self._last = time.monotonic()
+                for ident in running:
+                    self._say(f"{ident}: {Run(self.sweep.path / 'runs' / ident).position()}")
+                self._say(self._done())
+            return
         if self._bar is None:
             return
         for ident in running:
@@ -60,6 +94,9 @@ class SweepProgress:
             self._bar.update(task, count=Run(self.sweep.path / "runs" / ident).position())
 
     def finished(self, cell: Any) -> None:
+        if self._lines is not None:
+            self._say(f"{cell.status} {cell.id} {cell.error}".rstrip() + f" ({self._done()})")
+            return
         if self._bar is None:
             return
         task = self._tasks.pop(cell.id, None)
