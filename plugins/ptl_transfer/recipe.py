@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ptl_cli.recipes import RecipeBase
 from ptl_cli.schema import Params
@@ -77,7 +77,9 @@ class Optim(Params):
     """SGD with Nesterov momentum, no weight decay on BatchNorm/bias, cosine ``lr·cos(7πt/16T)``."""
 
     steps: int = Field(500, ge=1, description="optimizer steps of the stage")
-    batch_size: int = Field(32, ge=1, description="labeled batch size B")
+    batch_size: int = Field(
+        32, ge=1, le=2**16, description="labeled batch size B (at most 65536: a typo, not a batch, beyond)"
+    )
     lr: float = Field(0.03, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
@@ -110,6 +112,16 @@ class PP(Params):
     samples: int = Field(10000, ge=1, description="pool size (pool mode)")
     seed: int = Field(0, description="pool seed: same generator + seed = same pool, reused")
     train: Optim = Optim(steps=1000, batch_size=128, lr=0.1, ema_decay=0.0)
+
+    @model_validator(mode="after")
+    def _batch_fits_pool(self) -> PP:
+        """A batch larger than the pool it is drawn from is a typo (known before any sample exists)."""
+        if self.mode == "pool" and self.train.batch_size > self.samples:
+            raise ValueError(
+                f"`pp.train.batch_size` {self.train.batch_size} is larger than the pool "
+                f"(`pp.samples` {self.samples})"
+            )
+        return self
 
 
 class PCS(Params):

@@ -94,3 +94,15 @@ def test_images_decode_to_8_bit_pixels_in_every_mode_or_are_refused(tmp_path):
     (tmp_path / "cut.png").write_bytes((tmp_path / "g16.png").read_bytes()[:40])
     with pytest.raises(UserError, match="cut.png cannot be decoded"):
         decode_file(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize(
+    ("item", "said"),
+    [
+        ("train.batch_size=1000000000", "less than or equal to 65536"),
+        ("pp.samples=10", "`pp.train.batch_size` 64 is larger than the pool (`pp.samples` 10)"),
+    ],
+)
+def test_absurd_transfer_batches_are_refused_by_dry_run(cli, item, said):
+    code, _, err = cli("transfer", "--set", item, "--dry-run")
+    assert code == 2 and said in err and err.count("\n") == 1
