@@ -413,7 +413,7 @@ def export_command(
             outputs.check_run_dir(Path(out), "-o")
         else:
             outputs.check_new_file(Path(out), "-o", force=force)
-    r.claim()  # no export while another process writes the run (a resume), and one at a time
+    r.claim(read_only_ok=bool(out))  # no export while another process writes the run (a resume)
     from ptl_cli.provenance import naming_missing_plugins
 
     with naming_missing_plugins(r):  # a plugin the run used and is gone: name its distribution

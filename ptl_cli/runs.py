@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -119,7 +120,7 @@ class Run:
         )
 
     # -- one writer per run --------------------------------------------------------------------
-    def claim(self, new: bool = False, what: str = "run") -> None:
+    def claim(self, new: bool = False, what: str = "run", read_only_ok: bool = False) -> None:
         """Make this process the run's only writer until it ends; a second one gets a UserError.
 
         An exclusive ``flock`` on ``RUN/.lock``, held for the life of the process: the kernel
@@ -127,6 +128,8 @@ class Run:
         stale lock is ever left. ``new`` claims a folder for a new run: the lock file must not
         exist yet (``O_EXCL``), which is what makes creating a run atomic. Claiming again in the
         same process is a no-op (a test, or an export after a run in one notebook).
+        ``read_only_ok``: a reader that writes elsewhere (``ptl export -o``) goes on when the run
+        lies on storage it may not write, where the lock file cannot be made.
         """
         lock = self.path / LOCK_FILE
         key = str(self.path.resolve())
@@ -147,6 +150,8 @@ class Run:
                 "choose another --out"
             ) from None
         except OSError as exc:
+            if read_only_ok and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                return  # a run on read-only storage: nobody can be writing it from here
             raise UserError(f"{what} {self.path}: cannot open its lock file {lock}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
