@@ -298,8 +298,11 @@ class Registry:
         for spec in self._specs.values():
             if spec.is_pattern and fnmatch.fnmatchcase(name, spec.name) and name != spec.name:
                 return replace(spec, name=name, meta={**spec.meta, "pattern": spec.name})
-        known = [s.name for s in self._specs.values()] + list(self._aliases)
-        raise UserError(f"unknown {self.label} {name!r}; {did_you_mean(name, known)}")
+        names = [s.name for s in self._specs.values()]
+        hint = did_you_mean(name, names + list(self._aliases))  # an alias may be the close match
+        if not hint.startswith("did you mean"):
+            hint = did_you_mean(name, names)  # the list names each component once, not its aliases
+        raise UserError(f"unknown {self.label} {name!r}; {hint}")
 
     def filter(self, pattern: str) -> list[ComponentSpec]:
         """Specs whose names match a shell-style wildcard (``ptl list models 'conv*'``)."""

@@ -40,3 +40,15 @@ def test_list_of_one_component_describes_its_parameters(cli, monkeypatch):
     assert "r: probability that an eligible pruned weight is re-drawn" in out  # rerand_lambda's Field
     code, out, _ = cli("list", "pruners")
     assert "iterand: parameters" not in out and "`ptl list pruners NAME` describes each parameter" in out
+
+
+def test_an_unknown_name_lists_each_component_once_and_still_matches_aliases():
+    import pytest
+
+    from ptl_cli.errors import UserError
+
+    with pytest.raises(UserError) as far:
+        plugins.get("pruners", "random-mask")
+    assert str(far.value) == "unknown pruner 'random-mask'; known: edge-popup, iterand, sgd"  # no alias
+    with pytest.raises(UserError, match="did you mean 'edgepopup'"):  # an alias is still suggested
+        plugins.get("pruners", "edgepopu")
