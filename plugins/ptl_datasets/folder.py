@@ -19,9 +19,9 @@ from ptl_cli.data.locations import data_dir
 from ptl_cli.data.photo import PhotoDataset, PhotoFiles
 from ptl_cli.data.splits import holdout_split
 from ptl_cli.errors import UserError
+from ptl_datasets.facts import EXTENSIONS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = ("train", "val", "test")
 #: A single class-per-folder directory is split into train and this seeded test share.
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0

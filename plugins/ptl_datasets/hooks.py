@@ -72,4 +72,5 @@ def ptl_register_datasets(register) -> None:
         "ptl_datasets.folder:imagefolder",
         description="your own images: path/<split>/<class>/*.jpg, or path/<class>/ (seeded 80/20 split)",
         params=FolderParams,
+        facts=FACTS,
     )

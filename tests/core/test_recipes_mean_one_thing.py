@@ -106,3 +106,13 @@ def test_images_decode_to_8_bit_pixels_in_every_mode_or_are_refused(tmp_path):
 def test_absurd_transfer_batches_are_refused_by_dry_run(cli, item, said):
     code, _, err = cli("transfer", "--set", item, "--dry-run")
     assert code == 2 and said in err and err.count("\n") == 1
+
+
+def test_dry_run_refuses_an_empty_or_one_class_target_folder(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    one = _folder(tmp_path / "one", {"cats": 5})
+    for folder, said in ((tmp_path / "empty", "images of 0 class(es)"), (one, "images of 1 class(es)")):
+        code, _, err = cli("transfer", "--target", folder, "--dry-run")
+        assert code == 2 and said in err and err.count("\n") == 1
+    two = _folder(tmp_path / "two", {"cats": 5, "dogs": 5})
+    assert cli("transfer", "--target", two, "--dry-run")[0] == 0
