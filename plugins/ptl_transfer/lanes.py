@@ -282,7 +282,9 @@ def watch(ctx: Any, lanes: list[Lane]) -> None:
                 done += sum(min(step, phase_steps.get(name, 0)) for name, step in lane.steps.items())
                 if lane.running() and lane.steps:
                     name = list(lane.steps)[-1]
-                    info.append(f"{name} {lane.steps[name]}/{phase_steps.get(name, 0)}{_loss(lane, name)}")
+                    steps = phase_steps.get(name, 0)
+                    where = f" {lane.steps[name]}/{steps}" if steps else ""  # a pool: no steps
+                    info.append(f"{name}{where}{_loss(lane, name)}")
             _relay(ctx.run, lanes, arrived, rewritten)
             advance(done - shown, lanes=" | ".join(info))
             shown = done
