@@ -11,8 +11,9 @@ path, which never applies its ``T``; ptl has no temperature here).
 
 Like USB's ``AdaMatch``, and unlike the paper, there is no random logit interpolation, no
 separate BatchNorm pass for the source batch and no ramp-up of ``lambda_u``: ptl follows USB,
-the benchmark users compare with. Under ``torchrun`` the priors are updated from the global
-batch; the relative threshold is each rank's own, as in USB.
+the benchmark users compare with. Under ``torchrun`` the priors and the relative threshold come
+from the global batch, so 2 ranks compute what 1 process would (USB's threshold is each rank's
+own: the one deliberate difference, which only shows with more than one process).
 ``tests/ssl/test_reference_usb_family.py`` checks several steps against USB's ``train_step``.
 """
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptl_cli.engine.distributed import gather_global_batch
 from ptl_ssl.common import TensorState, joint_logits, loss_logs
 from ptl_ssl.distalign import align, update_priors
 from ptl_ssl.softmatch import weighted_cross_entropy
@@ -76,7 +78,7 @@ class AdaMatch(TensorState):
             self.p_model, self.p_model_seen, self.p_target, probs_u, probs_l, self.ema_decay
         )
         aligned = align(probs_u, self.p_model, self.p_target)
-        cutoff = probs_l.max(dim=-1).values.mean() * self.threshold
+        cutoff = gather_global_batch(probs_l.max(dim=-1).values).mean() * self.threshold
         confidence, labels = aligned.max(dim=-1)
         mask = (confidence >= cutoff).float()
 

@@ -17,7 +17,8 @@ ptl's algorithms see one training loop and not an evaluation set:
   the warm-up is the first ``warmup_steps`` steps of the stage, and ``t`` restarts after it.
 * USB's ``rho_init`` is the loss on the evaluation set after the warm-up; ptl's is the labeled
   batch's cross-entropy at the first step after it (the paper's "average loss of the labeled
-  examples", estimated on one batch). It is the algorithm's state, so resume is exact.
+  examples", estimated on one batch; under ``torchrun`` the global batch, so every rank holds
+  the same value). It is the algorithm's state, so resume is exact.
 
 Defaults are USB's: ``warmup_steps = 2048`` and ``rho_update_every = 10240`` (every 10 of its
 1024-iteration epochs), meant for schedules of a million steps: a short run sets both.
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptl_cli.engine.distributed import gather_global_batch
 from ptl_ssl.common import TensorState, check_logits, joint_logits, loss_logs, view
 from ptl_ssl.softmatch import weighted_cross_entropy
 
@@ -92,8 +94,10 @@ class Dash(TensorState):
             model, labeled, unlabeled, self.num_classes, "Dash"
         )
         self._follow(logits_weak.device)
-        loss_x = F.cross_entropy(logits_x, targets)
-        self.rho_init = torch.where(self.rho_init_set, self.rho_init, loss_x.detach().float())
+        per_sample = F.cross_entropy(logits_x, targets, reduction="none")
+        loss_x = per_sample.mean()
+        global_loss = gather_global_batch(per_sample.detach().float()).mean()  # every rank's rho_init
+        self.rho_init = torch.where(self.rho_init_set, self.rho_init, global_loss)
         self.rho_init_set = torch.ones_like(self.rho_init_set)
 
         rho = self.rho(step)

@@ -14,13 +14,16 @@ frozen. Defaults are USB's (``eps = 6``, ``lambda_ent = 0.06``, ``lambda_u = 0.3
 image configs, ``rampup_fraction = 0.4``).
 
 The forward is re-run inside ``loss``: twice more on the unlabeled batch. The power iteration
-takes ``torch.autograd.grad`` of the probe's KL with respect to ``d`` only, so it leaves the
+backpropagates the probe's KL into ``d`` only (``backward(inputs=[d])``), so it leaves the
 parameters' gradients alone (USB calls ``backward`` and then zeroes them: the same result), and
 it runs on the unwrapped module (no DDP bookkeeping for a graph whose parameters get no
 gradient). ``d`` is drawn on the batch's device from the global generator; under ``torchrun``
 each rank keeps its rows of the global batch's draw, so 2 ranks draw what 1 process would.
 Given the same generator state, equal to USB's ``VAT.train_step``
-(``tests/ssl/test_reference_usb_family.py``).
+(``tests/ssl/test_reference_usb_family.py``). At ``xi = 1e-6`` (USB's and the paper's default)
+the probe's gradient sits at float32's resolution, so the direction depends on the order of the
+arithmetic: 2 ranks find a different (equally valid) direction than 1 process; at ``xi = 1e-2``
+they agree (``tests/scale/test_scale_usb_family_ddp.py``).
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ class VAT(Stateless):
         d = (self.xi * per_sample_unit(sharded_normal(u))).requires_grad_()
         with torch.enable_grad():
             probe = kl_with_logits(logits_u, unwrap(model)(u + d))
-            (grad,) = torch.autograd.grad(probe, d)
-        r_adv = self.eps * per_sample_unit(grad.detach())
+            probe.backward(inputs=[d])  # the gradient reaches d only, never the parameters
+        r_adv = self.eps * per_sample_unit(d.grad.detach())
         return kl_with_logits(logits_u, model(u + r_adv))
 
     def loss(
