@@ -110,3 +110,15 @@ def test_generated_sweep_and_export_requests(cli, small_run, tmp_path):
     for target in own:
         check(cli, ("export", small_run, "-o", target), small_run, ok=(2,))
         check(cli, ("runs", "compare", small_run, "--plot", target, "--force"), small_run, ok=(2,))
+
+
+BROKEN_SWEEPS = [b"{}", b"[]", b'{"spec": {}, "cells": []}', b'{"cells": [1]}', b"\xff", b""]
+
+
+@pytest.mark.parametrize("text", BROKEN_SWEEPS)
+def test_a_broken_sweep_json_is_named(cli, demo_site, tmp_path, text):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_bytes(text)
+    for command in (("sweep", "show", sweep), ("resume", sweep)):
+        check(cli, command, sweep, ok=(2,))
