@@ -136,6 +136,18 @@ def test_outputs_never_land_on_existing_files(cli, done, tmp_path):
     assert other.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_cache_or_runs_dir_that_is_a_file(cli, demo_site, tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for variable in ("PTL_CACHE_DIR", "PTL_RUNS_DIR"):
+        monkeypatch.setenv(variable, str(afile))
+        for command in (("demo", "--dry-run"), ("sweep", "--recipe", "demo-default", "--dry-run")):
+            code, _, err = cli(*command)
+            assert code == 2 and one_line(err) and f"${variable}" in err, (variable, command, err)
+        monkeypatch.delenv(variable)
+    assert afile.read_text() == "x"
+
+
 def test_atomic_writes_keep_the_umask(tmp_path):
     import os
 
@@ -166,7 +178,7 @@ def test_a_broken_run_json_is_named_and_listing_goes_on(cli, done, tmp_path, tex
 
 def test_null_and_torn_metrics_lines_are_skipped(cli, done):
     with (done / "metrics.jsonl").open("a") as fh:
-        fh.write("null\n[1, 2]\n{\"stage\": \"te")
+        fh.write('null\n[1, 2]\n{"stage": "te')
     code, out, err = cli("runs", "show", done, "--json")
     assert code == 0, err
     assert json.loads(out)["at"] == "test step 12"
