@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Record keys shown beside a task, in this order, with the words a line uses for them.
+#: The window of the pace an ETA extrapolates (seconds).
+RECENT_S = 120.0
+
 SHOWN = {
     "loss": "loss",
     "lr": "lr",
@@ -63,10 +66,20 @@ class _Task:
     start_step: int  # where this process began (a resumed task's earlier steps took no time here)
     unit: str = "step"
     fields: dict[str, Any] = field(default_factory=dict)
+    seen: list[tuple[float, int]] = field(default_factory=list)  # (time, completed), the last minutes
+
+    def note(self, now: float) -> None:
+        self.seen.append((now, self.completed))
+        while len(self.seen) > 2 and now - self.seen[1][0] > RECENT_S:
+            self.seen.pop(0)
 
     def rate(self, now: float) -> float | None:
-        """Units per second in this process, once there is something to measure."""
-        done, spent = self.completed - self.start_step, now - self.began
+        """Units per second over the last few minutes (the whole task before that): a run whose
+        steps grow costlier (lanes moving on to P-SSL) gets an ETA of its present pace."""
+        then, before = self.seen[0] if self.seen else (self.began, self.start_step)
+        if now - then < RECENT_S / 2 or self.completed <= before:
+            then, before = self.began, self.start_step
+        done, spent = self.completed - before, now - then
         return done / spent if done > 0 and spent > 0 else None
 
     def eta(self, now: float) -> float | None:
@@ -176,6 +189,7 @@ class Progress:
         def advance(n: int = 1, **fields: Any) -> None:
             task.completed = min(task.completed + n, task.total) if task.total else task.completed + n
             task.fields.update(fields)
+            task.note(self.clock())
             self._maybe_line(task)
 
         return advance
@@ -244,6 +258,7 @@ class Progress:
             def advance(n: int = 1, **fields: Any) -> None:
                 task.completed += n
                 task.fields.update(fields)
+                task.note(self.clock())
                 bar.update(task_id, advance=n, **info())
 
             self._refresh = lambda: bar.update(task_id, **info())

@@ -79,3 +79,17 @@ def test_quiet_and_other_ranks_show_nothing_and_durations_read_as_time():
         "17m 55s",
         "1h 06m",
     ]
+
+
+def test_the_eta_follows_the_present_pace_when_steps_grow_costlier():
+    now = [0.0]
+    console = Console(file=io.StringIO(), width=200)
+    progress = Progress(console, enabled=True, log_every_s=60, clock=lambda: now[0])
+    with progress.task("lanes", 2000) as advance:
+        for step in range(1100):  # 1000 cheap steps (0.1 s), then P-SSL's costlier ones (2 s)
+            now[0] += 0.1 if step < 1000 else 2.0
+            advance(1)
+        last = console.file.getvalue().splitlines()[-1]
+    # the last two minutes ran at 0.5 step/s: 928 steps left take 31 min (the whole task's
+    # average, 4.4 step/s at that line, would say 3m 31s)
+    assert last == "[lanes] step 1072/2000 (53%)  0.5 step/s  ETA 30m 56s"
