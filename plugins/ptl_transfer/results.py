@@ -142,12 +142,18 @@ def _verdict(run: Any, accuracy: dict[str, float]) -> list[str]:
     if len(accuracy) < 2:
         return []
     ranked = sorted(accuracy.items(), key=lambda item: -item[1])
-    (best, top), (second, runner) = ranked[0], ranked[1]
-    margin = 100 * (top - runner)
-    line = f"Best: {best} at {_percent(top)}, {margin:.1f} points above {second}"
-    if "scratch" in accuracy and "scratch" not in (best, second):
+    top = ranked[0][1]
+    leaders = [name for name, acc in ranked if 100 * (top - acc) < 0.05]  # equal as printed
+    if len(leaders) == 1:
+        line = f"Best: {leaders[0]} at {_percent(top)}"
+    else:
+        line = f"Best: {' and '.join(leaders)}, tied at {_percent(top)}"
+    rest = ranked[len(leaders) :]
+    if rest:
+        line += f", {100 * (top - rest[0][1]):.1f} points above {rest[0][0]}"
+    if "scratch" in accuracy and "scratch" not in leaders and (not rest or rest[0][0] != "scratch"):
         line += f" and {100 * (top - accuracy['scratch']):+.1f} over scratch"
-    if top - runner < SEED_NOISE:
+    if not rest or top - rest[0][1] < SEED_NOISE:
         line += (
             ". One seed cannot separate differences of this size: changing only the seed, or the "
             "CPU's float kernels, moves these accuracies by a few points. Mean ± std over 5 seeds:"

@@ -57,14 +57,20 @@ def print_results(console: Any, results: Results) -> None:
     """The tables as rich tables, the first under the title, each note on its own line."""
     from rich.table import Table as RichTable
 
-    for index, table in enumerate(results.tables):
-        title = results.title if index == 0 else table.caption
-        shown = RichTable(title=title, title_justify="left")
-        for column in table.header:
-            shown.add_column(column, overflow="fold")
-        for row in table.rows:
-            shown.add_row(*(format_cell(c) for c in row))
-        console.print(shown)
+    before = console.width
+    if not console.is_terminal:  # rich assumes 80 columns there; a log file reads better wider
+        console.width = max(before, 120)
+    try:
+        for index, table in enumerate(results.tables):
+            title = results.title if index == 0 else table.caption
+            shown = RichTable(title=title, title_justify="left")
+            for column in table.header:
+                shown.add_column(column, overflow="fold")
+            for row in table.rows:
+                shown.add_row(*(format_cell(c) for c in row))
+            console.print(shown)
+    finally:
+        console.width = before
     for note in results.notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)  # commands stay whole
 

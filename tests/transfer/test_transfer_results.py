@@ -60,6 +60,8 @@ def test_the_line_under_the_table_says_whether_one_seed_can_tell(tmp_path):
     assert command.strip() == (
         f"ptl sweep --recipe {run}/recipe.toml --seeds 0,1,2,3,4 --out run-seeds && ptl sweep show run-seeds"
     )
+    tied = results.results(finished_run(tmp_path / "c", {"scratch": 0.664, "kd": 0.66625, "pp": 0.666}))
+    assert tied.notes[0].startswith("Best: kd and pp, tied at 66.6%, 0.2 points above scratch. One seed")
     clear = results.results(finished_run(tmp_path / "b", {"scratch": 0.55, "pp+pssl": 0.71}))
     assert clear.notes[0].startswith("Best: pp+pssl at 71.0%, 16.0 points above scratch.")
     assert "This is one seed" in clear.notes[0] and "cannot separate" not in clear.notes[0]
