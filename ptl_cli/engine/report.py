@@ -138,7 +138,8 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> bool:
                 continue  # a lone dot among curves (a stage's final value) adds nothing readable
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, label=stage or None, marker="." if len(xs) < 30 else None)
-        ax.set_title(name)
+        only = list(series[name])
+        ax.set_title(f"{name} ({only[0]})" if len(only) == 1 and only[0] else name)  # whose curve
         ax.set_xlabel("step")
         if len(series[name]) > 1 and any(series[name].keys()):
             ax.legend(fontsize=7)
