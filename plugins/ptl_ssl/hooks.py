@@ -80,6 +80,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "plus entropy minimization",
         "VATParams",
     ),
+    "mixmatch": (
+        "ptl_ssl.mixmatch:MixMatch",
+        "MixMatch (Berthelot et al., NeurIPS 2019): sharpened guesses from two weak views, mixup "
+        "across both batches",
+        "MixMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

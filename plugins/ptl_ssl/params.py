@@ -142,3 +142,10 @@ class VATParams(Params):
     eps: float = Field(6.0, gt=0.0, description="norm (> 0) of the adversarial perturbation, per sample")
     xi: float = Field(1e-6, gt=0.0, description="norm (> 0) of the probe perturbation of the power iteration")
     rampup_fraction: RampupFraction = 0.4
+
+
+class MixMatchParams(Params):
+    lambda_u: float = Field(100.0, ge=0.0, description="maximum weight of the unlabeled MSE loss (>= 0)")
+    temperature: float = Field(0.5, gt=0.0, description="sharpening temperature (> 0) of the averaged guess")
+    alpha: float = Field(0.5, ge=0.0, description="Beta(alpha, alpha) of the mixup ratio (0: no mixing)")
+    rampup_fraction: RampupFraction = 1 / 64

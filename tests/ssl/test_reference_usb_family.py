@@ -17,6 +17,7 @@ import io
 import types
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 from ptl_ssl.adamatch import AdaMatch
 from ptl_ssl.dash import Dash
 from ptl_ssl.defixmatch import DeFixMatch
+from ptl_ssl.mixmatch import MixMatch
 from ptl_ssl.pimodel import PiModel
 from ptl_ssl.softmatch import SoftMatch
 from ptl_ssl.vat import VAT
@@ -65,6 +67,7 @@ def usb(reference) -> types.SimpleNamespace:
         ("defixmatch", "DeFixMatch"),
         ("pimodel", "PiModel"),
         ("vat", "VAT"),
+        ("mixmatch", "MixMatch"),
     ):
         extra = {}
         if name in ("softmatch", "adamatch", "dash"):
@@ -193,6 +196,7 @@ def compare(
             before_usb_step(ours, theirs, step)
         if seed_each_step:
             torch.manual_seed(1000 + step)
+            np.random.seed(1000 + step)  # MixMatch's mixup ratio (USB draws it with NumPy)
         out, log, their_grads = _usb_step(theirs, batch, step, labeled_strong, len(ours.unlabeled_views) > 1)
         _same(loss, out["loss"])
         for key, their_key in log_keys.items():
@@ -598,3 +602,89 @@ def test_vat_direction_matters(usb, cpu_for_cuda):
     """Without the same random directions the two sides differ: the draw is part of the step."""
     with pytest.raises(AssertionError):
         compare(_bn_net, usb.vat, _vat_usb_args({}), VAT(K), lambda ours, theirs: [], log_keys=VAT_LOGS)
+
+
+class _MixMatchWithUsbDraws(MixMatch):
+    """ptl's MixMatch given the mixup draws USB's step makes after ``compare`` seeded NumPy and
+    torch with ``1000 + step``: its Beta draw comes from NumPy, ptl's from torch on the device.
+    Everything else is ptl's own code."""
+
+    def loss(self, model, labeled, targets, unlabeled, step, total_steps):
+        self.step = step
+        return super().loss(model, labeled, targets, unlabeled, step, total_steps)
+
+    def mix_draws(self, n, device):
+        lam = np.random.RandomState(1000 + self.step).beta(self.alpha, self.alpha)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1000 + self.step))
+        return torch.tensor(max(lam, 1 - lam), dtype=torch.float64), perm
+
+
+MIXMATCH_CASES = [
+    ({}, {}),
+    (
+        {"temperature": 0.3, "alpha": 0.75, "lambda_u": 20.0, "rampup_fraction": 0.5},
+        {"T": 0.3, "mixup_alpha": 0.75, "lambda_u": 20.0, "unsup_warm_up": 0.5},
+    ),
+]
+MIXMATCH_LOGS = {"loss_x": "sup_loss", "loss_u": "unsup_loss"}
+
+
+def _mixmatch_usb_args(args: dict) -> dict:
+    return {
+        "T": 0.5,
+        "unsup_warm_up": 1 / 64,
+        "mixup_alpha": 0.5,
+        "mixup_manifold": False,
+        "lambda_u": 100.0,
+        **args,
+    }
+
+
+@pytest.mark.parametrize(("params", "usb_args"), MIXMATCH_CASES)
+def test_mixmatch_equals_usb_over_steps(usb, params, usb_args):
+    """Eight steps with a BatchNorm network and the same mixup draws: guesses, mixed targets,
+    losses, gradients and running statistics (the labeled chunk's only) equal USB's."""
+    models: list[nn.Module] = []
+    logs = compare(
+        _bn_net,
+        usb.mixmatch,
+        _mixmatch_usb_args(usb_args),
+        _MixMatchWithUsbDraws(K, **params),
+        lambda ours, theirs: [],
+        log_keys=MIXMATCH_LOGS,
+        models=models,
+        seed_each_step=True,
+    )
+    ours, theirs = models
+    for a, b in zip(ours.buffers(), theirs.buffers(), strict=True):
+        _same(a, b)
+    assert ours[1].num_batches_tracked == STEPS  # the labeled chunk's pass only
+    assert len({float(log["mix_lambda"]) for log in logs}) == STEPS
+
+
+@pytest.mark.parametrize("perturbed", [{"temperature": 0.55}, {"rampup_fraction": 0.5}, {"lambda_u": 90.0}])
+def test_mixmatch_comparison_can_fail(usb, perturbed):
+    with pytest.raises(AssertionError):
+        compare(
+            _bn_net,
+            usb.mixmatch,
+            _mixmatch_usb_args({}),
+            _MixMatchWithUsbDraws(K, **perturbed),
+            lambda ours, theirs: [],
+            log_keys=MIXMATCH_LOGS,
+            seed_each_step=True,
+        )
+
+
+def test_mixmatch_draws_its_mixup_on_the_device_and_favours_the_own_input():
+    """ptl's own draws: ``lam`` in [0.5, 1], a permutation, reproducible from the generator's
+    state, different from step to step."""
+    algo = MixMatch(K)
+    torch.manual_seed(0)
+    draws = [algo.mix_draws(20, torch.device("cpu")) for _ in range(20)]
+    lams = torch.stack([lam for lam, _ in draws])
+    assert lams.min() >= 0.5 and lams.max() <= 1 and len(set(lams.tolist())) == 20
+    assert all(torch.equal(perm.sort().values, torch.arange(20)) for _, perm in draws)
+    torch.manual_seed(0)
+    again = algo.mix_draws(20, torch.device("cpu"))
+    assert torch.equal(again[0], draws[0][0]) and torch.equal(again[1], draws[0][1])

@@ -21,6 +21,7 @@ NAMES = (
     "flexmatch",
     "freematch",
     "meanteacher",
+    "mixmatch",
     "pimodel",
     "pseudolabel",
     "softmatch",
@@ -38,6 +39,7 @@ LOG_KEYS = {
     "adamatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "dash": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "defixmatch": {"loss_x", "loss_u", "loss_anti", "mask_ratio", "mask_ratio_labeled"},
+    "mixmatch": {"loss_x", "loss_u", "weight_u", "mix_lambda"},
     "pimodel": {"loss_x", "loss_u", "weight_u"},
     "softmatch": {"loss_x", "loss_u", "mask_ratio", "threshold"},
     "supervised": {"loss_x"},
@@ -147,11 +149,12 @@ def test_satisfies_the_contract_and_backpropagates(name, tiny_cnn, fashion):
         "pimodel",
         "vat",
         "dash",
+        "mixmatch",
     ],
 )
 def test_the_unlabeled_term_carries_gradient(name, tiny_cnn, fashion):
     """With every pseudo label accepted, the unlabeled weight changes the gradient."""
-    extra = {} if name in ("meanteacher", "softmatch", "pimodel", "vat") else {"threshold": 0.0}
+    extra = {} if name in ("meanteacher", "softmatch", "pimodel", "vat", "mixmatch") else {"threshold": 0.0}
     if name == "dash":  # past its warm-up, every sample under the threshold
         extra = {**PAST_WARMUP["dash"], "rho_min": 50.0}
     grads = []
