@@ -285,12 +285,13 @@ class Run:
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> bool:
         """Add one metrics record (a line of JSON); idempotent per (stage, step, what it holds).
 
         A record logged again (a run resumed after it crashed between logging a record and
         saving the checkpoint that covers it) replaces the first one instead of following it, so
         a resumed run's record equals an uninterrupted run's whatever point it failed at.
+        Returns False for such a replacement (the trackers already have the record), else True.
         """
         ident = record_identity(record)
         seen = self._seen()
@@ -301,11 +302,12 @@ class Run:
                     row, replaced = record, True
                 rows.append(row)
             self.replace_metrics(rows if replaced else [*rows, record])
-            return
+            return not replaced
         atomic.append_text(self.metrics_path, json.dumps(record, default=float) + "\n")
         if ident is not None:
             seen.add(ident)
         self._seen_stamp = _stamp(self.metrics_path)
+        return True
 
     def _seen(self) -> set[Any]:
         """The identities of the records on disk, read once (again after another writer)."""

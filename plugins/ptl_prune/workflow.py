@@ -243,9 +243,8 @@ class PruneWorkflow:
                             save()
                         if stop:
                             raise Interrupted()
-                # end of an epoch: train metrics (unless just logged at this step), validation, checkpoint
-                if step % t.log_every:
-                    log_train()
+                # end of an epoch: train metrics, validation, checkpoint
+                log_train()
                 epoch += 1
                 batch = 0
                 sums.zero_()

@@ -57,9 +57,9 @@ class RunContext:
                 value = value.item()
             clean[key] = value
         clean.setdefault("time", round(time.time() - self.started, 3))
-        self.run.log(clean)
+        new = self.run.log(clean)
         self.progress.record(clean)  # the bar or log line shows its loss, lr, accuracy
-        if self.loggers is not None:
+        if self.loggers is not None and new:  # a record logged again replaced the first: once
             self.loggers.log(clean)
 
     def save_checkpoint(self, state: dict[str, Any], step: int) -> None:
