@@ -466,6 +466,7 @@ def check_pruner(
     steps: int = 4,
     resume_at: int = 2,
     seed: int = 0,
+    gpu: bool = True,
 ) -> Any:
     """Check a pruner on a tiny real conv net (:func:`tiny_net`: 10 classes, 1×28×28 inputs), or on
     ``model()`` — called with no arguments, a fresh network per call, for those same inputs:
@@ -475,7 +476,11 @@ def check_pruner(
     interrupted at ``resume_at`` and resumed from a checkpoint equal an uninterrupted run: the
     model, the outputs, and the pruner's whole state — every attribute holding tensors or plain
     data, not only what ``state_dict()`` returns. The model is prepared as ``ptl prune`` does
-    (:func:`ptl_cli.pruning.prepare`: ``before_forward`` runs before every forward)."""
+    (:func:`ptl_cli.pruning.prepare`: ``before_forward`` runs before every forward).
+
+    With ``gpu`` (and a CUDA build of torch) the steps also run on a simulated GPU
+    (:mod:`ptl_cli.testing_gpu`) in fp32 and fp16-mixed: no tensor on the wrong device, no CPU
+    generator feeding a CUDA draw, and no host synchronization in a training step."""
     import torch
 
     from ptl_cli import pruning
@@ -608,6 +613,8 @@ def check_pruner(
             what,
             "the unwrapped model loaded from export_dense() gives other outputs than the pruned model",
         )
+    if gpu:
+        check_pruner_on_gpu(component, params, model=model, steps=steps, seed=seed)
     return pruner
 
 
@@ -766,6 +773,7 @@ def check_ssl(
     steps: int = 4,
     resume_at: int = 2,
     seed: int = 0,
+    gpu: bool = True,
 ) -> Any:
     """Check an SSL algorithm on real images and a tiny real conv net (:func:`confident_net`, or
     ``model(num_classes)``, a fresh network per call): it names known views, ``loss`` gives a
@@ -777,7 +785,10 @@ def check_ssl(
     The unlabeled batches come from a set of :data:`NUM_UNLABELED` real images, drawn as
     ``ptl transfer`` draws them (:func:`unlabeled_indices`): a factory that accepts
     ``num_unlabeled``/``num_labeled`` gets the sizes, a ``loss`` that declares ``unlabeled_index``
-    the indices, and samples come back every epoch, so per-sample state is exercised."""
+    the indices, and samples come back every epoch, so per-sample state is exercised.
+
+    With ``gpu`` (and a CUDA build of torch) the SSL step also runs on a simulated GPU
+    (:mod:`ptl_cli.testing_gpu`) in fp32 and fp16-mixed, as :func:`check_pruner` does."""
     import torch
 
     from ptl_cli.data.views import VIEW_NAMES
@@ -861,7 +872,130 @@ def check_ssl(
         assert_same_state(object_state(algo), object_state(resumed_algo), what, where)
     except ContractError as exc:
         raise ContractError(f"{exc} (is all state in state_dict()?)") from None
+    if gpu:
+        check_ssl_on_gpu(component, params, num_classes=num_classes, model=model, steps=steps, seed=seed)
     return algo
+
+
+# -- the simulated GPU ------------------------------------------------------------------------------------
+GPU_PRECISIONS = ("fp32", "fp16-mixed")
+
+
+def _gpu_verdict(gpu: Any, what: str, precision: str) -> None:
+    """A contract error naming every problem the simulated GPU recorded during the steps."""
+    problems = gpu.problems()
+    syncs = gpu.syncs(declared=True)  # nothing is declared inside a step: a sync is a sync
+    found = problems + syncs
+    if found:
+        more = f"; and {len(found) - 6} more" if len(found) > 6 else ""
+        listed = "; ".join(str(f) for f in found[:6]) + more
+        raise ContractError(
+            f"{what}: on a simulated GPU ({precision}) a training step {listed}. A step on a GPU "
+            "must keep every tensor and generator on its device and read nothing back to the host "
+            "(keep logs as tensors; docs/plugins/reference.md)"
+        )
+
+
+def check_pruner_on_gpu(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    model: Callable[[], Any] | None = None,
+    steps: int = 4,
+    seed: int = 0,
+    precisions: tuple[str, ...] = GPU_PRECISIONS,
+) -> None:
+    """``steps`` training steps of a pruner (the step ``ptl prune`` runs, with ``after_step``) on a
+    simulated ``cuda:0``, per precision; nothing if torch has no CUDA build (pip's CPU-only wheel)."""
+    import torch
+
+    from ptl_cli import pruning, testing_gpu
+    from ptl_cli.engine.compute import host_to_device, optimizer_options
+    from ptl_cli.engine.device import Precision
+    from ptl_cli.engine.sync import host_sync
+
+    if not testing_gpu.available():
+        return
+    build, what = _builder("pruners", component, params)
+    make_model = model or tiny_net
+    for name in precisions:
+        torch.manual_seed(seed)
+        pruner = build()
+        prepared = pruning.prepare(pruner, make_model(), seed)  # on the CPU, then moved, as ptl prune does
+        batches = [sample_batch(8, step, seed) for step in range(steps)]
+        with testing_gpu.SimulatedGPU() as gpu:
+            device = torch.device("cuda", 0)
+            with host_sync("setup"):
+                net = prepared.to(device)
+                params = list(pruner.trainable_parameters(net))
+                optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, **optimizer_options(device))
+                precision = Precision(name, device)
+            gpu.clear()
+            net.train()
+            for step, (x, y) in enumerate(batches):
+                x, y = host_to_device(x, device), host_to_device(y, device)
+                guard = lambda call: calling(what, call)  # noqa: E731
+                pruning.train_step(pruner, net, optimizer, x, y, step + 1, precision=precision, guard=guard)
+        _gpu_verdict(gpu, what, name)
+
+
+def check_ssl_on_gpu(
+    component: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    num_classes: int = 5,
+    model: Callable[[int], Any] | None = None,
+    steps: int = 4,
+    seed: int = 0,
+    precisions: tuple[str, ...] = GPU_PRECISIONS,
+    ema: Callable[[Any], Any] | None = None,
+) -> None:
+    """``steps`` SSL steps (:class:`ptl_cli.engine.ssl_step.SSLStep`: views, loss, optimizer,
+    ``after_step``, and the update of ``ema(model)`` when given) on a simulated ``cuda:0``, per
+    precision; nothing if torch has no CUDA build (pip's CPU-only wheel)."""
+    import torch
+
+    from ptl_cli import testing_gpu
+    from ptl_cli.engine.compute import host_to_device, optimizer_options
+    from ptl_cli.engine.device import Precision
+    from ptl_cli.engine.ssl_step import SSLStep
+    from ptl_cli.engine.sync import host_sync
+
+    if not testing_gpu.available():
+        return
+    build, what = _builder("ssl", component, params)
+    make_model = model or (lambda k: confident_net(k))
+    sizes = {"num_labeled": NUM_LABELED, "num_unlabeled": NUM_UNLABELED}
+    pool, _ = sample_batch(NUM_UNLABELED, 0, seed + 1, num_classes)
+    batches = [sample_batch(4, step, seed, num_classes) for step in range(steps)]
+    for name in precisions:
+        torch.manual_seed(seed)
+        algo = build(num_classes, **sizes)
+        net = make_model(num_classes)
+        with testing_gpu.SimulatedGPU() as gpu:
+            device = torch.device("cuda", 0)
+            with host_sync("setup"):
+                net = net.to(device)
+                fused = optimizer_options(device)
+                optimizer = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, **fused)
+                averaged = ema(net) if ema is not None else None
+                ssl_step = SSLStep(
+                    algo,
+                    net,
+                    optimizer,
+                    views=lambda images, names: make_views(images, names),  # the device's RNG
+                    total_steps=steps,
+                    precision=Precision(name, device),
+                    ema=averaged,
+                )
+            gpu.clear()
+            net.train()
+            for step, (x, y) in enumerate(batches):
+                index = unlabeled_indices(step, seed)
+                x, y, u = (host_to_device(t, device) for t in (x, y, pool[index]))
+                with calling(what, f"the SSL step {step} (views, loss, after_step)"):
+                    ssl_step(step, x, y, u, host_to_device(index, device))
+        _gpu_verdict(gpu, what, name)
 
 
 # -- generators and source classifiers ------------------------------------------------------------------

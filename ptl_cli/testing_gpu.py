@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -585,7 +586,20 @@ def _fake_mode_class() -> type:
         def avoid_device_init(self) -> bool:
             return True
 
+        # Per thread: while one thread runs a fake kernel, tensors in another (the prefetcher's)
+        # must still report their device, not "meta".
+        @property
+        def in_kernel_invocation(self) -> bool:
+            return getattr(_kernel, "active", False)
+
+        @in_kernel_invocation.setter
+        def in_kernel_invocation(self, value: bool) -> None:
+            _kernel.active = value
+
     return FakeMode
+
+
+_kernel = threading.local()
 
 
 _FakeMode = _fake_mode_class()
@@ -631,6 +645,8 @@ class SimulatedGPU:
     def __enter__(self) -> SimulatedGPU:
         stack = ExitStack()
         self._stack = stack
+        quiet = stack.enter_context(warnings.catch_warnings())  # noqa: F841 - restored on exit
+        warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
         self.fake = _FakeMode(allow_non_fake_inputs=True)
         patches: list[tuple[Any, str, Any]] = [
             (torch.cuda, "is_available", lambda: True),
@@ -663,6 +679,7 @@ class SimulatedGPU:
             (torch.Tensor, "record_stream", _record_stream),
             (torch.autograd, "backward", python_backward),
             (torch, "save", self._save),
+            (torch, "load", self._load),
             (threading.Thread, "run", self._thread_run(threading.Thread.run)),
         ]
         for owner, name, value in patches:
@@ -694,6 +711,13 @@ class SimulatedGPU:
 
     def _save(self, obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         SimulatedGPU._real_save(_real_copy(obj), f, *args, **kwargs)
+
+    _real_load = staticmethod(torch.load)
+
+    def _load(self, *args: Any, **kwargs: Any) -> Any:
+        """Files hold real tensors: loaded as such (torch.load under fake mode would make meta ones)."""
+        with _real():
+            return SimulatedGPU._real_load(*args, **kwargs)
 
     def _thread_run(self, run: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
         """Threads started in the simulation (the prefetcher's) see the fake device too."""

@@ -320,10 +320,20 @@ class BigGAN(nn.Module):
 def truncated_noise(
     batch: int, dim: int, truncation: float, generator: torch.Generator | None = None, device: Any = "cpu"
 ) -> torch.Tensor:
-    """``ψ · z`` with ``z`` from a standard normal truncated to [-2, 2] (BigGAN's sampling)."""
+    """``ψ · z`` with ``z`` from a standard normal truncated to [-2, 2] (BigGAN's sampling).
+
+    On the CPU this is ``nn.init.trunc_normal_`` (the draws every recorded run and pool used).
+    Its rejection loop asks the device whether any value is still out of range (a host sync per
+    call), so on an accelerator the truncated normal is drawn by inverting its CDF instead: the
+    same distribution in one pass with no sync (other numbers than the CPU's, as any GPU draw).
+    """
     gen_device = generator.device if generator is not None else torch.device("cpu")
     z = torch.empty(batch, dim, device=gen_device)
-    nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
+    if gen_device.type == "cpu":
+        nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
+    else:
+        lo, hi = (1 + math.erf(-2 / math.sqrt(2))) / 2, (1 + math.erf(2 / math.sqrt(2))) / 2
+        z.uniform_(2 * lo - 1, 2 * hi - 1, generator=generator).erfinv_().mul_(math.sqrt(2)).clamp_(-2.0, 2.0)
     return (truncation * z).to(device)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ptl_cli.engine.compute import host_to_device
 from ptl_cli.errors import UserError
 
 
@@ -17,8 +18,13 @@ def as_probs(y: torch.Tensor, num_classes: int, device: torch.device | str) -> t
     """
     y = torch.as_tensor(y)
     if y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) and y.ndim == 1:
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise UserError(f"class indices must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+        if y.device.type == "cpu":
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise UserError(f"class indices must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+            y = host_to_device(y, device)
+        else:  # on an accelerator the check runs there: reading min/max back would stall the host
+            in_range = ((y >= 0) & (y < num_classes)).all()
+            torch._assert_async(in_range, f"class indices must be in 0..{num_classes - 1}")
         return F.one_hot(y.long().to(device), num_classes).float()
     if y.is_floating_point() and y.ndim == 2:
         if y.shape[1] != num_classes:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptl_cli.engine.compute import host_to_device
 from ptl_cli.errors import UserError
 from ptl_generators import bundled
 from ptl_generators import weights as W
@@ -183,15 +184,18 @@ class DiffusionGenerator:
         elif tuple(z.shape) != (batch, *self.latent_shape):
             raise UserError(f"z must have shape {(batch, *self.latent_shape)}, got {tuple(z.shape)}")
         scheduler = DDIMScheduler.from_config(self.scheduler_config)
-        scheduler.set_timesteps(self.steps, device=self.device)
+        # The timesteps stay on the host, where the scheduler's arithmetic reads them (on the
+        # device each step's comparisons would wait for the GPU); the model gets a device copy.
+        scheduler.set_timesteps(self.steps)
+        timesteps = host_to_device(scheduler.timesteps, self.device)
         x = z.to(self.device, self.dtype) * scheduler.init_noise_sigma
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
         rows = self._rows(probs)
         has_null = self.null_class is not None and self.null_class < self.table_size
         guided = has_null and self.guidance_scale != 1.0
-        for t in scheduler.timesteps:
-            eps = self._eps(x, t, rows, guided)
+        for i, t in enumerate(scheduler.timesteps):
+            eps = self._eps(x, timesteps[i], rows, guided)
             x = scheduler.step(eps, t, x, eta=self.eta, generator=generator).prev_sample
         if self.patch > 1:
             x = F.pixel_shuffle(x, self.patch)

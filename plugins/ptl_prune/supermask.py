@@ -230,7 +230,7 @@ class GlobalTopK:
 
     The masks are recomputed only when a score tensor may have changed (an optimizer step of any
     torch optimizer, fused ones included; an in-place write, a load, a move to another device:
-    tracked by each tensor's version counter and storage), so the one top-k runs once per step
+    tracked by each tensor's version counter and identity), so the one top-k runs once per step
     however often the masks are read — by the forward, the counts, IteRand's re-draw or an export.
     :meth:`refresh` is what the pruner's ``before_forward`` calls.
     """
@@ -244,7 +244,7 @@ class GlobalTopK:
             mask.group = self
 
     def _versions(self) -> tuple:
-        scores = tuple((m.scores._version, m.scores.data_ptr(), m.scores.device) for m in self.masks)
+        scores = tuple((m.scores._version, id(m.scores), m.scores.device) for m in self.masks)
         return (_optimizer_steps[0], *scores)
 
     def refresh(self, rate: float = 1.0) -> list[torch.Tensor]:

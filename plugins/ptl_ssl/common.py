@@ -169,10 +169,12 @@ class TensorState:
 
     def _follow(self, device: torch.device) -> None:
         """Move the state to ``device`` if it is elsewhere (built or loaded on the CPU)."""
+        from ptl_cli.engine.compute import host_to_device
+
         names = list(self.state_dtypes)
         if getattr(self, names[0]).device != device:
-            for name in names:
-                setattr(self, name, getattr(self, name).to(device))
+            for name in names:  # from pinned memory: the first step does not wait for the copy
+                setattr(self, name, host_to_device(getattr(self, name), device))
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """Nothing to do: the state is updated in ``loss``, from the step's own predictions."""

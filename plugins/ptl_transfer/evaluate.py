@@ -52,15 +52,21 @@ def pseudo_label_shares(job: Any, model: torch.nn.Module, pool: PoolData, limit:
     A diagnostic for P-SSL: when the source classes resemble only one target class, every pseudo
     sample lands there (share ~1.0) and the unlabeled loss teaches little.
     """
+    from ptl_cli.engine.compute import host_to_device
+    from ptl_cli.engine.sync import host_sync
+
     t = job.target
     images = pool.gather(job.my_chunks(min(limit, len(pool))))["images"]
-    counts = torch.zeros(t.num_classes, dtype=torch.float64)
+    counts = torch.zeros(t.num_classes, dtype=torch.float64, device=job.device)
     model.eval()
     for chunk in images.split(256):
-        x = normalize(to_float(chunk.to(job.device)), t.info.mean, t.info.std)
+        x = normalize(to_float(host_to_device(chunk, job.device)), t.info.mean, t.info.std)
         with job.ctx.precision.autocast():
-            counts += torch.bincount(model(x).argmax(1).cpu(), minlength=t.num_classes).double()
-    distributed.all_reduce_sum(job.ctx.dist, counts)
+            predicted = model(x).argmax(1)
+        # a fixed-size count on the device (bincount's output size depends on the values)
+        counts.index_add_(0, predicted, torch.ones_like(predicted, dtype=counts.dtype))
+    with host_sync("evaluation result"):
+        counts = distributed.all_reduce_sum(job.ctx.dist, counts).cpu()
     return [round(float(c), 4) for c in counts / counts.sum()]
 
 

@@ -77,8 +77,11 @@ class Job:
         return self.ctx.run.path / "stages" / f"{name.replace('+', '_')}.pt"
 
     def save_stage(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        from ptl_cli.engine.sync import host_sync
+
         if self.ctx.dist.is_main:
-            atomic.torch_save({k: v.detach().cpu() for k, v in state.items()}, self.stage_path(name))
+            with host_sync("a stage's trained weights to disk"):
+                atomic.torch_save({k: v.detach().cpu() for k, v in state.items()}, self.stage_path(name))
 
     def load_stage(self, name: str) -> dict[str, torch.Tensor]:
         return torch.load(self.stage_path(name), map_location="cpu", weights_only=True)

@@ -41,6 +41,7 @@ from ptl_cli.engine.compute import prepare_model
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import generator_for
 from ptl_cli.engine.ssl_step import SSLStep
+from ptl_cli.engine.sync import host_sync
 from ptl_transfer import evaluate, nets, pcs, results, stages
 from ptl_transfer.job import KD_HEAD, LABELED_ORDER, POOL_ORDER, Job
 from ptl_transfer.kd import kd_loss
@@ -113,7 +114,8 @@ def train(
             loss, logs = step(i, batch)
             done = i + 1
             if done % opt.log_every == 0 or done == opt.steps:
-                last = ctx.global_mean(loss=loss, **logs)  # the global batch's (a collective)
+                with host_sync("log record"):  # the step's values are read here, not in the step
+                    last = ctx.global_mean(loss=loss, **logs)  # the global batch's (a collective)
                 ctx.check_finite(last["loss"], f"{phase.name} step {done}")
                 values = dict(last)
                 head = {k: values.pop(k) for k in ("loss", *before_lr)}

@@ -151,15 +151,20 @@ def count_correct(
     Counts rather than a fraction, so that data-parallel ranks can sum their shares.
     """
     from ptl_cli.data.base import normalize, to_float
+    from ptl_cli.data.loader import Prefetcher
+    from ptl_cli.engine.sync import host_sync
 
     was_training = model.training
     model.eval()
-    correct = total = 0
-    for images, labels in batches:
-        x = normalize(to_float(images.to(device)), mean, std)
-        with precision.autocast():
-            pred = model(x).argmax(dim=1)
-        correct += int((pred.cpu() == labels).sum())
-        total += int(labels.numel())
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # on the device until the end
+    with Prefetcher(batches, device) as on_device:  # pinned, copied ahead
+        for images, labels in on_device:
+            x = normalize(to_float(images), mean, std)
+            with precision.autocast():
+                pred = model(x).argmax(dim=1)
+            counts[0] += (pred == labels).sum()
+            counts[1] += labels.numel()
     model.train(was_training)
+    with host_sync("evaluation result"):
+        correct, total = counts.tolist()
     return correct, total

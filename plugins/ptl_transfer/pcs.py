@@ -34,11 +34,15 @@ def soft_labels(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0) 
 @torch.no_grad()
 def classify(classifier: Any, images: torch.Tensor, device: Any, batch_size: int = 256) -> torch.Tensor:
     """Source-classifier logits for uint8 or [0, 1] images, computed in batches on ``device``."""
+    from ptl_cli.engine.compute import host_to_device
+    from ptl_cli.engine.sync import host_sync
+
     out = []
     for chunk in images.split(batch_size):
         x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-        out.append(classifier(x.to(device)).float().cpu())
-    return torch.cat(out)
+        out.append(classifier(host_to_device(x, device)).float())
+    with host_sync("source-classifier outputs for a pool shard"):
+        return torch.cat(out).cpu()
 
 
 @torch.no_grad()
@@ -50,11 +54,16 @@ def generate(
     channels: int,
     batch_size: int,
     device: Any,
+    on_host: bool = True,
 ) -> torch.Tensor:
-    """``G_s`` on class indices or probability rows, in batches, as target-format uint8 images."""
+    """``G_s`` on class indices or probability rows, in batches, as target-format uint8 images
+    (on the host for a pool, on the device for on-the-fly batches: see :func:`to_uint8`)."""
+    from ptl_cli.engine.compute import host_to_device
+
     images = []
     for chunk in conditions.split(batch_size):
-        images.append(to_uint8(generator.sample(chunk.to(device), generator=noise), size, channels))
+        sample = generator.sample(host_to_device(chunk, device), generator=noise)
+        images.append(to_uint8(sample, size, channels, on_host))
     return torch.cat(images)
 
 
@@ -67,21 +76,23 @@ def pp_shard(
     channels: int,
     batch_size: int,
     device: Any,
+    on_host: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Shard ``index`` of a PP pool: ``shard_size`` samples of uniformly drawn source classes."""
     labels = torch.randint(
         generator.num_classes, (shard_size,), generator=generator_for(seed, _PP_LABELS, index)
     )
     noise = generator_for(seed, _PP_NOISE, index, device=device)
-    images = generate(generator, labels, noise, size, channels, batch_size, device)
+    images = generate(generator, labels, noise, size, channels, batch_size, device, on_host)
     return {"images": images, "labels": labels}
 
 
 def pp_batch(
     generator: Any, step: int, batch: int, seed: int, size: int, channels: int, device: Any
 ) -> dict[str, torch.Tensor]:
-    """On-the-fly PP: the batch of ``step`` is a one-batch shard, so resume draws it again exactly."""
-    return pp_shard(generator, step, batch, seed, size, channels, batch, device)
+    """On-the-fly PP: the batch of ``step`` is a one-batch shard, so resume draws it again exactly.
+    Its images stay on the device they were generated on (no round trip through the host)."""
+    return pp_shard(generator, step, batch, seed, size, channels, batch, device, on_host=False)
 
 
 def pcs_shard(

@@ -52,10 +52,17 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def to_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    """Generator output in [0, 1] -> the target's format: resized, channel-matched uint8 on CPU."""
+def to_uint8(images: torch.Tensor, size: int, channels: int, on_host: bool = True) -> torch.Tensor:
+    """Generator output in [0, 1] -> the target's format: resized, channel-matched uint8, copied to
+    the host for a pool on disk (``on_host``) or left on the device for training on the fly."""
+    from ptl_cli.engine.sync import host_sync
+
     images = match_channels(resize(images.float(), size), channels)
-    return images.clamp(0, 1).mul(255).round_().to(torch.uint8).cpu()
+    images = images.clamp(0, 1).mul(255).round_().to(torch.uint8)
+    if not on_host:
+        return images
+    with host_sync("pool shard to disk"):
+        return images.cpu()
 
 
 @dataclass

@@ -90,6 +90,12 @@ class Running:
 
     def save(self, job: Job, phase: Phase, step: int) -> None:
         """A checkpoint at ``step`` (after checking every rank holds the same weights)."""
+        from ptl_cli.engine.sync import host_sync
+
+        with host_sync("checkpoint"):  # state dicts (the loss scale, SSL state) are read here
+            self._save(job, phase, step)
+
+    def _save(self, job: Job, phase: Phase, step: int) -> None:
         job.in_sync(f"{phase.name} step {step}", self.model, self.ema.model if self.ema is not None else None)
         state = {
             "step": step,

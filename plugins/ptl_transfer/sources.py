@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from ptl_cli import plugins
+from ptl_cli.engine.sync import host_sync
 from ptl_cli.errors import UserError
 
 
@@ -21,7 +22,8 @@ class Sources:
     def generator(self) -> Any:
         g = self.recipe.source.generator
         spec = plugins.get("generators", g.name)
-        generator = spec.build(self.device, params=g.params, where=f"[source.generator] {g.name}")
+        with host_sync("loading the source generator onto its device, once"):
+            generator = spec.build(self.device, params=g.params, where=f"[source.generator] {g.name}")
         self._check_classes(generator, "generator")
         return generator
 
@@ -29,7 +31,8 @@ class Sources:
     def classifier(self) -> Any:
         c = self.recipe.source.classifier
         spec = plugins.get("classifiers", c.name)
-        classifier = spec.build(self.device, params=c.params, where=f"[source.classifier] {c.name}")
+        with host_sync("loading the source classifier onto its device, once"):
+            classifier = spec.build(self.device, params=c.params, where=f"[source.classifier] {c.name}")
         classifier.eval()
         self._check_classes(classifier, "classifier")
         return classifier

@@ -121,9 +121,8 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 @functools.lru_cache(maxsize=64)
 def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype):
     """Mean/std as device tensors, made once: a host-to-device copy per batch would sync on GPU."""
-    from ptl_cli.engine.sync import host_sync
+    from ptl_cli.engine.compute import host_to_device
 
-    with host_sync("normalization constants, copied once"):
-        m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)
-        s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(device)
+    m = host_to_device(torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1), device)
+    s = host_to_device(torch.tensor(std, dtype=dtype).view(1, -1, 1, 1), device)
     return m, s

@@ -63,7 +63,8 @@ class Prefetcher:
         """Pin and start the copy to the device; returns ``(batch on device, ready event)``."""
         if not self.cuda:
             return map_tensors(batch, lambda t: t.to(self.device)), None
-        pinned = map_tensors(batch, lambda t: t if t.is_pinned() else t.pin_memory())
+        # tensors already on the device (on-the-fly pseudo samples) stay as they are
+        pinned = map_tensors(batch, lambda t: t if t.is_cuda or t.is_pinned() else t.pin_memory())
         with torch.cuda.stream(self._stream):
             moved = map_tensors(pinned, lambda t: t.to(self.device, non_blocking=True))
             event = torch.cuda.Event()
