@@ -306,16 +306,49 @@ def python_backward(
     """``torch.autograd.backward`` without the C++ engine: each graph node's backward, in order.
 
     Nodes are visited in topological order (a node runs once every node that feeds it a gradient
-    has run); gradients meant for the same input are summed; leaves accumulate into ``.grad``.
-    Tensor hooks on leaves are not run (nothing in ptl's steps registers one).
+    has run); gradients meant for the same input are summed; leaves accumulate into ``.grad``
+    (only ``inputs`` when given). Tensor hooks on leaves are not run (ptl's steps register none).
     """
-    tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
-    if grad_tensors is None:
-        grads = [None] * len(tensors)
-    elif isinstance(grad_tensors, torch.Tensor):
-        grads = [grad_tensors]
-    else:
-        grads = list(grad_tensors)
+    wanted = None if inputs is None else {id(t) for t in _as_list(inputs)}
+
+    def accumulate(leaf: torch.Tensor, grad: torch.Tensor) -> None:
+        if wanted is None or id(leaf) in wanted:
+            leaf.grad = grad.detach() if leaf.grad is None else leaf.grad + grad
+
+    _walk(_as_list(tensors), grad_tensors, create_graph, accumulate)
+
+
+def python_grad(
+    outputs: Any,
+    inputs: Any,
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool | None = None,
+    **_: Any,
+) -> tuple[torch.Tensor | None, ...]:
+    """``torch.autograd.grad`` for leaf ``inputs``, by the same walk as :func:`python_backward`."""
+    leaves = _as_list(inputs)
+    found: dict[int, torch.Tensor] = {}
+
+    def collect(leaf: torch.Tensor, grad: torch.Tensor) -> None:
+        if any(leaf is t for t in leaves):
+            found[id(leaf)] = grad if id(leaf) not in found else found[id(leaf)] + grad
+
+    _walk(_as_list(outputs), grad_outputs, create_graph, collect)
+    missing = [i for i, t in enumerate(leaves) if id(t) not in found]
+    if missing and not allow_unused:
+        raise RuntimeError("One of the differentiated Tensors appears to not have been used in the graph")
+    return tuple(found.get(id(t)) for t in leaves)
+
+
+def _as_list(tensors: Any) -> list[torch.Tensor]:
+    return [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+
+
+def _walk(tensors: list[torch.Tensor], grad_tensors: Any, create_graph: bool, leaf_grad: Callable) -> None:
+    """Backpropagate from ``tensors``, handing each leaf's summed gradient to ``leaf_grad``."""
+    grads = [None] * len(tensors) if grad_tensors is None else _as_list(grad_tensors)
     pending: dict[Any, list[Any]] = {}
     for tensor, grad in zip(tensors, grads, strict=True):
         if tensor.grad_fn is None:
@@ -335,17 +368,14 @@ def python_backward(
             if child is not None:
                 waiting[child] = waiting.get(child, 0) + 1
                 stack.append(child)
-    ready = [t.grad_fn for t in tensors if waiting.get(t.grad_fn, 0) == 0]
-    ready = list(dict.fromkeys(ready))
+    ready = list(dict.fromkeys(t.grad_fn for t in tensors if waiting.get(t.grad_fn, 0) == 0))
     with torch.no_grad() if not create_graph else _nullcontext():
         while ready:
             node = ready.pop()
             slots = pending.pop(node, [])
             if hasattr(node, "variable"):  # AccumulateGrad: a leaf
-                grad = slots[0] if slots else None
-                if grad is not None:
-                    leaf = node.variable
-                    leaf.grad = grad.detach() if leaf.grad is None else leaf.grad + grad
+                if slots and slots[0] is not None:
+                    leaf_grad(node.variable, slots[0])
                 outputs: tuple[Any, ...] = ()
             else:
                 count = len(node._input_metadata)
@@ -678,6 +708,7 @@ class SimulatedGPU:
             (torch.Tensor, "backward", _tensor_backward),
             (torch.Tensor, "record_stream", _record_stream),
             (torch.autograd, "backward", python_backward),
+            (torch.autograd, "grad", python_grad),
             (torch, "save", self._save),
             (torch, "load", self._load),
             (threading.Thread, "run", self._thread_run(threading.Thread.run)),

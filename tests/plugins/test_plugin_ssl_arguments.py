@@ -41,14 +41,14 @@ class Indexed(OldStyle):
     def __init__(self, num_classes: int, *, num_unlabeled: int, num_labeled: int) -> None:
         super().__init__(num_classes)
         self.sizes = (num_labeled, num_unlabeled)
-        self.seen: list[int] = []
+        self.seen: list[torch.Tensor] = []
 
     def loss(self, model, labeled, targets, unlabeled, step, total_steps, unlabeled_index):
-        self.seen += unlabeled_index.tolist()
+        self.seen.append(unlabeled_index.detach())  # kept on its device: no host read in a step
         return super().loss(model, labeled, targets, unlabeled, step, total_steps)
 
     def state_dict(self):
-        return {"seen": list(self.seen)}
+        return {"seen": [index.cpu() for index in self.seen]}
 
     def load_state_dict(self, state):
         self.seen = list(state["seen"])
@@ -91,7 +91,7 @@ def test_check_ssl_passes_sizes_and_indices_as_documented():
     check_ssl(OldStyle)
     algo = check_ssl(Indexed)
     assert algo.sizes == (64, 24)
-    assert sorted(algo.seen) == sorted(list(range(24)) * 2)  # 4 steps of 12: each sample twice
+    assert sorted(torch.cat(algo.seen).tolist()) == sorted(list(range(24)) * 2)  # 4 steps of 12: each twice
     assert check_ssl(Catchall).kwargs == {"num_labeled": 64, "num_unlabeled": 24}
 
 
