@@ -5,13 +5,21 @@
 
 Sections, in the order they run:
 
+``cli``
+    The first things a user runs, through the CLI in subprocesses: ``ptl prune --device cuda
+    --epochs 1`` and a short ``ptl transfer --device cuda`` (every stage, pseudo pre-training on
+    the fly), with their exit status, accuracy and milliseconds per step (metrics, checkpoints
+    and logging included); and the prefetcher at depth 0 and 2 under ``TORCH_CUDA_SANITIZER=1``
+    (PyTorch's stream sanitizer: a race between its copy stream and the step is an error).
+    ``--smoke`` runs the two commands with ``--dry-run`` on the CPU.
 ``tests``
     The tests that skip without CUDA (found by reading ``tests/`` for ``skipif`` decorators that
     mention CUDA), run with pytest in a subprocess: pass/fail counts.
 ``sync``
     A few steps of each kind under ``torch.cuda.set_sync_debug_mode("error")``: which of them
     never make the host wait for the GPU (dense, edge-popup and IteRand steps, the IteRand
-    re-draw, a FixMatch step on a batch already on the device).
+    re-draw, the prune workflow's whole step with its running metrics, a FixMatch step on a
+    batch already on the device).
 ``prune``
     supermask/dense and IteRand/edge-popup step-time ratios of Conv-6, CIFAR ResNet-18 (batch
     128, 32×32) and torchvision ResNet-50 (batch 64, 224×224) at fp32 and bf16 autocast,
@@ -493,6 +501,80 @@ def reference_row(check: Check, model: str, precision: str) -> tuple[str, dict[s
     return result, values
 
 
+# -- the CLI on the device ------------------------------------------------------------------------
+def cli_env(site: Path | None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(p) for p in (site, ROOT, ROOT / "plugins") if p] + [env.get("PYTHONPATH", "")]
+    )
+    return env
+
+
+CLI_RUNS = {
+    "ptl prune --method iterand --device cuda --epochs 1": [
+        "prune", "--method", "iterand", "--epochs", "1", "--set", "pruner.params.rerand_freq=20",
+    ],
+    "ptl transfer --device cuda (every stage, short, PP on the fly)": [
+        "transfer", "--set", "pp.mode=on-the-fly", "--set", "pp.train.steps=60", "--set", "train.steps=60",
+        "--set", "pcs.per_image=2", "--set", "pp.samples=256", "--set", "stage_processes=1",
+    ],
+}  # fmt: skip
+
+
+def cli_row(check: Check, site: Path | None, args: list[str]) -> tuple[str, dict[str, Any]]:
+    """One CLI run in a subprocess: exit status, test accuracy, steps and ms per step."""
+    out = scratch("cli") / "run"
+    device = ["--device", "cuda"] if check.cuda else ["--device", "cpu", "--dry-run"]
+    env = {**cli_env(site), "PTL_CACHE_DIR": str(scratch("cache")), "PTL_RUNS_DIR": str(scratch("runs"))}
+    cmd = [sys.executable, "-m", "ptl_cli", *args, *device, "--out", str(out), "--json"]
+    began = time.monotonic()
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(5.0, check.until() - began)
+    )
+    seconds = time.monotonic() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}")
+    if not check.cuda:
+        return f"--dry-run exit 0 in {seconds:.1f} s", {"exit": 0, "seconds": round(seconds, 1)}
+    metrics = json.loads((out / "run.json").read_text()).get("metrics", {})
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = sum(max((r.get("step", 0) for r in records if r.get("stage") == s), default=0) for s in
+                {r.get("stage") for r in records if "loss" in r})  # fmt: skip
+    accuracy = {k: v for k, v in metrics.items() if k.endswith("test_acc")}
+    values = {"exit": 0, "seconds": round(seconds, 1), "steps": steps, **accuracy}
+    values["ms_per_step"] = round(1e3 * seconds / max(steps, 1), 2)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
+    per_step = f"{values['ms_per_step']} ms/step with setup"
+    return f"exit 0 in {seconds:.0f} s, {steps} steps ({per_step}), {shown}", values
+
+
+SANITIZED_PREFETCH = """
+import torch
+from ptl_cli.data.loader import Prefetcher
+source = [(torch.randint(0, 255, (64, 3, 32, 32), dtype=torch.uint8), torch.arange(64)) for _ in range(6)]
+net = torch.nn.Conv2d(3, 8, 3).cuda()
+for depth in (0, 2):
+    with Prefetcher(source, "cuda", depth) as batches:
+        for images, labels in batches:
+            net(images.float()).sum().backward()
+torch.cuda.synchronize()
+print("ok")
+"""
+
+
+def sanitizer_row(check: Check, site: Path | None) -> tuple[str, dict[str, Any]]:
+    if not check.cuda:
+        raise Skip("no CUDA: the stream sanitizer checks CUDA streams")
+    env = {**cli_env(site), "TORCH_CUDA_SANITIZER": "1"}
+    cmd = [sys.executable, "-c", SANITIZED_PREFETCH]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if "CSAN" in line or "data race" in line.lower()]
+    if proc.returncode != 0 or errors:
+        first = (errors or proc.stderr.strip().splitlines() or [""])[0]
+        raise RuntimeError(f"exit {proc.returncode}: {first}")
+    return "no race (depth 0 and 2, 6 batches each)", {"exit": 0, "races": 0}
+
+
 # -- host synchronization ---------------------------------------------------------------------------
 def sync_cases(check: Check) -> dict[str, Callable[[], None]]:
     """The prune steps whose host synchronizations are checked (bf16 + channels_last on CUDA)."""
@@ -504,7 +586,46 @@ def sync_cases(check: Check) -> dict[str, Callable[[], None]]:
         f"edge-popup step ({label})": steps["edge-popup"],
         f"IteRand step ({label})": steps["iterand"],
         f"IteRand re-draw ({label})": redraw,
+        f"prune workflow step with its metrics ({label})": workflow_step(check, model, batch, size),
     }
+
+
+def workflow_step(check: Check, model: str, batch: int, size: int) -> Callable[[], None]:
+    """What ``ptl prune``'s loop does per step: augmentation, ``train_step`` (with
+    ``after_step``) and the running metrics (:func:`ptl_prune.workflow.add_step_metrics`)."""
+    import torch
+
+    from ptl_cli import pruning
+    from ptl_cli.data import augment
+    from ptl_cli.engine.compute import optimizer_options
+    from ptl_cli.engine.device import Precision
+    from ptl_prune.build import build_pruner
+    from ptl_prune.workflow import add_step_metrics
+
+    x, y = batch_on(check.device, batch, size, True)
+    pruner = build_pruner({"method": "iterand", "sparsity": 0.5, "rerand_freq": 3})
+    net = pruning.prepare(pruner, plugins_model(model, size), 0).to(check.device)
+    net = net.to(memory_format=torch.channels_last) if check.cuda else net
+    optimizer = torch.optim.SGD(
+        pruner.trainable_parameters(net), lr=0.1, momentum=0.9, **optimizer_options(check.device)
+    )
+    precision = Precision("bf16-mixed", check.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=check.device)
+    count = [0]
+
+    def step() -> None:
+        count[0] += 1
+        images = augment.weak(x)
+        loss, logits = pruning.train_step(pruner, net, optimizer, images, y, count[0], precision=precision)
+        add_step_metrics(sums, loss, logits, y)
+
+    return step
+
+
+def plugins_model(name: str, size: int) -> Any:
+    from ptl_cli import plugins
+
+    return plugins.get("models", name).build(10, 3, size, 1.0)
 
 
 def fixmatch_sync_step(check: Check) -> Callable[[], None]:
@@ -780,6 +901,10 @@ def run_all(check: Check, site: Path | None) -> None:
     def wanted(section: str) -> bool:
         return not only or section in only
 
+    if wanted("cli"):
+        for case, args in CLI_RUNS.items():
+            check.run("cli", case, lambda a=args: cli_row(check, site, a), 90 if cuda else 10)
+        check.run("cli", "prefetcher under TORCH_CUDA_SANITIZER=1", lambda: sanitizer_row(check, site), 30)
     if wanted("tests"):
         check.run("tests", "CUDA-only tests", lambda: tests_row(check, site), 40)
     if wanted("sync"):
@@ -896,7 +1021,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--smoke", action="store_true", help="tiny sizes, no compile: every code path, on a CPU"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=["tests", "sync", "prune", "reference", "fixmatch", "pool", "compile"]
+        "--only",
+        nargs="+",
+        choices=["cli", "tests", "sync", "prune", "reference", "fixmatch", "pool", "compile"],
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -926,7 +1053,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     seed_everything(0, deterministic=not args.fast_kernels)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     check = Check(args, device, sizes_for(args.smoke))
     check.meta = describe(check)
     print(

@@ -97,7 +97,15 @@ def ptl_step(
 
         model, train_model = prepare_model(model, compute, x.device)
     lr = 0.01 if method == "sgd" else 0.1
-    optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=lr, momentum=0.9, weight_decay=1e-4)
+    from ptl_cli.engine.compute import optimizer_options
+
+    optimizer = torch.optim.SGD(
+        pruner.trainable_parameters(model),
+        lr=lr,
+        momentum=0.9,
+        weight_decay=1e-4,
+        **optimizer_options(x.device),  # fused on CUDA, as ptl prune's
+    )
 
     if precision is None:
 

@@ -257,7 +257,7 @@ def execute(workflow: Any, run: Run, recipe: Any, common: Common, resuming: bool
         from ptl_cli.engine.malloc import keep_freed_memory
 
         keep_freed_memory()
-    seed_everything(recipe.seed, recipe.compute.deterministic)
+    seed_everything(recipe.seed, recipe.compute.deterministic, recipe.compute.cudnn_benchmark)
     if dist.is_main:
         run.set_status("running", error="")
         from ptl_cli import provenance  # versions, device, CPU kernels, plugins: what made the run

@@ -29,6 +29,11 @@ class Compute(Params):
     compile: bool = False
     workers: int = Field(0, ge=0, description="data-loader worker processes")
     deterministic: bool = Field(True, description="deterministic kernels (bit-exact resume)")
+    cudnn_benchmark: bool | None = Field(
+        None,
+        description="CUDA: time convolution algorithms and keep the fastest; default: on unless "
+        "deterministic (on with deterministic: faster, but a resumed run may pick other algorithms)",
+    )
     malloc_tuning: bool = Field(
         True, description="CPU runs: keep freed memory for reuse (fewer page faults; same results)"
     )

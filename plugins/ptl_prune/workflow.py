@@ -46,6 +46,21 @@ def layer_sparsity(pruner: Any, model: Any) -> dict[str, float]:
     return out
 
 
+def add_step_metrics(sums: Any, loss: Any, logits: Any, targets: Any) -> None:
+    """Add a step's loss·n, correct count and n to ``sums`` (float64, on the step's device).
+
+    On the device, not the host: reading them every step would make the host wait for the GPU;
+    they are read once per log record instead.
+    """
+    import torch
+
+    with torch.no_grad():
+        n = targets.numel()
+        sums[0] += loss.detach().double() * n
+        sums[1] += (logits.argmax(1) == targets).sum()
+        sums[2] += n
+
+
 class PruneWorkflow:
     """The ``prune`` run kind (:class:`ptl_cli.contracts.Workflow`)."""
 
@@ -230,11 +245,7 @@ class PruneWorkflow:
                         )
                         step += 1
                         batch += 1
-                        with torch.no_grad():  # on the device: no host sync between log records
-                            n = targets.numel()
-                            sums[0] += loss.detach().double() * n
-                            sums[1] += (logits.argmax(1) == targets).sum()
-                            sums[2] += n
+                        add_step_metrics(sums, loss, logits, targets)
                         advance(1)
                         if step % t.log_every == 0:
                             log_train()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator
 
@@ -130,6 +131,15 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+@functools.lru_cache(maxsize=16)
+def _luminance(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """ITU-R 601 luminance weights on ``device``, made once (a tensor built per call from a Python
+    list is a blocking host-to-device copy on a GPU)."""
+    from ptl_cli.engine.compute import host_to_device
+
+    return host_to_device(torch.tensor([0.299, 0.587, 0.114], dtype=dtype).view(1, 3, 1, 1), device)
+
+
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Grey -> RGB by repetition, RGB -> grey by luminance; other mismatches are errors."""
     c = images.shape[1]
@@ -138,6 +148,5 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if c == 1 and channels == 3:
         return images.expand(-1, 3, -1, -1)
     if c == 3 and channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
-        return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return (images * _luminance(images.device, images.dtype)).sum(1, keepdim=True)
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels")

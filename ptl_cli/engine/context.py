@@ -31,13 +31,17 @@ class RunContext:
     loggers: Any = None  # ptl_cli.engine.loggers.Loggers: copies of each record for trackers
     started: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        self._stop_vote = distributed.StopVote(self.dist)
+
     def should_stop(self) -> bool:
         """True once SIGINT/SIGTERM arrived: save a checkpoint and raise ``Interrupted``.
 
-        Under torchrun this is a collective (a CPU all-reduce): a signal on any rank stops every
-        rank at the same step. Call it on every rank, the same number of times.
+        Under torchrun the ranks vote (:class:`ptl_cli.engine.distributed.StopVote`: an
+        asynchronous CPU all-reduce, read at the next call): a signal on any rank stops every rank
+        at the same step, one call later. Call it on every rank, the same number of times.
         """
-        return distributed.any_rank(self.dist, self.guard.requested is not None)
+        return self._stop_vote(self.guard.requested is not None)
 
     def say(self, message: str) -> None:
         if not self.quiet and self.dist.is_main:

@@ -7,8 +7,13 @@ import random
 from typing import Any
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; with ``deterministic``, ask for reproducible kernels."""
+def seed_everything(seed: int, deterministic: bool = True, cudnn_benchmark: bool | None = None) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic``, ask for reproducible kernels.
+
+    ``cudnn_benchmark`` (default: ``not deterministic``) lets cuDNN time its convolution algorithms
+    and keep the fastest. With ``deterministic`` too, each kernel stays deterministic, but which
+    one wins the timing can differ between processes: the trade of bit-exact resume for speed.
+    """
     import numpy as np
     import torch
 
@@ -17,10 +22,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = (not deterministic) if cudnn_benchmark is None else cudnn_benchmark
 
 
 def capture_rng() -> dict[str, Any]:

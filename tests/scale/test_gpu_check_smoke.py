@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
-#: rows per section: 1 pytest row; sync setup + 5 steps; 3 models x 4 variants (prune, compile);
-#: 3 models x 2 precisions (reference); 2 precisions (fixmatch); 3 generator/pool pairs
-ROWS = {"tests": 1, "sync": 6, "prune": 12, "reference": 6, "fixmatch": 2, "pool": 3, "compile": 12}
+#: rows per section: 2 CLI runs + the sanitizer; 1 pytest row; sync setup + 6 steps; 3 models x 4
+#: variants (prune, compile); 3 models x 2 precisions (reference); 2 precisions (fixmatch); 3 pools
+ROWS = {"cli": 3, "tests": 1, "sync": 7, "prune": 12, "reference": 6, "fixmatch": 2, "pool": 3, "compile": 12}
 
 
 def numbers(value) -> list[float]:
@@ -80,6 +80,11 @@ def test_smoke_run_has_every_row_with_figures_or_a_reason(smoke):
         "DiT-XL/2 PP pool",
     }
     assert ("sync", "setup (prune models)") in ok
+    # the CLI runs' arguments are what the commands accept (checked with --dry-run on a CPU)
+    assert {c for s, c in ok if s == "cli"} == {
+        "ptl prune --method iterand --device cuda --epochs 1",
+        "ptl transfer --device cuda (every stage, short, PP on the fly)",
+    }
     # the CUDA-only tests were found (both known ones) and pytest collected them
     tests_row = by_section["tests"][0]["result"]
     assert "test_cuda_matches_cpu" in tests_row and "test_cuda_batches_arrive_on_the_device" in tests_row

@@ -344,3 +344,49 @@ def test_ptl_transfer_on_cuda_through_the_cli(cli, tmp_path):
     for key, value in small.items():
         args += ["--set", f"{key}={value}"]
     _run_on_gpu(cli, args)
+
+
+def test_converting_rgb_to_grey_on_the_gpu_copies_its_weights_once():
+    from ptl_cli.data.augment import match_channels
+
+    cpu = torch.rand(2, 3, 4, 4)
+    with SimulatedGPU() as gpu:
+        images = torch.rand(2, 3, 4, 4, device="cuda")
+        for _ in range(3):
+            assert match_channels(images, 1).shape == (2, 1, 4, 4)
+    assert gpu.findings == []
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert torch.equal(match_channels(cpu, 1), (cpu * weights).sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize(
+    ("deterministic", "benchmark", "expected"),
+    [(True, None, False), (False, None, True), (True, True, True), (False, False, False)],
+)
+def test_cudnn_benchmark_follows_the_recipe(deterministic, benchmark, expected):
+    from ptl_cli.engine.seeding import seed_everything
+
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    try:
+        seed_everything(0, deterministic, benchmark)
+        assert torch.backends.cudnn.benchmark is expected
+        if deterministic:
+            assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.use_deterministic_algorithms(before[1], warn_only=True)
+
+
+def test_ranks_vote_to_stop_one_call_later_without_waiting(tmp_path):
+    """The stop vote under torchrun: an asynchronous all-reduce read at the next call (one rank
+    of a gloo group here; tests/scale's torchrun runs interrupt two)."""
+    import torch.distributed as dist
+
+    from ptl_cli.engine.distributed import DistInfo, StopVote
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        vote = StopVote(DistInfo(rank=0, world_size=2))  # "enabled": a group of one answers
+        assert [vote(False), vote(True), vote(False), vote(False)] == [False, False, True, False]
+    finally:
+        dist.destroy_process_group()
