@@ -26,6 +26,8 @@ class EdgePopup:
     """A pruner (see :class:`ptl_cli.contracts.Pruner`) that learns scores, never weights."""
 
     method = "edge-popup"
+    #: the parametrization put on each pruned layer (a subclass maps ``W`` differently: MPT, signed)
+    supermask_kind: type[supermask.Supermask] = supermask.Supermask
 
     def __init__(
         self,
@@ -70,7 +72,7 @@ class EdgePopup:
             if rate > 0:
                 scores = inits.initial_scores(self.score_init, module.weight.shape, self.seed, index)
                 scores = scores.to(module.weight.device)
-                mask = supermask.attach(module, scores, rate, self.score_abs)
+                mask = supermask.attach(module, scores, rate, self.score_abs, self.supermask_kind)
                 if self._override(name) is None:
                     ranked_together.append(mask)
         self.group = None

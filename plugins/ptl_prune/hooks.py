@@ -29,6 +29,19 @@ def ptl_register_pruners(register: Any) -> None:
         params=params.IteRandParams,
     )
     register(
+        "mpt",
+        "ptl_prune.mpt:MPT",
+        description="MPT/biprop: edge-popup scores over binarized weights α·sign(W) (binary weights only)",
+        params=params.MPTParams,
+        aliases=("biprop",),
+    )
+    register(
+        "signed-supermask",
+        "ptl_prune.signed:SignedSupermaskPruner",
+        description="signed supermask: masks in {-1, 0, 1} keep, drop or sign-flip frozen random weights",
+        params=params.SignedSupermaskParams,
+    )
+    register(
         "sgd",
         "ptl_prune.sgd:DenseSGD",
         description="dense weight training (the baseline the pruning methods are compared with)",

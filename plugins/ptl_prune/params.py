@@ -90,3 +90,22 @@ class IteRandParams(EdgePopupParams):
         le=1.0,
         description="only the lowest p·rate fraction of scores is eligible (1 = all pruned)",
     )
+
+
+class MPTParams(EdgePopupParams):
+    """MPT / biprop (Diffenderfer & Kailkhura 2021): edge-popup over ``α·sign(W)``; the reference
+    code's defaults: ``|S|`` ranked, Kaiming-normal weights, non-affine BatchNorm."""
+
+    score_abs: bool = Field(True, description="rank |S| (the biprop code) instead of the signed score S")
+    weight_init: WeightInit = Field(
+        "kaiming_normal",
+        description="distribution of the random weights; only their signs and each layer's mean |W| "
+        "over the kept ones (α) reach the forward",
+    )
+
+
+class SignedSupermaskParams(EdgePopupParams):
+    """Signed supermask (Koster et al. 2022): masks in {−1, 0, 1}; the top 1-p of |S| are kept, each
+    with the sign of its score."""
+
+    score_abs: Literal[True] = Field(True, description="always |S|: a score's sign is the mask's sign")

@@ -279,9 +279,16 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
-def attach(module: nn.Module, scores: torch.Tensor, sparsity: float, score_abs: bool) -> Supermask:
-    """Wrap ``module.weight`` with a supermask; the original weight is frozen."""
-    mask = Supermask(scores, sparsity, score_abs)
+def attach(
+    module: nn.Module,
+    scores: torch.Tensor,
+    sparsity: float,
+    score_abs: bool,
+    kind: type[Supermask] | None = None,
+) -> Supermask:
+    """Wrap ``module.weight`` with a supermask (``kind``: a :class:`Supermask` subclass that maps
+    ``W`` differently, as MPT's binarized weights do); the original weight is frozen."""
+    mask = (kind or Supermask)(scores, sparsity, score_abs)
     parametrize.register_parametrization(module, "weight", mask, unsafe=True)
     original(module).requires_grad_(False)
     return mask

@@ -1,0 +1,101 @@
+"""MPT / biprop (Diffenderfer & Kailkhura, ICLR 2021): edge-popup scores over binarized weights.
+
+A multi-prize ticket is a pruned *and binarized* subnetwork of a random network: each pruned layer
+computes with ``α · sign(W) ⊙ m(S)``, where ``m(S)`` is edge-popup's top-``(1 - p)`` mask and
+``α = Σ|W|⊙m / Σm`` is the mean magnitude of that layer's kept weights (one float per layer: the
+gain that keeps the binary layer's scale that of the real-valued one). Only the scores train.
+
+The gradient follows the reference code: ``α`` is a constant of the backward pass and the mask is
+a straight-through step whose output is scaled by ``|W|``, so ``dL/dS = dL/dŴ ⊙ sign(W) ⊙ |W| =
+dL/dŴ ⊙ W`` — edge-popup's own score gradient (times ``sign(S)`` when ``|S|`` is ranked, as the
+reference ranks it). Two documented differences: ``α`` divides by the number of weights actually
+kept (the reference divides by ``int(k·n)``, which can differ from its kept count by one), and
+this is MPT-1/32 only: binary activations (MPT-1/1) are not implemented.
+
+Exports write the binarized weights. A ticket (seed + 1-bit masks of ``W``) rebuilds ``W ⊙ m``, not
+``α · sign(W) ⊙ m``, so MPT declares none: ``ptl export --format ticket`` refuses in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptl_cli.errors import UserError
+from ptl_cli.pruning import TicketSpec
+from ptl_prune import supermask
+from ptl_prune.edgepopup import EdgePopup
+
+
+def binarized(weight: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """``α · sign(W)`` where kept, exact ``0`` elsewhere, with ``α`` the mean ``|W|`` of the kept
+    weights. All on ``weight``'s device: no host synchronization (the count stays a tensor)."""
+    kept_count = torch.count_nonzero(kept).clamp_min(1)
+    alpha = (weight.abs() * kept).sum() / kept_count
+    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    return torch.where(kept, torch.sign(weight) * alpha, zero)
+
+
+class _BinarizedWeight(torch.autograd.Function):
+    """``α·sign(W) ⊙ m`` forward; ``dL/dS = g ⊙ W`` (times ``sign(S)`` with ``score_abs``) backward."""
+
+    @staticmethod
+    def forward(ctx, weight, scores, kept, score_abs):  # type: ignore[override]
+        ctx.score_abs = score_abs
+        ctx.save_for_backward(weight, scores if score_abs else None)
+        return binarized(weight, kept)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weight, scores = ctx.saved_tensors
+        grad_scores = None
+        if ctx.needs_input_grad[1]:
+            grad_scores = grad * weight
+            if ctx.score_abs:
+                grad_scores = torch.where(scores < 0, -grad_scores, grad_scores)
+        # W is frozen: sign(W) has no useful gradient, and MPT never trains weights
+        return None, grad_scores, None, None
+
+
+class BinarizedSupermask(supermask.Supermask):
+    """The MPT parametrization: maps the frozen ``W`` to ``α · sign(W) ⊙ m(S)``."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return _BinarizedWeight.apply(weight, self.scores, self.kept(), self.score_abs)
+
+    def dense(self, weight: torch.Tensor) -> torch.Tensor:
+        """The weight the forward uses, without autograd (what exports write)."""
+        with torch.no_grad():
+            return binarized(weight, self.kept())
+
+
+class MPT(EdgePopup):
+    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup over binarized weights."""
+
+    method = "mpt"
+    supermask_kind = BinarizedSupermask
+
+    def __init__(
+        self, score_abs: bool = True, weight_init: str = "kaiming_normal", **edge_popup: Any
+    ) -> None:
+        super().__init__(score_abs=score_abs, weight_init=weight_init, **edge_popup)
+
+    def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """edge-popup's export with each pruned layer's weight replaced by ``α · sign(W) ⊙ m``."""
+        return dense_with(model, supermask.dense_state_dict(model))
+
+    def ticket_spec(self, model: nn.Module) -> TicketSpec:
+        raise UserError(
+            f"pruner {self.method!r} computes with α·sign(W) on the kept weights, which a ticket (seed + "
+            "1-bit masks of W) does not rebuild; export it with --format safetensors"
+        )
+
+
+def dense_with(model: nn.Module, dense: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``dense`` with every masked layer's weight taken from its parametrization's ``dense(W)``."""
+    for _, name, module, mask in supermask.masked_layers(model):
+        prefix = f"{name}." if name else ""
+        dense[prefix + "weight"] = mask.dense(supermask.original(module)).detach().clone()
+    return dense

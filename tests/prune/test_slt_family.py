@@ -1,0 +1,140 @@
+"""The strong-lottery-ticket family beyond edge-popup: MPT (biprop) and the signed supermask."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.nn.utils import parametrize
+
+from ptl_cli.errors import UserError
+from ptl_cli.testing import check_pruner
+from ptl_prune import supermask
+from ptl_prune.edgepopup import EdgePopup
+from ptl_prune.mpt import MPT
+from ptl_prune.signed import SignedSupermaskPruner
+
+from .conftest import build, train_steps
+
+TINY = [
+    "--model", "conv2", "--width", "0.25", "--epochs", "1", "--batch-size", "32",
+    "--set", "data.train_limit=128", "--set", "data.test_limit=100", "--quiet",
+]  # fmt: skip
+
+
+def _prepared(pruner, seed: int = 0, width: float = 0.25):
+    return pruner.prepare(build("conv2", width=width), seed=seed)
+
+
+def _trained(fashion, pruner, steps: int = 3):
+    images, labels = fashion
+    model = _prepared(pruner)
+    train_steps(model, pruner, images, labels, steps=steps, batch=16)
+    return model
+
+
+def _grad_of_used_weight(model, layer, images, labels) -> torch.Tensor:
+    """Backward through one batch; returns dL/dŴ of ``layer``'s parametrized weight (computed once)."""
+    with parametrize.cached():  # the forward then uses exactly the tensor read here
+        used = layer.weight
+        used.retain_grad()
+        torch.nn.functional.cross_entropy(model(images[:16]), labels[:16]).backward()
+    return used.grad
+
+
+def test_mpt_forward_weight_is_alpha_sign_w_on_the_kept_weights(fashion):
+    pruner = MPT(sparsity=0.7)
+    model = _trained(fashion, pruner)
+    for _, name, module, mask in supermask.masked_layers(model):
+        w, kept = supermask.original(module), mask.kept()
+        n = w.numel()
+        assert int(kept.sum()) == n - supermask.num_pruned(n, 0.7)  # exact count per layer
+        alpha = (w.abs() * kept).sum() / kept.sum()  # the summation order the forward uses
+        assert alpha == pytest.approx(float(w.abs()[kept].mean()), rel=1e-5)  # the mean |W| of the kept
+        expected = torch.where(kept, torch.sign(w) * alpha, torch.zeros(()))
+        assert torch.equal(module.weight, expected), name
+        assert module.weight.abs().unique().numel() == 2  # {0, α}: one magnitude per layer
+    # with edge-popup at the same seed the kept weights are W itself, not binarized
+    plain = _trained(fashion, EdgePopup(sparsity=0.7, score_abs=True, weight_init="kaiming_normal"))
+    assert plain.features[0].weight.abs().unique().numel() > 2
+
+
+def test_mpt_score_gradient_is_g_times_w_through_abs_and_weights_stay_frozen(fashion):
+    images, labels = fashion
+    pruner = MPT(sparsity=0.5)
+    model = _prepared(pruner)
+    before = {n: supermask.original(m).clone() for _, n, m, _ in supermask.masked_layers(model)}
+    layer = model.features[0]
+    g = _grad_of_used_weight(model, layer, images, labels)
+    mask = supermask.supermask_of(layer)
+    w, s = supermask.original(layer), mask.scores
+    assert torch.allclose(mask.scores.grad, g * w * torch.sign(s), rtol=1e-6, atol=1e-12)
+    assert not torch.equal(mask.scores.grad, g * torch.sign(w))  # the |W| factor matters
+    train_steps(model, pruner, images, labels, steps=2, batch=16)
+    assert all(torch.equal(before[n], supermask.original(m)) for _, n, m, _ in supermask.masked_layers(model))
+
+
+def test_signed_mask_keeps_hides_or_inverts_and_scores_move_signs(fashion):
+    images, labels = fashion
+    pruner = SignedSupermaskPruner(sparsity=0.6)
+    model = _prepared(pruner)
+    scores0 = {n: m.scores.detach().clone() for _, n, _, m in supermask.masked_layers(model)}
+    train_steps(model, pruner, images, labels, steps=4, lr=1.0, batch=16)
+    crossed = inverted = 0
+    for _, name, module, mask in supermask.masked_layers(model):
+        w, signs = supermask.original(module), mask.signs()
+        n = w.numel()
+        assert set(signs.unique().tolist()) == {-1, 0, 1}
+        assert int((signs != 0).sum()) == n - supermask.num_pruned(n, 0.6)  # exact count per layer
+        assert torch.equal(signs != 0, mask.kept())
+        assert torch.equal(signs[signs != 0], torch.sign(mask.scores)[signs != 0].to(torch.int8))
+        assert torch.equal(module.weight, w * signs)  # W kept, hidden or sign-flipped: never rescaled
+        crossed += int(((scores0[name] < 0) != (mask.scores < 0)).sum())
+        inverted += int((signs == -1).sum())
+    # scores crossed zero (a weight's mask moves +1 -> 0 -> -1: the top-|S| rule prunes it on the way),
+    # and inverted weights are a real share of the kept ones, not an edge case
+    kept = sum(int(m.kept().sum()) for *_, m in supermask.masked_layers(model))
+    assert crossed > 0 and inverted > 0.3 * kept
+
+
+def test_signed_score_gradient_is_straight_through_the_signed_mask(fashion):
+    images, labels = fashion
+    model = _prepared(SignedSupermaskPruner(sparsity=0.5))
+    layer = model.features[0]
+    grad_w = _grad_of_used_weight(model, layer, images, labels)
+    mask = supermask.supermask_of(layer)
+    w = supermask.original(layer)
+    assert torch.allclose(mask.scores.grad, grad_w * w, rtol=1e-6, atol=1e-12)
+    assert (mask.scores < 0).any()  # so the missing sign(S) factor would have shown
+
+
+@pytest.mark.parametrize("method", ["mpt", "signed-supermask"])
+def test_contract_resume_and_simulated_gpu(method):
+    check_pruner(method, {"sparsity": 0.6})
+    check_pruner(method, {"sparsity": 0.8, "sparsity_scope": "global"})
+
+
+def test_tickets_are_refused_in_one_line(fashion):
+    for pruner in (MPT(), SignedSupermaskPruner()):
+        with pytest.raises(UserError, match="--format safetensors"):
+            pruner.ticket_spec(_prepared(pruner))
+
+
+@pytest.mark.parametrize("method", ["mpt", "signed-supermask"])
+def test_cli_prune_and_export(cli, show, tmp_path, method):
+    run = tmp_path / method
+    code, _, err = cli("prune", "--method", method, "--sparsity", "0.6", *TINY, "--out", run)
+    assert code == 0, err
+    summary = show(run)
+    assert summary["recipe"]["pruner"]["name"] == method
+    assert summary["metrics"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    code, out, err = cli("export", run, "--format", "safetensors", "--out", tmp_path / "m.st", "--verify")
+    assert code == 0 and "bit-identical" in out, err
+    weight = load_file(tmp_path / "m.st")["features.0.weight"]
+    magnitudes = weight.abs().unique()
+    if method == "mpt":
+        assert magnitudes.numel() == 2  # 0 and the layer's α
+    else:
+        assert magnitudes.numel() > 2 and (weight != 0).float().mean() == pytest.approx(0.4, abs=0.01)
+    code, _, err = cli("export", run, "--format", "ticket", "--out", tmp_path / "t.st")
+    assert code == 2 and "--format safetensors" in err and "Traceback" not in err
