@@ -42,6 +42,12 @@ def ptl_register_pruners(register: Any) -> None:
         params=params.SignedSupermaskParams,
     )
     register(
+        "multicoated",
+        "ptl_prune.multicoated:Multicoated",
+        description="multicoated supermasks: nested top-|S| masks summed, a kept weight counted 1..C times",
+        params=params.MulticoatedParams,
+    )
+    register(
         "sgd",
         "ptl_prune.sgd:DenseSGD",
         description="dense weight training (the baseline the pruning methods are compared with)",

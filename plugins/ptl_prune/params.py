@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ptl_cli.schema import Params
 
@@ -109,3 +109,34 @@ class SignedSupermaskParams(EdgePopupParams):
     with the sign of its score."""
 
     score_abs: Literal[True] = Field(True, description="always |S|: a score's sign is the mask's sign")
+
+
+class MulticoatedParams(EdgePopupParams):
+    """Multicoated supermasks (Okoshi et al. 2022): C nested masks summed into levels 0..C; the
+    reference's example coats 0.7, 0.9212, 0.9685 with signed-constant weights and ``|S|`` ranked."""
+
+    sparsity: float = Field(
+        0.7, ge=0.0, lt=1.0, description="p of the first coat: the fraction pruned (the network's sparsity)"
+    )
+    coat_sparsity: list[float] = Field(
+        default_factory=lambda: [0.9212, 0.9685],
+        description="p of each further coat, rising, each above sparsity: the top 1-p also count once more",
+    )
+    sparsity_scope: Literal["layer"] = Field("layer", description="coats rank each layer on its own")
+    score_abs: bool = Field(True, description="rank |S| (the reference) instead of the signed score S")
+    weight_init: WeightInit = Field("signed_constant", description="distribution of the random weights")
+
+    @field_validator("coat_sparsity")
+    @classmethod
+    def _coats_rise(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < p < 1.0 for p in value) or value != sorted(set(value)):
+            raise ValueError(f"coat_sparsity {value} must rise strictly, each in (0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _coats_above_sparsity(self) -> MulticoatedParams:
+        if self.coat_sparsity and self.coat_sparsity[0] <= self.sparsity:
+            raise ValueError(
+                f"coat_sparsity {self.coat_sparsity} must lie above sparsity {self.sparsity} (the first coat)"
+            )
+        return self

@@ -1,4 +1,4 @@
-"""The strong-lottery-ticket family beyond edge-popup: MPT (biprop) and the signed supermask."""
+"""The strong-lottery-ticket family beyond edge-popup: MPT (biprop), signed and multicoated supermasks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ptl_cli.testing import check_pruner
 from ptl_prune import supermask
 from ptl_prune.edgepopup import EdgePopup
 from ptl_prune.mpt import MPT
+from ptl_prune.multicoated import Multicoated
 from ptl_prune.signed import SignedSupermaskPruner
 
 from .conftest import build, train_steps
@@ -108,19 +109,28 @@ def test_signed_score_gradient_is_straight_through_the_signed_mask(fashion):
     assert (mask.scores < 0).any()  # so the missing sign(S) factor would have shown
 
 
-@pytest.mark.parametrize("method", ["mpt", "signed-supermask"])
-def test_contract_resume_and_simulated_gpu(method):
-    check_pruner(method, {"sparsity": 0.6})
-    check_pruner(method, {"sparsity": 0.8, "sparsity_scope": "global"})
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("mpt", {"sparsity": 0.6}),
+        ("mpt", {"sparsity": 0.8, "sparsity_scope": "global"}),
+        ("signed-supermask", {"sparsity": 0.6}),
+        ("signed-supermask", {"sparsity": 0.8, "sparsity_scope": "global"}),
+        ("multicoated", {}),
+        ("multicoated", {"layer_sparsity": {"6": 0.5}}),  # the tiny net's last layer at its own rate
+    ],
+)
+def test_contract_resume_and_simulated_gpu(method, params):
+    check_pruner(method, params)
 
 
 def test_tickets_are_refused_in_one_line(fashion):
-    for pruner in (MPT(), SignedSupermaskPruner()):
+    for pruner in (MPT(), SignedSupermaskPruner(), Multicoated()):
         with pytest.raises(UserError, match="--format safetensors"):
             pruner.ticket_spec(_prepared(pruner))
 
 
-@pytest.mark.parametrize("method", ["mpt", "signed-supermask"])
+@pytest.mark.parametrize("method", ["mpt", "signed-supermask", "multicoated"])
 def test_cli_prune_and_export(cli, show, tmp_path, method):
     run = tmp_path / method
     code, _, err = cli("prune", "--method", method, "--sparsity", "0.6", *TINY, "--out", run)
@@ -134,7 +144,37 @@ def test_cli_prune_and_export(cli, show, tmp_path, method):
     magnitudes = weight.abs().unique()
     if method == "mpt":
         assert magnitudes.numel() == 2  # 0 and the layer's α
+    elif method == "multicoated":  # signed-constant weights times levels 0..3: 4 magnitudes
+        assert magnitudes.numel() == 4 and (weight != 0).float().mean() == pytest.approx(0.4, abs=0.01)
     else:
         assert magnitudes.numel() > 2 and (weight != 0).float().mean() == pytest.approx(0.4, abs=0.01)
     code, _, err = cli("export", run, "--format", "ticket", "--out", tmp_path / "t.st")
     assert code == 2 and "--format safetensors" in err and "Traceback" not in err
+
+
+def test_multicoated_levels_are_nested_exact_coats_and_the_gradient_counts_them(fashion):
+    images, labels = fashion
+    pruner = Multicoated(sparsity=0.5, coat_sparsity=[0.7, 0.9])
+    model = _trained(fashion, pruner, steps=2)
+    for *_, module, mask in supermask.masked_layers(model):
+        w, key, n = supermask.original(module), mask.scores.abs(), mask.scores.numel()
+        coats = [supermask.kept_mask(key, supermask.num_pruned(n, p)) for p in (0.5, 0.7, 0.9)]
+        assert [int(c.sum()) for c in coats] == [n - supermask.num_pruned(n, p) for p in (0.5, 0.7, 0.9)]
+        assert all(torch.equal(outer & inner, inner) for outer, inner in zip(coats, coats[1:], strict=False))
+        level = sum(c.to(torch.uint8) for c in coats)
+        assert torch.equal(mask.level(), level) and set(level.unique().tolist()) == {0, 1, 2, 3}
+        assert torch.equal(module.weight, w * level)  # levels 0..3 scale the random weight
+    assert pruner.sparsity(model) == pytest.approx(0.5, abs=1e-3)  # the first coat's
+    layer = model.features[0]
+    model.zero_grad(set_to_none=True)  # the training steps left their last gradient
+    grad_w = _grad_of_used_weight(model, layer, images, labels)
+    mask = supermask.supermask_of(layer)
+    expected = 3 * grad_w * supermask.original(layer) * torch.sign(mask.scores)
+    assert torch.allclose(mask.scores.grad, expected, rtol=1e-5, atol=1e-12)
+
+
+def test_multicoated_settings_that_cannot_work_fail_in_one_line():
+    with pytest.raises(UserError, match="sparsity_scope must be 'layer'"):
+        Multicoated(sparsity_scope="global")
+    with pytest.raises(UserError, match="must rise strictly"):
+        Multicoated(sparsity=0.8, coat_sparsity=[0.7])
