@@ -416,15 +416,18 @@ def export_command(
     r.claim(read_only_ok=bool(out))  # no export while another process writes the run (a resume)
     from ptl_cli.provenance import naming_missing_plugins
 
-    with naming_missing_plugins(r):  # a plugin the run used and is gone: name its distribution
-        workflow = load_workflow(kind)
-        if not hasattr(workflow, "export"):
-            raise UserError(f"runs of kind {kind!r} have nothing to export")
-        import inspect
+    try:
+        with naming_missing_plugins(r):  # a plugin the run used and is gone: name its distribution
+            workflow = load_workflow(kind)
+            if not hasattr(workflow, "export"):
+                raise UserError(f"runs of kind {kind!r} have nothing to export")
+            import inspect
 
-        if stage is not None and "stage" not in inspect.signature(workflow.export).parameters:
-            raise UserError(f"runs of kind {kind!r} have no stages to choose from; leave out --stage")
-        lines = workflow.export(r, fmt, out, verify, **({"stage": stage} if stage is not None else {}))
+            if stage is not None and "stage" not in inspect.signature(workflow.export).parameters:
+                raise UserError(f"runs of kind {kind!r} have no stages to choose from; leave out --stage")
+            lines = workflow.export(r, fmt, out, verify, **({"stage": stage} if stage is not None else {}))
+    finally:
+        r.release()  # the export is written (or refused): the run is free again
     for line in lines:
         typer.echo(line)
 

@@ -71,6 +71,9 @@ def launch(kind: str, common: Common, default_recipe: str, overrides: dict[str, 
         if dist.is_main:
             discard_unstarted(Run(path), keep_folder=out_existed)
         raise
+    finally:
+        if dist.is_main:
+            Run(path).release()  # the command is over (in a notebook or a test, the process is not)
 
 
 def check_outputs(common: Common) -> None:
@@ -176,7 +179,17 @@ def create_on_main(dist, create) -> str:
 def resume(ref: str, common: Common) -> None:
     """Continue an interrupted (or failed) run from its newest good checkpoint."""
     run = Run.open(ref)
-    run.claim()  # before reading anything: a second `ptl resume` stops here, in one line
+    main = distributed_info().is_main  # under torchrun, rank 0 writes the run and holds it
+    if main:
+        run.claim()  # before reading anything: a second `ptl resume` stops here, in one line
+    try:
+        _resume(run, common)
+    finally:
+        if main:
+            run.release()
+
+
+def _resume(run: Run, common: Common) -> None:
     info = run.info()
     if info["status"] == "completed":
         if not (run.path / "report.md").is_file():  # stopped while writing its report: finish that

@@ -569,6 +569,15 @@ class LocalPool:
 
 def execute(sweep: Sweep, table: SweepTable, quiet: bool) -> int:
     """Run the cells that are not completed; returns the exit status (0: all completed)."""
+    from ptl_cli.runs import Run
+
+    try:
+        return _execute(sweep, table, quiet)
+    finally:
+        Run(sweep.path).release()  # claimed by prepare() or resume(): the command is over
+
+
+def _execute(sweep: Sweep, table: SweepTable, quiet: bool) -> int:
     from ptl_cli.sweep_progress import SweepProgress
 
     cells = to_run(sweep)

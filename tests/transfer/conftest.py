@@ -137,6 +137,8 @@ def run_transfer(data: dict[str, Any], out: Path, stop_after: int | None = None,
     except Interrupted:
         run.set_status("interrupted")
         return None
+    finally:
+        run.release()  # as a ptl command does when it ends: `ptl resume` in a subprocess may take it
     run.set_status("completed", metrics=metrics)
     return metrics
 
