@@ -26,7 +26,7 @@ from torch import nn
 from ptl_cli.errors import UserError
 from ptl_cli.pruning import TicketSpec
 from ptl_prune import supermask
-from ptl_prune.edgepopup import EdgePopup
+from ptl_prune.iterand import IteRand
 
 
 def binarized(weight: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
@@ -71,16 +71,23 @@ class BinarizedSupermask(supermask.Supermask):
             return binarized(weight, self.kept())
 
 
-class MPT(EdgePopup):
-    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup over binarized weights."""
+class MPT(IteRand):
+    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup over binarized weights.
+
+    It is an :class:`IteRand` whose re-draw probability defaults to 0 (the paper): with
+    ``rerand_lambda`` > 0 the pruned weights are re-drawn as IteRand does, and binarized once kept."""
 
     method = "mpt"
     supermask_kind = BinarizedSupermask
 
     def __init__(
-        self, score_abs: bool = True, weight_init: str = "kaiming_normal", **edge_popup: Any
+        self,
+        score_abs: bool = True,
+        weight_init: str = "kaiming_normal",
+        rerand_lambda: float = 0.0,
+        **iterand: Any,
     ) -> None:
-        super().__init__(score_abs=score_abs, weight_init=weight_init, **edge_popup)
+        super().__init__(score_abs=score_abs, weight_init=weight_init, rerand_lambda=rerand_lambda, **iterand)
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """edge-popup's export with each pruned layer's weight replaced by ``α · sign(W) ⊙ m``."""

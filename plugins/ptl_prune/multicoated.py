@@ -28,7 +28,7 @@ from torch import nn
 from ptl_cli.errors import UserError
 from ptl_cli.pruning import TicketSpec
 from ptl_prune import supermask
-from ptl_prune.edgepopup import EdgePopup
+from ptl_prune.iterand import IteRand
 from ptl_prune.mpt import dense_with
 
 
@@ -82,8 +82,10 @@ class MulticoatedSupermask(supermask.Supermask):
         return f"{super().extra_repr()}, coat_pruned={self.coat_pruned}"
 
 
-class Multicoated(EdgePopup):
-    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup with C nested, summed masks."""
+class Multicoated(IteRand):
+    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup with C nested, summed masks
+    (an :class:`IteRand` with re-draws off unless ``rerand_lambda`` > 0: the first coat's pruned
+    weights are then re-drawn)."""
 
     method = "multicoated"
     supermask_kind = MulticoatedSupermask
@@ -95,7 +97,8 @@ class Multicoated(EdgePopup):
         score_abs: bool = True,
         weight_init: str = "signed_constant",
         sparsity_scope: str = "layer",
-        **edge_popup: Any,
+        rerand_lambda: float = 0.0,
+        **iterand: Any,
     ) -> None:
         if sparsity_scope != "layer":
             raise UserError(
@@ -107,7 +110,13 @@ class Multicoated(EdgePopup):
                 f"pruner 'multicoated': coat_sparsity {coats} must rise strictly, each above sparsity "
                 f"{sparsity} and below 1"
             )
-        super().__init__(sparsity=sparsity, score_abs=score_abs, weight_init=weight_init, **edge_popup)
+        super().__init__(
+            sparsity=sparsity,
+            score_abs=score_abs,
+            weight_init=weight_init,
+            rerand_lambda=rerand_lambda,
+            **iterand,
+        )
         self.coat_sparsity = coats
 
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:

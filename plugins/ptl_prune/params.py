@@ -92,7 +92,17 @@ class IteRandParams(EdgePopupParams):
     )
 
 
-class MPTParams(EdgePopupParams):
+def _no_redraw():
+    """IteRand's r for the methods that compose with it: off by default (their papers')."""
+    return Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="r of IteRand's re-draws of pruned weights: 0 = none (the paper); > 0 adds them",
+    )
+
+
+class MPTParams(IteRandParams):
     """MPT / biprop (Diffenderfer & Kailkhura 2021): edge-popup over ``α·sign(W)``; the reference
     code's defaults: ``|S|`` ranked, Kaiming-normal weights, non-affine BatchNorm."""
 
@@ -102,16 +112,18 @@ class MPTParams(EdgePopupParams):
         description="distribution of the random weights; only their signs and each layer's mean |W| "
         "over the kept ones (α) reach the forward",
     )
+    rerand_lambda: float = _no_redraw()
 
 
-class SignedSupermaskParams(EdgePopupParams):
+class SignedSupermaskParams(IteRandParams):
     """Signed supermask (Koster et al. 2022): masks in {−1, 0, 1}; the top 1-p of |S| are kept, each
     with the sign of its score."""
 
     score_abs: Literal[True] = Field(True, description="always |S|: a score's sign is the mask's sign")
+    rerand_lambda: float = _no_redraw()
 
 
-class MulticoatedParams(EdgePopupParams):
+class MulticoatedParams(IteRandParams):
     """Multicoated supermasks (Okoshi et al. 2022): C nested masks summed into levels 0..C; the
     reference's example coats 0.7, 0.9212, 0.9685 with signed-constant weights and ``|S|`` ranked."""
 
@@ -125,6 +137,7 @@ class MulticoatedParams(EdgePopupParams):
     sparsity_scope: Literal["layer"] = Field("layer", description="coats rank each layer on its own")
     score_abs: bool = Field(True, description="rank |S| (the reference) instead of the signed score S")
     weight_init: WeightInit = Field("signed_constant", description="distribution of the random weights")
+    rerand_lambda: float = _no_redraw()
 
     @field_validator("coat_sparsity")
     @classmethod

@@ -27,7 +27,7 @@ from torch import nn
 from ptl_cli.errors import UserError
 from ptl_cli.pruning import TicketSpec
 from ptl_prune import supermask
-from ptl_prune.edgepopup import EdgePopup
+from ptl_prune.iterand import IteRand
 from ptl_prune.mpt import dense_with
 
 
@@ -72,14 +72,15 @@ class SignedSupermask(supermask.Supermask):
             return signed_weight(weight, self.scores.detach(), self.kept())
 
 
-class SignedSupermaskPruner(EdgePopup):
-    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup with masks in {−1, 0, 1}."""
+class SignedSupermaskPruner(IteRand):
+    """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup with masks in {−1, 0, 1}
+    (an :class:`IteRand` with re-draws off unless ``rerand_lambda`` > 0)."""
 
     method = "signed-supermask"
     supermask_kind = SignedSupermask
 
-    def __init__(self, score_abs: bool = True, **edge_popup: Any) -> None:
-        super().__init__(score_abs=True, **edge_popup)
+    def __init__(self, score_abs: bool = True, rerand_lambda: float = 0.0, **iterand: Any) -> None:
+        super().__init__(score_abs=True, rerand_lambda=rerand_lambda, **iterand)
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return dense_with(model, supermask.dense_state_dict(model))

@@ -75,6 +75,23 @@ def test_mpt_score_gradient_is_g_times_w_through_abs_and_weights_stay_frozen(fas
     assert all(torch.equal(before[n], supermask.original(m)) for _, n, m, _ in supermask.masked_layers(model))
 
 
+def test_mpt_composes_with_iterand_redraws_of_the_pruned_weights(fashion):
+    pruner = MPT(sparsity=0.5, rerand_lambda=0.5, rerand_freq=1000)
+    model = _trained(fashion, pruner, steps=1)
+    before = {n: supermask.original(m).clone() for _, n, m, _ in supermask.masked_layers(model)}
+    kept = {n: m.kept() for _, n, _, m in supermask.masked_layers(model)}
+    pruner.redraw(model, step=1000)
+    changed = 0
+    for _, name, module, _ in supermask.masked_layers(model):
+        w = supermask.original(module)
+        moved = w != before[name]
+        assert not (moved & kept[name]).any()  # only pruned weights are re-drawn
+        changed += int(moved.sum())
+        alpha = (w.abs() * kept[name]).sum() / kept[name].sum()
+        assert torch.equal(module.weight, torch.where(kept[name], torch.sign(w) * alpha, torch.zeros(())))
+    assert changed > 0 and pruner.events == [1000]
+
+
 def test_signed_mask_keeps_hides_or_inverts_and_scores_move_signs(fashion):
     images, labels = fashion
     pruner = SignedSupermaskPruner(sparsity=0.6)
@@ -114,6 +131,7 @@ def test_signed_score_gradient_is_straight_through_the_signed_mask(fashion):
     [
         ("mpt", {"sparsity": 0.6}),
         ("mpt", {"sparsity": 0.8, "sparsity_scope": "global"}),
+        ("mpt", {"rerand_lambda": 0.5, "rerand_freq": 1}),  # composed with IteRand's re-draws
         ("signed-supermask", {"sparsity": 0.6}),
         ("signed-supermask", {"sparsity": 0.8, "sparsity_scope": "global"}),
         ("multicoated", {}),
