@@ -92,7 +92,7 @@ class Multicoated(IteRand):
 
     def __init__(
         self,
-        coat_sparsity: Sequence[float] = (0.9212, 0.9685),
+        coat_sparsity: Sequence[float] | None = None,  # None: the schema's (DEFAULT_COATS)
         sparsity: float = 0.7,
         score_abs: bool = True,
         weight_init: str = "signed_constant",
@@ -104,7 +104,9 @@ class Multicoated(IteRand):
             raise UserError(
                 "pruner 'multicoated' ranks each layer's coats on their own: sparsity_scope must be 'layer'"
             )
-        coats = [float(p) for p in coat_sparsity]
+        from ptl_prune.params import DEFAULT_COATS
+
+        coats = [float(p) for p in (DEFAULT_COATS if coat_sparsity is None else coat_sparsity)]
         if any(not sparsity < p < 1.0 for p in coats) or coats != sorted(set(coats)):
             raise UserError(
                 f"pruner 'multicoated': coat_sparsity {coats} must rise strictly, each above sparsity "

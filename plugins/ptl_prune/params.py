@@ -17,6 +17,10 @@ WeightInit = Literal["kaiming_uniform", "signed_constant", "kaiming_normal"]
 ScoreInit = Literal["kaiming_uniform", "kaiming_normal"]
 
 
+#: the reference's example coats above its first (p = 0.7): 0.9212 and 0.9685
+DEFAULT_COATS = (0.9212, 0.9685)
+
+
 class SGDParams(Params):
     """The weight-optimized baseline: ordinary dense training from the same weight distribution."""
 
@@ -131,7 +135,7 @@ class MulticoatedParams(IteRandParams):
         0.7, ge=0.0, lt=1.0, description="p of the first coat: the fraction pruned (the network's sparsity)"
     )
     coat_sparsity: list[float] = Field(
-        default_factory=lambda: [0.9212, 0.9685],
+        default_factory=lambda: list(DEFAULT_COATS),
         description="p of each further coat, rising, each above sparsity: the top 1-p also count once more",
     )
     sparsity_scope: Literal["layer"] = Field("layer", description="coats rank each layer on its own")
