@@ -1044,6 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
     site = make_importable()
     import torch
 
+    from ptl_cli.engine.device import with_index
     from ptl_cli.engine.seeding import seed_everything
 
     if not torch.cuda.is_available() and not args.smoke:
@@ -1053,8 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     seed_everything(0, deterministic=not args.fast_kernels)
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    device = with_index("cuda" if torch.cuda.is_available() else "cpu")
     check = Check(args, device, sizes_for(args.smoke))
     check.meta = describe(check)
     print(

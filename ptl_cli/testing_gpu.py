@@ -40,12 +40,13 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -369,7 +370,7 @@ def _walk(tensors: list[torch.Tensor], grad_tensors: Any, create_graph: bool, le
                 waiting[child] = waiting.get(child, 0) + 1
                 stack.append(child)
     ready = list(dict.fromkeys(t.grad_fn for t in tensors if waiting.get(t.grad_fn, 0) == 0))
-    with torch.no_grad() if not create_graph else _nullcontext():
+    with torch.no_grad() if not create_graph else nullcontext():
         while ready:
             node = ready.pop()
             slots = pending.pop(node, [])
@@ -410,14 +411,6 @@ def _apply(node: Any, grads: list[Any]) -> Any:
     return tuple(result[: len(node.next_functions)])
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _add_grad(pending: dict[Any, list[Any]], node: Any, index: int, grad: torch.Tensor) -> None:
     # what the C++ engine's output validation does: reduce a broadcast gradient, match the dtype
     meta = node._input_metadata[index]
@@ -437,7 +430,7 @@ def _tensor_backward(
     retain_graph: Any = None,
     create_graph: bool = False,
     inputs: Any = None,
-) -> None:  # noqa: E501
+) -> None:
     python_backward(self, gradient, retain_graph, create_graph, inputs)
 
 
@@ -451,8 +444,6 @@ def _active_recorder() -> Recorder:
 
 
 def _is_fake(value: Any) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
     return isinstance(value, FakeTensor)
 
 
@@ -550,8 +541,7 @@ class Recorder(TorchDispatchMode):
 
 
 def _real() -> Any:
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
+    """Real tensors inside the block: the fake mode steps aside."""
     return unset_fake_temporarily()
 
 
@@ -564,9 +554,13 @@ def _to_host(name: str, args: Any) -> torch.Tensor:
     """A device-to-host copy's result: real CPU zeros of the right shape (host code goes on)."""
     if name == "aten.copy_.default":
         return args[0]
-    source = args[0]
+    return _real_zeros(args[0])
+
+
+def _real_zeros(tensor: torch.Tensor) -> torch.Tensor:
+    """Real CPU zeros of a (fake) tensor's shape and dtype: there are no values to copy."""
     with _real():
-        return torch.zeros(source.shape, dtype=source.dtype)
+        return torch.zeros(tensor.shape, dtype=tensor.dtype)
 
 
 def _bool_index(args: Any) -> bool:
@@ -592,13 +586,10 @@ class HostSyncError(RuntimeError):
 # -- saving fake tensors ---------------------------------------------------------------------
 def _real_copy(value: Any) -> Any:
     """A real CPU tensor of the same shape and dtype (zeros) for a fake one: what torch.save writes."""
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-    if isinstance(value, torch.Tensor) and _is_fake(value):
+    if _is_fake(value):
         if _device_of(value).type == "cuda":
             _active_recorder().note_sync("torch.save copies a device tensor to the host")
-        with unset_fake_temporarily():
-            return torch.zeros(value.shape, dtype=value.dtype)
+        return _real_zeros(value)
     if isinstance(value, dict):
         return type(value)((k, _real_copy(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
@@ -606,33 +597,25 @@ def _real_copy(value: Any) -> Any:
     return value
 
 
-def _fake_mode_class() -> type:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    class FakeMode(FakeTensorMode):
-        """Fake tensors that never touch the real CUDA runtime, though ``is_available()`` says yes."""
-
-        @property
-        def avoid_device_init(self) -> bool:
-            return True
-
-        # Per thread: while one thread runs a fake kernel, tensors in another (the prefetcher's)
-        # must still report their device, not "meta".
-        @property
-        def in_kernel_invocation(self) -> bool:
-            return getattr(_kernel, "active", False)
-
-        @in_kernel_invocation.setter
-        def in_kernel_invocation(self, value: bool) -> None:
-            _kernel.active = value
-
-    return FakeMode
-
-
 _kernel = threading.local()
 
 
-_FakeMode = _fake_mode_class()
+class _FakeMode(FakeTensorMode):
+    """Fake tensors that never touch the real CUDA runtime, though ``is_available()`` says yes."""
+
+    @property
+    def avoid_device_init(self) -> bool:
+        return True
+
+    # Per thread: while one thread runs a fake kernel, tensors in another (the prefetcher's)
+    # must still report their device, not "meta".
+    @property
+    def in_kernel_invocation(self) -> bool:
+        return getattr(_kernel, "active", False)
+
+    @in_kernel_invocation.setter
+    def in_kernel_invocation(self, value: bool) -> None:
+        _kernel.active = value
 
 
 # -- the simulated GPU -------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ptl_cli.engine.device import with_index
+
 _DONE = object()
 
 
@@ -50,7 +52,7 @@ class Prefetcher:
 
     def __init__(self, source: Iterable[Any], device: Any, depth: int = 2) -> None:
         self.source = source
-        self.device = _indexed(torch.device(device))
+        self.device = with_index(device)  # set_device and streams refuse a bare "cuda"
         self.depth = depth
         self.cuda = self.device.type == "cuda"
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
@@ -145,13 +147,6 @@ class Prefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """``cuda`` as ``cuda:N`` (the current device): ``torch.cuda.set_device`` and streams need the index."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def prefetch(source: Iterable[Any], device: Any, depth: int = 2) -> Prefetcher:

@@ -12,14 +12,28 @@ from typing import Any
 from ptl_cli.errors import UserError
 
 
+def with_index(device: Any) -> Any:
+    """``cuda`` as ``cuda:N`` (the current device); other devices as they are.
+
+    ``torch.cuda.set_device``, streams and events refuse a bare ``cuda`` (torch 2.14), so every
+    CUDA device ptl hands on carries its index.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def resolve_device(spec: str = "auto"):
     """``auto`` picks CUDA, then MPS, then CPU; an unavailable explicit device is an error."""
     import torch
 
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        if torch.cuda.is_available():  # with its index: torch.cuda.set_device refuses a bare "cuda"
-            return torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available():
+            return with_index("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -32,8 +46,7 @@ def resolve_device(spec: str = "auto"):
             raise UserError(f"--device {spec}: CUDA is not available here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+        device = with_index(device)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {spec}: MPS is not available here; use --device cpu or auto")
     return device
