@@ -1,10 +1,12 @@
-"""Distribution alignment from running class priors (ReMixMatch's, as USB's ``DistAlignEMAHook``).
+"""Distribution alignment from running class priors (ReMixMatch's, as USB's ``DistAlignEMAHook``
+and ``DistAlignQueueHook``).
 
 The weak-view predictions ``q`` of the unlabeled batch are rescaled by ``p_target / p_model`` and
 renormalized, where ``p_model`` is an EMA of the model's mean unlabeled prediction and
 ``p_target`` either the uniform prior (SoftMatch) or an EMA of the mean labeled prediction
-(AdaMatch). Shared here because several algorithms align the same way; each algorithm keeps the
-running priors as its own state.
+(AdaMatch). CoMatch and SimMatch keep ``p_model`` as the mean of a queue of the last batches'
+mean predictions instead (:func:`push_prior`), a queue that starts as zeros. Shared here because
+several algorithms align the same way; each algorithm keeps the running priors as its own state.
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ def update_priors(
         probs_l = gather_global_batch(probs_l)
         p_target = p_target * momentum + torch.mean(probs_l, dim=0) * (1 - momentum)
     return p_model, torch.ones_like(seen), p_target
+
+
+@torch.no_grad()
+def push_prior(
+    queue: torch.Tensor, ptr: torch.Tensor, probs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(queue, ptr)`` after writing the batch's mean prediction into row ``ptr`` of ``queue``
+    (``(length, num_classes)``, zeros at first) and advancing ``ptr`` (a 1-element int64 tensor)
+    modulo the length: USB's ``DistAlignQueueHook``, whose ``p_model`` is ``queue.mean(0)``, the
+    zero rows of a queue not yet full included. On the device, no host sync; under ``torchrun``
+    from the global batch, so every rank holds the same queue."""
+    mean = torch.mean(gather_global_batch(probs), dim=0)
+    queue = queue.index_copy(0, ptr, mean[None].to(queue.dtype))
+    return queue, (ptr + 1) % queue.shape[0]
 
 
 def align(probs: torch.Tensor, p_model: torch.Tensor, p_target: torch.Tensor) -> torch.Tensor:
