@@ -149,3 +149,27 @@ class MixMatchParams(Params):
     temperature: float = Field(0.5, gt=0.0, description="sharpening temperature (> 0) of the averaged guess")
     alpha: float = Field(0.5, ge=0.0, description="Beta(alpha, alpha) of the mixup ratio (0: no mixing)")
     rampup_fraction: RampupFraction = 1 / 64
+
+
+class CoMatchParams(Params):
+    """USB's CIFAR benchmark configuration (the paper's CIFAR settings), not its CLI defaults."""
+
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a smoothed pseudo label needs to count"
+    )
+    lambda_u: UnlabeledWeight = 1.0
+    contrast_threshold: float = Field(
+        0.8, ge=0.0, le=1.0, description="pseudo-label similarity in [0, 1] below which a graph edge is cut"
+    )
+    lambda_c: float = Field(1.0, ge=0.0, description="weight of the graph-contrastive loss (>= 0)")
+    temperature: float = Field(0.2, gt=0.0, description="temperature (> 0) of the embedding similarities")
+    proj_size: int = Field(64, ge=1, description="width (>= 1) of the projection head's embeddings")
+    queue_batch: int = Field(
+        5, ge=1, description="global batches (>= 1) the memory queue holds; smoothing starts once it is full"
+    )
+    smoothing_alpha: float = Field(
+        0.9, ge=0.0, le=1.0, description="weight in [0, 1] of the own prediction in memory smoothing"
+    )
+    da_len: int = Field(
+        32, ge=1, description="batches (>= 1) whose mean prediction distribution alignment averages"
+    )
