@@ -29,7 +29,12 @@ POOL_SIZE = 4096
 
 
 def bench_transfer(
-    bench: Bench, *, mu: Annotated[int, typer.Option(help="Transfer: unlabeled batch = μ·B.")] = 7
+    bench: Bench,
+    *,
+    mu: Annotated[int, typer.Option(help="Transfer: unlabeled batch = μ·B.")] = 7,
+    strong_ops: Annotated[
+        int, typer.Option(min=0, help="Transfer: RandAugment ops per strong view (ssl.strong_ops).")
+    ] = 2,
 ) -> Report:
     """Loader, strong augmentation, supervised step and FixMatch step (labeled B + μB pool samples)."""
     import torch
@@ -49,7 +54,9 @@ def bench_transfer(
     pool = images.repeat(reps, 1, 1, 1)[:POOL_SIZE].contiguous()
     config = {"model": model_name, "width": bench.width, "dataset": bench.dataset, "batch_size": batch_size}
     report = Report(
-        "transfer", str(bench.device), {**config, "mu": mu, "pool_size": POOL_SIZE, **bench.flags()}
+        "transfer",
+        str(bench.device),
+        {**config, "mu": mu, "strong_ops": strong_ops, "pool_size": POOL_SIZE, **bench.flags()},
     )
 
     def fetch_step(step: int) -> dict[str, Any]:
@@ -63,7 +70,7 @@ def bench_transfer(
     report.rows.append(row)
 
     def views(batch_images: Any, names: tuple[str, ...]) -> dict[str, Any]:
-        return make_views(batch_images, names, info.mean, info.std)
+        return make_views(batch_images, names, info.mean, info.std, n_ops=strong_ops)
 
     seconds_aug = bench.time(lambda: views(batch["u"], ("weak", "strong")))
     report.rows.append(Row("unlabeled views", mu * batch_size, seconds_aug, "weak + strong (RandAugment)"))

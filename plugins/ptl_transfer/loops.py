@@ -247,7 +247,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
         algo,
         model,
         optimizer,
-        views=lambda images, names: make_views(images, names, mean, std),
+        views=lambda images, names: make_views(
+            images, names, mean, std, n_ops=r.ssl.strong_ops, magnitude=r.ssl.strong_magnitude
+        ),
         total_steps=opt.steps,
         precision=ctx.precision,
         scheduler=scheduler,

@@ -144,6 +144,29 @@ class SSL(Params):
         description="pseudo: the PCS pool (the method); real: the target's own unlabeled training images "
         "instead, a control that shows what P-SSL would reach with a perfect generator",
     )
+    strong_ops: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="RandAugment ops per strong view (2: FixMatch's paper and ptl's recorded numbers; "
+        "USB's CIFAR, SVHN and STL-10 use 3)",
+    )
+    strong_magnitude: str | float = Field(
+        "random",
+        description="RandAugment magnitude policy: random (each op's magnitude uniform over its range, "
+        "FixMatch's and USB's) or a fixed strength in [0, 1] (RandAugment's original policy)",
+    )
+
+    @field_validator("strong_magnitude", mode="before")
+    @classmethod
+    def _magnitude(cls, value: Any) -> Any:
+        """One message for both spellings (pydantic's would list each member of the union); the
+        same rule as ``ptl_cli.data.randaugment.check_policy``, which needs torch to import."""
+        if value == "random":
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        raise ValueError(f"strong_magnitude is 'random' or a strength between 0 and 1, not {value!r}")
 
 
 class KD(Params):

@@ -17,6 +17,13 @@ top-left corner (rotations are about the centre); solarize inverts levels at or 
 The blend ops and autocontrast keep floats where PIL rounds to 8 bits (within one grey level);
 ``tests/ssl/test_reference_randaugment.py`` checks every op against the installed reference.
 
+Two knobs (recipe keys ``ssl.strong_ops`` and ``ssl.strong_magnitude`` in ``ptl transfer``):
+the number of ops per image (ptl's default 2, FixMatch's paper; USB's CIFAR/SVHN/STL datasets
+use 3) and the magnitude policy: ``"random"`` (FixMatch's and USB's: each op's magnitude drawn
+uniformly from its whole range, per image and op) or a fixed strength ``m`` in [0, 1]
+(RandAugment's original policy: every op at strength ``m``, 0 = the identity end of its range,
+1 = the far end, the signed ops in a random direction; see :func:`fixed_magnitude`).
+
 Images are float ``(B, C, H, W)`` in ``[0, 1]`` with 1 or 3 channels. Randomness comes from
 torch's RNG on the images' device, or from ``generator``: seeded, the output is reproducible.
 Draws go through :func:`ptl_cli.data.augment.uniform` (batch = last dimension), so under data
@@ -173,15 +180,59 @@ def apply_round(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.T
     return torch.where(per_image(picks(*_AFFINE)), warped, out)
 
 
+#: The magnitude policies: ``"random"`` or a fixed strength, a number in [0, 1].
+Magnitude = str | float
+
+#: Ops whose range is signed (a direction): strength ``m`` is ``±m`` of the range's half.
+_SIGNED = _AFFINE
+
+
+def check_policy(n_ops: int, magnitude: Magnitude) -> None:
+    """Refuse an op count below 0 or a magnitude policy that is neither ``"random"`` nor in [0, 1]."""
+    if isinstance(n_ops, bool) or not isinstance(n_ops, int) or n_ops < 0:
+        raise ValueError(f"the RandAugment op count is a whole number, 0 or more, not {n_ops!r}")
+    if magnitude == "random":
+        return
+    if isinstance(magnitude, bool) or not isinstance(magnitude, int | float) or not 0 <= magnitude <= 1:
+        raise ValueError(
+            f"the RandAugment magnitude is 'random' or a strength between 0 and 1, not {magnitude!r}"
+        )
+
+
+def fixed_magnitude(op: torch.Tensor, strength: float, direction: torch.Tensor) -> torch.Tensor:
+    """The magnitudes (positions in each op's range, as :func:`apply_round` takes them) of ``op`` at
+    a fixed ``strength``; ``direction`` in [0, 1) picks the side of the signed ops (below 1/2: negative).
+
+    Strength 0 is each op's mildest setting and 1 its strongest: for the signed ops (rotate, shears,
+    translations) the position ``1/2 ± strength/2`` (±30° at 1); for the others ``1 - strength``,
+    because their ranges run from strong to mild (blend factor 0.05 → 0.95, 4 → 7 posterize bits,
+    solarize threshold 0 → 256). Ops without a magnitude ignore it.
+    """
+    signed = torch.zeros_like(op, dtype=torch.bool)
+    for name in _SIGNED:
+        signed |= op == OPS.index(name)
+    sign = torch.where(direction < 0.5, -1.0, 1.0)
+    mild_high = torch.full_like(direction, min(1.0 - strength, 1.0 - 1e-6))
+    return torch.where(signed, 0.5 + sign * (0.5 * strength), mild_high).clamp_(0.0, 1.0 - 1e-6)
+
+
 def rand_augment(
     images: torch.Tensor,
     n_ops: int = 2,
     generator: torch.Generator | None = None,
     ops: Sequence[str] | None = None,
+    magnitude: Magnitude = "random",
 ) -> torch.Tensor:
     """``n_ops`` rounds; in each, every image gets one op from ``ops`` (default: all of
-    :data:`OPS`) chosen uniformly, with a magnitude drawn uniformly from that op's range."""
+    :data:`OPS`) chosen uniformly, with a magnitude drawn uniformly from that op's range
+    (``magnitude="random"``) or at a fixed strength (a number in [0, 1], :func:`fixed_magnitude`).
+
+    The random policy draws two uniforms per image and round (op, magnitude); the fixed one draws
+    the same two and uses the second for the signed ops' direction, so a given seed picks the same
+    ops under both policies.
+    """
     _check(images)
+    check_policy(n_ops, magnitude)
     names = tuple(OPS if ops is None else ops)
     unknown = [n for n in names if n not in OPS]
     if unknown or not names:
@@ -190,7 +241,9 @@ def rand_augment(
     for _ in range(n_ops):
         draw = uniform((2, x.shape[0]), x, generator)
         choice = (draw[0] * len(names)).long().clamp_(max=len(names) - 1)
-        x = apply_round(x, _op_ids(choice, names), draw[1])
+        op = _op_ids(choice, names)
+        mag = draw[1] if magnitude == "random" else fixed_magnitude(op, float(magnitude), draw[1])
+        x = apply_round(x, op, mag)
     return x.to(images.dtype)
 
 
@@ -259,9 +312,14 @@ def cutout_at(
     return torch.where(inside, colour, images)
 
 
-def strong(images: torch.Tensor, n_ops: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+def strong(
+    images: torch.Tensor,
+    n_ops: int = 2,
+    generator: torch.Generator | None = None,
+    magnitude: Magnitude = "random",
+) -> torch.Tensor:
     """FixMatch's strong augmentation: RandAugment with ``n_ops`` random ops, then Cutout.
 
     The strong *view* also flips and crops first: :func:`ptl_cli.data.views.make_views` does that.
     """
-    return cutout(rand_augment(images, n_ops, generator), generator=generator)
+    return cutout(rand_augment(images, n_ops, generator, magnitude=magnitude), generator=generator)

@@ -22,7 +22,7 @@ import torch
 
 from ptl_cli.data.augment import weak
 from ptl_cli.data.base import normalize
-from ptl_cli.data.randaugment import strong
+from ptl_cli.data.randaugment import Magnitude, strong
 
 VIEW_NAMES: tuple[str, ...] = ("none", "weak", "strong")
 
@@ -61,12 +61,14 @@ def make_views(
     std: Sequence[float],
     generator: torch.Generator | None = None,
     n_ops: int = 2,
+    magnitude: Magnitude = "random",
 ) -> dict[str, torch.Tensor]:
     """``{key: normalize(augment(images01))}`` for each requested view, drawn independently and
     in request order; keys as :func:`view_keys` (a repeated name is a further independent draw).
 
     ``images01`` are float images in [0, 1]; uint8 batches (the datasets' storage type) are
-    converted first. ``n_ops`` is the number of RandAugment ops of the strong view.
+    converted first. ``n_ops`` is the number of RandAugment ops of the strong view and
+    ``magnitude`` their magnitude policy (:func:`ptl_cli.data.randaugment.rand_augment`).
     """
     if images01.dtype == torch.uint8:
         images01 = images01.float().div_(255.0)
@@ -80,7 +82,7 @@ def make_views(
         elif name == "weak":
             augmented = weak_view(images01, generator)
         elif name == "strong":
-            augmented = strong(weak_view(images01, generator), n_ops=n_ops, generator=generator)
+            augmented = strong(weak_view(images01, generator), n_ops, generator, magnitude)
         else:
             raise ValueError(f"unknown view {name!r}; known views: {', '.join(VIEW_NAMES)}")
         views[key] = normalize(augmented, mean, std)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from ptl_cli.data.randaugment import CUTOUT_RGB, OPS, cutout, rand_augment, strong
+from ptl_cli.data.randaugment import CUTOUT_RGB, OPS, apply_round, cutout, rand_augment, strong
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -94,3 +94,42 @@ def test_bad_input_is_an_explicit_error(fashion01):
         strong(torch.rand(2, 4, 8, 8))
     with pytest.raises(ValueError, match="unknown RandAugment ops"):
         rand_augment(fashion01, ops=["blur"])
+
+
+def test_the_op_count_changes_the_images(fashion_rgb):
+    """``n_ops`` is a real knob: from one seed, 0, 2 and 3 ops give different strong views, and 0
+    ops leaves only the Cutout square."""
+    outs = {n: strong(fashion_rgb, n_ops=n, generator=_seeded(11)) for n in (0, 2, 3)}
+    assert not torch.equal(outs[2], outs[3])
+    assert not torch.equal(outs[0], outs[2])
+    changed = (outs[0] != fashion_rgb).any(1)  # (B, H, W): only the square differs
+    assert torch.equal(changed.sum(dim=(1, 2)), changed.any(2).sum(1) * changed.any(1).sum(1))
+    more = (rand_augment(fashion_rgb, 3, _seeded(2)) - fashion_rgb).abs().mean()
+    fewer = (rand_augment(fashion_rgb, 1, _seeded(2)) - fashion_rgb).abs().mean()
+    assert more > fewer  # more ops move the images further
+
+
+def test_a_fixed_magnitude_applies_every_op_at_that_strength(fashion_rgb):
+    """Strength 0 leaves every op with a magnitude at its mild end (brightness factor 0.95, no
+    rotation); strength 1 at its strong end (factor 0.05, ±30°, both directions drawn); the ops
+    chosen do not depend on the policy."""
+    batch = fashion_rgb[5].expand(32, -1, -1, -1)
+    for strength, factor in ((0.0, 0.95), (1.0, 0.05), (0.5, 0.5)):
+        out = rand_augment(batch, 1, _seeded(), ops=["brightness"], magnitude=strength)
+        ratios = out.flatten(1).sum(1) / batch.flatten(1).sum(1)
+        torch.testing.assert_close(ratios, torch.full_like(ratios, factor), rtol=0, atol=1e-4)
+    assert torch.equal(rand_augment(batch, 1, _seeded(), ops=["rotate", "shear_x"], magnitude=0.0), batch)
+    rotated = rand_augment(batch, 1, _seeded(), ops=["rotate"], magnitude=1.0)
+    op = torch.full((2,), OPS.index("rotate"))
+    extremes = apply_round(batch[:2], op, torch.tensor([0.0, 1.0 - 1e-6]))  # -30°, +30° as USB's
+    for image in rotated:
+        assert torch.equal(image, extremes[0]) or torch.equal(image, extremes[1])
+    assert torch.unique(rotated.flatten(1), dim=0).shape[0] == 2  # both directions drawn
+
+
+def test_bad_policies_are_explicit_errors(fashion01):
+    with pytest.raises(ValueError, match="op count"):
+        rand_augment(fashion01, n_ops=-1)
+    for bad in (1.5, -0.1, "uniform", True):
+        with pytest.raises(ValueError, match="magnitude"):
+            rand_augment(fashion01, magnitude=bad)
