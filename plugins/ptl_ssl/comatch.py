@@ -74,6 +74,23 @@ def label_graph(probs: torch.Tensor, cutoff: float) -> torch.Tensor:
     return graph / graph.sum(dim=1, keepdim=True)
 
 
+def with_heads(model: nn.Module, x: torch.Tensor, head: str, algorithm: str) -> dict[str, torch.Tensor]:
+    """``model(x, with_heads=True)``, or an error saying the loop did not give the algorithm's heads
+    (a model called without ptl's wrapper, :func:`ptl_cli.engine.heads.attach`)."""
+    try:
+        out = model(x, with_heads=True)
+    except TypeError as exc:
+        if "with_heads" not in str(exc):
+            raise
+        out = None
+    if not isinstance(out, dict) or head not in out:
+        raise TypeError(
+            f"{algorithm} calls model(x, with_heads=True) for its {head!r} head, but the model it "
+            "was given is not wrapped with the heads (ptl_cli.engine.heads.attach does that)"
+        )
+    return out
+
+
 class CoMatch(TensorState):
     """CoMatch's losses, its projection head, memory queue and distribution-alignment queue."""
 
@@ -172,7 +189,7 @@ class CoMatch(TensorState):
             view(labeled, "weak", "CoMatch", "labeled"),
             *(view(unlabeled, name, "CoMatch", "unlabeled") for name in ("weak", "strong", "strong:1")),
         ]
-        out = model(torch.cat(batches), with_heads=True)
+        out = with_heads(model, torch.cat(batches), "proj", "CoMatch")
         sizes = [b.shape[0] for b in batches]
         logits_x, logits_weak, logits_strong, _ = out["logits"].split(sizes)
         check_logits(logits_x, self.num_classes, "CoMatch")
