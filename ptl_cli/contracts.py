@@ -82,7 +82,15 @@ class SSLAlgorithm(Protocol):
     when their signature asks for it (:data:`OPTIONAL_ARGUMENTS`): the factory is also called with
     ``num_labeled=`` and ``num_unlabeled=`` (the sizes of the labeled and the unlabeled set), and
     ``loss`` with ``unlabeled_index=``: the int64 indices, in the unlabeled set, of the samples of
-    this (rank's) unlabeled batch, on the batch's device, in the batch's order.
+    this (rank's) unlabeled batch, on the batch's device, in the batch's order; likewise
+    ``labeled_index=``, the indices in the labeled set of the labeled batch (SimMatch's labeled
+    memory bank).
+
+    An algorithm that trains modules of its own on the penultimate features (a projection head)
+    has an optional member ``heads(feature_dim) -> {name: nn.Module}``: the loop then trains
+    :class:`ptl_cli.engine.heads.WithHeads` of the network and those heads, and
+    ``model(x, with_heads=True)`` in ``loss`` gives the logits, the features and each head's
+    output (docs/plugins/reference.md).
     """
 
     labeled_views: tuple[str, ...]
@@ -430,6 +438,7 @@ OPTIONAL_MEMBERS: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "generators": {"classes_are_names": None},
     "classifiers": {"classes_are_names": None},
+    "ssl": {"heads": ("feature_dim",)},  # modules trained beside the net: ptl_cli.engine.heads
 }
 
 # How close a name must be to a known one (difflib's ratio) to count as its misspelling.

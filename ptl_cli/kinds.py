@@ -89,7 +89,10 @@ KINDS: dict[str, Kind] = {
         protocol="SSLAlgorithm",
         factory_call="factory(num_classes, **params)",
         check="check_ssl",
-        optional_arguments={"factory": ("num_labeled", "num_unlabeled"), "loss": ("unlabeled_index",)},
+        optional_arguments={
+            "factory": ("num_labeled", "num_unlabeled"),
+            "loss": ("unlabeled_index", "labeled_index"),
+        },
         scaffold=Scaffold(
             "ssl",
             "algorithm",

@@ -697,6 +697,19 @@ def confident_net(num_classes: int = 5, in_channels: int = 1, scale: float = 40.
 #: The unlabeled set of :func:`check_ssl`: this many real images, drawn as ``ptl transfer`` draws
 #: the PCS pool (a new permutation each epoch), ``UNLABELED_BATCH`` at a time: two steps an epoch.
 NUM_UNLABELED, UNLABELED_BATCH, NUM_LABELED = 24, 12, 64
+#: The labeled batch of :func:`check_ssl`: this many of the ``NUM_LABELED`` bundled images a step.
+LABELED_BATCH = 4
+
+
+def labeled_indices(step: int, seed: int = 0, batch: int = LABELED_BATCH):
+    """Indices, in the labeled set (the 64 bundled images, in order), of the labeled batch at
+    ``step``: the images ``sample_batch(batch, step, seed)`` gives, so a ``loss`` that declares
+    ``labeled_index`` sees each image under one index whenever it comes back."""
+    import torch
+
+    from ptl_cli.engine.seeding import generator_for
+
+    return torch.randperm(NUM_LABELED, generator=generator_for(seed, step))[:batch]
 
 
 def unlabeled_indices(step: int, seed: int = 0, n: int = NUM_UNLABELED, batch: int = UNLABELED_BATCH):
@@ -717,12 +730,15 @@ def unlabeled_indices(step: int, seed: int = 0, n: int = NUM_UNLABELED, batch: i
 class _CheckedSSL:
     """An SSL algorithm as :func:`check_ssl` hands it to the SSL step: each call is named in its
     errors, ``loss``'s result is checked before it is backpropagated, and the gradient before
-    ``after_step``; ``unlabeled_index`` is passed on only to a ``loss`` that declares it."""
+    ``after_step`` (every head of :func:`ptl_cli.engine.heads.attach` must get one too: a head
+    no loss uses would fail under DDP); ``unlabeled_index`` and ``labeled_index`` are passed on
+    only to a ``loss`` that declares them."""
 
     def __init__(self, algo: Any, what: str, net: Any) -> None:
         self.algo, self.what, self.net = algo, what, net
         self.labeled_views, self.unlabeled_views = algo.labeled_views, algo.unlabeled_views
-        self.takes_index = bool(optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": None}))
+        indices = {"unlabeled_index": None, "labeled_index": None}
+        self.declared = set(optional_arguments("ssl", "loss", algo.loss, indices))
 
     def loss(
         self,
@@ -733,12 +749,14 @@ class _CheckedSSL:
         step: int,
         total: int,
         unlabeled_index: Any = None,
+        labeled_index: Any = None,
     ) -> tuple[Any, dict[str, Any]]:
         import torch
 
         what = self.what
-        extra = {"unlabeled_index": unlabeled_index} if self.takes_index else {}
-        call = ", unlabeled_index=..." if extra else ""
+        given = {"unlabeled_index": unlabeled_index, "labeled_index": labeled_index}
+        extra = {k: v for k, v in given.items() if k in self.declared}
+        call = "".join(f", {k}=..." for k in extra)
         with calling(what, f"loss(model, labeled, targets, unlabeled, {step}, {total}{call})"):
             out = self.algo.loss(model, labeled, targets, unlabeled, step, total, **extra)
         _require(isinstance(out, tuple) and len(out) == 2, what, "loss() must return (loss, logs)")
@@ -758,9 +776,21 @@ class _CheckedSSL:
         return loss, logs
 
     def after_step(self, model: Any, step: int) -> None:
+        from ptl_cli.engine.heads import WithHeads, plain
+
         _require(
-            any(p.grad is not None for p in self.net.parameters()), self.what, "no gradient reaches the model"
+            any(p.grad is not None for p in plain(self.net).parameters()),
+            self.what,
+            "no gradient reaches the model",
         )
+        for name, head in self.net.heads.items() if isinstance(self.net, WithHeads) else ():
+            trained = [p for p in head.parameters() if p.requires_grad]
+            _require(
+                not trained or any(p.grad is not None for p in trained),
+                self.what,
+                f"no gradient reaches its head {name!r} at step {step} (every head must be used by "
+                "every loss: DDP fails on parameters a step leaves out)",
+            )
         with calling(self.what, f"after_step(model, {step})"):
             self.algo.after_step(model, step)
 
@@ -786,7 +816,11 @@ def check_ssl(
     The unlabeled batches come from a set of :data:`NUM_UNLABELED` real images, drawn as
     ``ptl transfer`` draws them (:func:`unlabeled_indices`): a factory that accepts
     ``num_unlabeled``/``num_labeled`` gets the sizes, a ``loss`` that declares ``unlabeled_index``
-    the indices, and samples come back every epoch, so per-sample state is exercised.
+    the indices, and samples come back every epoch, so per-sample state is exercised; a ``loss``
+    that declares ``labeled_index`` gets the labeled batch's indices (:func:`labeled_indices`).
+    An algorithm with ``heads`` trains them as ``ptl transfer`` does
+    (:func:`ptl_cli.engine.heads.attach` before the optimizer): each must get a gradient every
+    step, and they are checkpointed and resumed with the model.
 
     With ``gpu`` (and a CUDA build of torch) the SSL step also runs on a simulated GPU
     (:mod:`ptl_cli.testing_gpu`) in fp32 and fp16-mixed, as :func:`check_pruner` does."""
@@ -809,9 +843,12 @@ def check_ssl(
     pool, _ = sample_batch(NUM_UNLABELED, 0, seed + 1, num_classes)
 
     def fresh() -> tuple[Any, Any, Any]:
+        from ptl_cli.engine.heads import attach
+
         torch.manual_seed(seed)
         algo = build(num_classes, **sizes)
-        net = make_model(num_classes)
+        with calling(what, "heads(feature_dim)"):
+            net = attach(algo, make_model(num_classes), seed)
         return algo, net, torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9)
 
     def train(algo: Any, net: Any, optimizer: Any, start: int, stop: int) -> list[float]:
@@ -829,9 +866,9 @@ def check_ssl(
         net.train()
         for step in range(start, stop):
             gen.manual_seed(generator_for(seed, step).initial_seed())
-            x, y = sample_batch(4, step, seed, num_classes)
+            x, y = sample_batch(LABELED_BATCH, step, seed, num_classes)
             index = unlabeled_indices(step, seed)
-            loss, _ = ssl_step(step, x, y, pool[index], index)
+            loss, _ = ssl_step(step, x, y, pool[index], index, labeled_indices(step, seed))
             losses.append(loss.item())
         return losses
 
@@ -965,6 +1002,7 @@ def check_ssl_on_gpu(
     from ptl_cli import testing_gpu
     from ptl_cli.engine.compute import host_to_device, optimizer_options
     from ptl_cli.engine.device import Precision
+    from ptl_cli.engine.heads import attach
     from ptl_cli.engine.ssl_step import SSLStep
     from ptl_cli.engine.sync import host_sync
 
@@ -974,11 +1012,12 @@ def check_ssl_on_gpu(
     make_model = model or (lambda k: confident_net(k))
     sizes = {"num_labeled": NUM_LABELED, "num_unlabeled": NUM_UNLABELED}
     pool, _ = sample_batch(NUM_UNLABELED, 0, seed + 1, num_classes)
-    batches = [sample_batch(4, step, seed, num_classes) for step in range(steps)]
+    batches = [sample_batch(LABELED_BATCH, step, seed, num_classes) for step in range(steps)]
     for name in precisions:
         torch.manual_seed(seed)
         algo = build(num_classes, **sizes)
-        net = make_model(num_classes)
+        with calling(what, "heads(feature_dim)"):
+            net = attach(algo, make_model(num_classes), seed)  # on the CPU, then moved, as ptl transfer does
         with testing_gpu.SimulatedGPU() as gpu:
             device = torch.device("cuda", 0)
             with host_sync("setup"):
@@ -1000,9 +1039,11 @@ def check_ssl_on_gpu(
             first: list[Any] = []
             for step, (x, y) in enumerate(batches):
                 index = unlabeled_indices(step, seed)
-                x, y, u = (host_to_device(t, device) for t in (x, y, pool[index]))
+                x, y, u, xi, ui = (
+                    host_to_device(t, device) for t in (x, y, pool[index], labeled_indices(step, seed), index)
+                )
                 with calling(what, f"the SSL step {step} (views, loss, after_step)"):
-                    ssl_step(step, x, y, u, host_to_device(index, device))
+                    ssl_step(step, x, y, u, ui, xi)
                 if step == 0:
                     first = list(gpu.findings)
                     gpu.clear()

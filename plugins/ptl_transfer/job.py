@@ -24,6 +24,8 @@ from ptl_transfer.sources import Sources
 
 #: Salts of random streams shared by all stages (stage salts are 1..8, see stages.PHASES).
 INIT, PP_HEAD, TARGET_HEAD, LABELED_ORDER, POOL_ORDER, KD_HEAD = 0, 20, 21, 22, 23, 24
+#: The salt of an SSL algorithm's own heads' initialization (ptl_cli.engine.heads.attach).
+SSL_HEADS = 25
 
 
 class Job:

@@ -37,13 +37,14 @@ import torch.nn.functional as F
 from ptl_cli import plugins
 from ptl_cli.data.base import normalize, to_float
 from ptl_cli.data.views import make_views, weak_view
+from ptl_cli.engine import heads
 from ptl_cli.engine.compute import prepare_model
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.engine.seeding import generator_for
 from ptl_cli.engine.ssl_step import SSLStep
 from ptl_cli.engine.sync import host_sync
 from ptl_transfer import evaluate, nets, pcs, results, stages
-from ptl_transfer.job import KD_HEAD, LABELED_ORDER, POOL_ORDER, Job
+from ptl_transfer.job import KD_HEAD, LABELED_ORDER, POOL_ORDER, SSL_HEADS, Job
 from ptl_transfer.kd import kd_loss
 from ptl_transfer.pool import make_shards
 from ptl_transfer.running import Running, checkpoint, resume
@@ -126,7 +127,7 @@ def train(
             if done % opt.checkpoint_every == 0 and done < opt.steps:
                 running.save(job, phase, done)
             if running.ema is not None and opt.eval_every and done % opt.eval_every == 0 and done < opt.steps:
-                acc = evaluate.target_accuracy(job, running.ema.model)
+                acc = evaluate.target_accuracy(job, heads.plain(running.ema.model))
                 ctx.log(stage=phase.name, step=done, test_acc=acc)
     return last
 
@@ -139,11 +140,15 @@ def _update(job: Job, running: Running, loss: torch.Tensor) -> None:
 
 
 def _finish(job: Job, phase: Phase, model: torch.nn.Module, seconds: float, unwrap=lambda m: m) -> dict:
-    """Test the trained (EMA) model, save it as the stage's output, report the stage's result."""
+    """Test the trained (EMA) model, save it as the stage's output, report the stage's result.
+
+    ``unwrap`` gives the network itself (without KD's or an SSL algorithm's extra heads): it is
+    what is tested and saved, so later stages and ``ptl export`` never see the heads."""
     job.in_sync(f"the end of {phase.name}", model)
-    acc = evaluate.target_accuracy(job, model)
+    net = unwrap(model)
+    acc = evaluate.target_accuracy(job, net)
     job.ctx.log(stage=phase.name, step=phase.steps, test_acc=acc)
-    job.save_stage(phase.name, unwrap(model).state_dict())
+    job.save_stage(phase.name, net.state_dict())
     job.ctx.say(f"{phase.name}: test accuracy {acc:.4f}")
     return {"test_acc": acc, "steps": phase.steps, "seconds": round(seconds, 3)}
 
@@ -237,7 +242,9 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
     labeled = StepStream(t.images.shape[0], opt.batch_size, r.seed, LABELED_ORDER)
     job.local_batch(opt.batch_size, "train.batch_size")
     head = "pp" if phase.name.startswith("pp") else "target"
-    model, train_model = prepare_model(job.new_model(head), r.compute, job.device, ctx.dist)
+    # an algorithm's own heads (projections) are trained with the net, from the run's seed
+    net = heads.attach(algo, job.new_model(head), job.seed(SSL_HEADS))
+    model, train_model = prepare_model(net, r.compute, job.device, ctx.dist)
     ema = nets.EMA(model, opt.ema_decay)
     optimizer = nets.sgd(model, opt)
     scheduler = nets.cosine(optimizer, opt.steps, opt.cosine_cycles)
@@ -260,19 +267,19 @@ def train_target(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[s
 
     def fetch(step: int) -> dict[str, torch.Tensor]:
         index = job.share(labeled.indices(step))
-        batch = {"x": t.images[index], "y": t.labels[index]}
+        batch = {"x": t.images[index], "y": t.labels[index], "x_index": index}
         if pool is not None:
             batch["u_index"] = job.share(unlabeled.indices(step))
             batch["u"] = pool.gather(batch["u_index"])["images"]
         return batch
 
     def step(i: int, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        return ssl_step(i, batch["x"], batch["y"], batch.get("u"), batch.get("u_index"))
+        return ssl_step(i, batch["x"], batch["y"], batch.get("u"), batch.get("u_index"), batch["x_index"])
 
     train(job, phase, state, running, opt, fetch, step, t.images.shape[0])
-    result = _finish(job, phase, ema.model, running.elapsed())
+    result = _finish(job, phase, ema.model, running.elapsed(), unwrap=heads.plain)
     if pool is not None:
-        shares = evaluate.pseudo_label_shares(job, ema.model, pool)
+        shares = evaluate.pseudo_label_shares(job, heads.plain(ema.model), pool)
         ctx.log(stage=phase.name, step=phase.steps, pseudo_label_shares=shares)
         result["pseudo_label_max_share"] = max(shares)
         warning = evaluate.collapse_warning(phase.name, shares, t.info.class_names)

@@ -1,7 +1,8 @@
 """The target network and what the stages do to it: head swaps, the KD auxiliary head, EMA.
 
 Any model plugin works as the target architecture: its classifier head is taken to be the last
-``nn.Linear`` it contains (true of the built-in models and of torchvision's classifiers).
+``nn.Linear`` it contains (:func:`ptl_cli.engine.heads.head_name`, which SSL algorithms' heads
+use too; true of the built-in models and of torchvision's classifiers).
 PP trains the body with a ``K_s``-way head and then swaps in a fresh ``K_t``-way head; KD adds
 an auxiliary ``K_s``-way head fed by the same features as the ``K_t`` head.
 """
@@ -15,28 +16,13 @@ import torch
 from torch import nn
 
 from ptl_cli import plugins
-from ptl_cli.errors import UserError
+from ptl_cli.engine.heads import get_head, head_name  # one definition for core and plugin
 
 
 def build(recipe: Any, num_classes: int, channels: int, image_size: int) -> nn.Module:
     m = recipe.model
     spec = plugins.get("models", m.arch)
     return spec.build(num_classes, channels, image_size, m.width, params=m.params, where=f"[model] {m.arch}")
-
-
-def head_name(model: nn.Module) -> str:
-    """The dotted name of the classifier head (the last ``nn.Linear``)."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
-    if last is None:
-        raise UserError(f"{type(model).__name__} has no nn.Linear head; transfer needs one to swap")
-    return last
-
-
-def get_head(model: nn.Module) -> nn.Linear:
-    return model.get_submodule(head_name(model))
 
 
 def swap_head(model: nn.Module, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:

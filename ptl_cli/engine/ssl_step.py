@@ -27,13 +27,15 @@ Views = Callable[[torch.Tensor, tuple[str, ...]], dict[str, torch.Tensor]]
 
 @dataclass
 class SSLStep:
-    """``step(i, images, targets, unlabeled, unlabeled_index) -> (loss, logs)`` for one algorithm.
+    """``step(i, images, targets, unlabeled, unlabeled_index, labeled_index) -> (loss, logs)`` for
+    one algorithm.
 
     ``model`` is the network being trained (the EMA follows it); ``train_model`` is what the loss
     calls (a DDP or compiled wrapper of it, or ``model`` itself). Without ``precision`` the step is
     a plain fp32 ``backward()`` + ``optimizer.step()``; without a scheduler or EMA those are skipped.
-    ``unlabeled_index`` reaches ``loss`` only when the algorithm declares it
-    (docs/plugins/reference.md).
+    ``unlabeled_index`` and ``labeled_index`` reach ``loss`` only when the algorithm declares them
+    (docs/plugins/reference.md). An algorithm with ``heads`` gets its network wrapped by the
+    caller (:func:`ptl_cli.engine.heads.attach`) before ``model`` is built from it.
     """
 
     algo: Any
@@ -46,15 +48,15 @@ class SSLStep:
     ema: Any = None
     train_model: torch.nn.Module | None = None
     augmenting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    _takes_index: bool = field(init=False, default=False)
+    _declared: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         from ptl_cli.contracts import optional_arguments
 
         if self.train_model is None:
             self.train_model = self.model
-        declared = optional_arguments("ssl", "loss", self.algo.loss, {"unlabeled_index": None})
-        self._takes_index = bool(declared)
+        indices = {"unlabeled_index": None, "labeled_index": None}
+        self._declared = frozenset(optional_arguments("ssl", "loss", self.algo.loss, indices))
 
     def __call__(
         self,
@@ -63,12 +65,14 @@ class SSLStep:
         targets: torch.Tensor,
         unlabeled: torch.Tensor | None = None,
         unlabeled_index: torch.Tensor | None = None,
+        labeled_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         algo = self.algo
         with self.augmenting():
             labeled = self.views(images, algo.labeled_views)
             views_u = self.views(unlabeled, algo.unlabeled_views) if unlabeled is not None else {}
-        extra = {"unlabeled_index": unlabeled_index} if self._takes_index else {}
+        given = {"unlabeled_index": unlabeled_index, "labeled_index": labeled_index}
+        extra = {k: v for k, v in given.items() if k in self._declared}
         autocast = self.precision.autocast() if self.precision is not None else contextlib.nullcontext()
         with self.augmenting(), autocast:
             out = algo.loss(self.train_model, labeled, targets, views_u, step, self.total_steps, **extra)

@@ -62,6 +62,7 @@ def project_modules() -> set[str]:
     for path in (ROOT / "tests").rglob("*.py"):
         own.add(path.stem)
         own.update(installed_by_tests(path))
+    own.update(p.name for p in (ROOT / "tests").rglob("src/*") if p.is_dir())  # packages tests pip-install
     for path in (ROOT / "examples").rglob("*.py"):
         own.update(part for part in path.relative_to(ROOT / "examples").parts)
     own.update(p.name for p in (ROOT / "examples").rglob("*") if p.is_dir())

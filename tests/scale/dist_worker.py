@@ -87,6 +87,31 @@ def main() -> None:
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
     ok("ddp_gradients_equal_global_batch", info)
 
+    # an SSL algorithm's heads (ptl_cli.engine.heads): wrapped before DDP, `with_heads=True` passes
+    # through it, and over two steps the net's and the head's gradients are the global batch's
+    import copy
+
+    from ptl_cli.engine.heads import WithHeads
+
+    torch.manual_seed(0)
+    wrapped = WithHeads(Net(), {"proj": nn.Linear(4 * 6 * 6, 5)})
+    single = copy.deepcopy(wrapped)
+    headed, train_headed = prepare_model(wrapped, Compute(), device, info)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (headed, single)]
+    for _ in range(2):
+        for net, share, opt in (
+            (train_headed, slice(info.rank, None, 2), optimizers[0]),
+            (single, slice(None), optimizers[1]),
+        ):
+            opt.zero_grad()
+            out = net(x[share], with_heads=True)
+            (nn.functional.cross_entropy(out["logits"], y[share]) + out["proj"].pow(2).mean()).backward()
+        for (name, p), q in zip(headed.named_parameters(), single.parameters(), strict=True):
+            assert p.grad is not None and torch.allclose(p.grad, q.grad, atol=1e-6), name
+        for opt in optimizers:
+            opt.step()
+    ok("ddp_heads", info)
+
     # verify_in_sync: silent on equal weights, a clear failure on every rank when they differ
     digest = distributed.verify_in_sync(info, model, "test")
     assert distributed.gather_objects(info, digest)[0] == digest
@@ -163,7 +188,7 @@ def main() -> None:
     # Leave the group as the engine does, with nothing holding it: a DDP reducer or a gloo group
     # torn down during interpreter exit aborted both processes ("terminate called without an
     # active exception") after every check had passed.
-    del model, train_model, reference
+    del model, train_model, reference, headed, train_headed, single, optimizers
     gc.collect()
     distributed.shutdown(info)
 

@@ -16,6 +16,7 @@ CHECKS = (
     "objects",
     "work_rounds",
     "ddp_gradients_equal_global_batch",
+    "ddp_heads",
     "verify_in_sync",
     "load_checkpoint",
     "collective_checks",
