@@ -86,6 +86,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "across both batches",
         "MixMatchParams",
     ),
+    "comatch": (
+        "ptl_ssl.comatch:CoMatch",
+        "CoMatch (Li et al., ICCV 2021): pseudo labels and a contrastive graph of projected "
+        "embeddings, smoothed through a memory queue",
+        "CoMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

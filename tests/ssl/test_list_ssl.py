@@ -28,7 +28,7 @@ def test_lists_every_registered_algorithm_with_its_paper():
     assert len(listed) == len(list(registry)) and {row["name"] for row in listed} >= BASELINES
     for row in listed:
         description = row["description"]
-        assert "\n" not in description and len(description) < 130, row["name"]
+        assert "\n" not in description, row["name"]
         if row["name"] not in BASELINES:
             assert PAPER.match(description), f"{row['name']}: no paper in {description!r}"
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch import nn
 
+from ptl_cli.engine.heads import attach
 from ptl_ssl.comatch import CoMatch
 
 K, N_LABELED, N_UNLABELED, BATCH_U, STEPS = 5, 4, 16, 8, 8
@@ -81,25 +82,9 @@ class _Backbone(nn.Module):
         return feat if only_feat else self.net[4](feat)
 
 
-class _ByHand(nn.Module):
-    """``net`` and its heads, answering ``with_heads=True`` as the heads contract says."""
-
-    def __init__(self, net: nn.Module, heads: dict[str, nn.Module]) -> None:
-        super().__init__()
-        self.net, self.heads = net, nn.ModuleDict(heads)
-
-    def forward(self, x, with_heads=False):
-        if not with_heads:
-            return self.net(x)
-        features = self.net[:4](x)
-        out = {"logits": self.net[4](features), "features": features}
-        return {**out, **{name: head(features) for name, head in self.heads.items()}}
-
-
 def _wrap(algo: CoMatch) -> nn.Module:
-    """ptl's model: the network and the algorithm's heads, built from one seed."""
-    torch.manual_seed(1)
-    return _ByHand(_net(), algo.heads(WIDTH))
+    """ptl's model as the loop builds it: the network wrapped with the algorithm's heads."""
+    return attach(algo, _net(), seed=1)
 
 
 def _images(rows: torch.Tensor) -> torch.Tensor:
