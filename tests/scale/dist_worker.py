@@ -112,6 +112,42 @@ def main() -> None:
             opt.step()
     ok("ddp_heads", info)
 
+    # CoMatch's memory and alignment queues (ptl_ssl.comatch) are filled from the global batch:
+    # after three steps with a memory queue of one global batch and an alignment queue of two,
+    # every rank holds what one process holds, computed here from the whole batch
+    from ptl_ssl.comatch import CoMatch
+    from ptl_ssl.distalign import align
+
+    torch.manual_seed(0)
+    algo = CoMatch(3, queue_batch=1, da_len=2)
+    coupled = WithHeads(Net(), algo.heads(4 * 6 * 6))
+    batches = [
+        {name: x + 0.1 * step * (i + 1) for i, name in enumerate(("weak", "strong", "strong:1"))}
+        for step in range(3)
+    ]
+    mine = slice(info.rank, None, 2)
+    for step, views in enumerate(batches):
+        unlabeled = {name: view[mine] for name, view in views.items()}
+        algo.loss(coupled, {"weak": x[mine]}, y[mine], unlabeled, step, 3)
+    with torch.no_grad():
+        means = [torch.softmax(coupled(views["weak"]), dim=1).mean(dim=0) for views in batches]
+        assert torch.allclose(algo.prior_queue, torch.stack([means[2], means[1]]), atol=1e-6)
+        embed = [
+            nn.functional.normalize(coupled(v, with_heads=True)["proj"], dim=1)
+            for v in (batches[2]["weak"], x)
+        ]
+        assert torch.allclose(algo.queue_feats, torch.cat(embed), atol=1e-6)
+        probs = align(
+            torch.softmax(coupled(batches[2]["weak"]), dim=1),
+            algo.prior_queue.mean(dim=0),
+            torch.full((3,), 1 / 3),
+        )
+        assert torch.allclose(
+            algo.queue_probs, torch.cat([probs, nn.functional.one_hot(y, 3).float()]), atol=1e-6
+        )
+    assert int(algo.queue_ptr) == 0 and int(algo.prior_ptr) == 1
+    ok("comatch_queues", info)
+
     # verify_in_sync: silent on equal weights, a clear failure on every rank when they differ
     digest = distributed.verify_in_sync(info, model, "test")
     assert distributed.gather_objects(info, digest)[0] == digest

@@ -17,6 +17,7 @@ CHECKS = (
     "work_rounds",
     "ddp_gradients_equal_global_batch",
     "ddp_heads",
+    "comatch_queues",
     "verify_in_sync",
     "load_checkpoint",
     "collective_checks",
