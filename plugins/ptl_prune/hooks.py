@@ -48,6 +48,13 @@ def ptl_register_pruners(register: Any) -> None:
         params=params.MulticoatedParams,
     )
     register(
+        "gem-miner",
+        "ptl_prune.gemminer:GemMiner",
+        description="Gem-Miner: scores in [0, 1] rounded at 0.5, an L2 regulariser, rounds to the target",
+        params=params.GemMinerParams,
+        aliases=("gemminer",),
+    )
+    register(
         "sgd",
         "ptl_prune.sgd:DenseSGD",
         description="dense weight training (the baseline the pruning methods are compared with)",

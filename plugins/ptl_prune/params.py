@@ -157,3 +157,50 @@ class MulticoatedParams(IteRandParams):
                 f"coat_sparsity {self.coat_sparsity} must lie above sparsity {self.sparsity} (the first coat)"
             )
         return self
+
+
+class GemMinerParams(Params):
+    """Gem-Miner (Sreenivasan et al. 2022): scores in [0, 1] rounded at 0.5, an L2 regulariser on
+    them and an iterative schedule to the target sparsity; defaults from the reference's ResNet-20
+    CIFAR-10 setting at 3.72% density (signed-constant weights, λ = 3e-5, a round every 5 epochs)."""
+
+    #: the reference's search learning rate (SGD, cosine)
+    default_lr: ClassVar[float] = 0.1
+
+    sparsity: float = Field(
+        0.9628,
+        gt=0.0,
+        lt=1.0,
+        description="target p: the schedule leaves at most 1-p of all pruned layers' weights "
+        "(the rounding at 0.5 may drop more)",
+    )
+    lmbda: float = Field(3e-5, ge=0.0, description="λ of the regulariser λ·‖S‖² on the scores (0 = none)")
+    prune_every: int = Field(5, ge=1, description="P: a pruning round every P units (the first after P + 1)")
+    prune_every_unit: Literal["epochs", "iterations"] = Field(
+        "epochs", description="the unit of prune_every (the reference: epochs)"
+    )
+    prune_rounds: int | None = Field(
+        None,
+        ge=1,
+        description="R: rounds to reach the target; unset: floor((E - 1)/P) for E search units",
+    )
+    weight_init: WeightInit = Field("signed_constant", description="distribution of the random weights")
+    prune_first_layer: bool = Field(
+        True, description="prune the first Conv/Linear layer (else keep it dense)"
+    )
+    prune_last_layer: bool = Field(True, description="prune the last Conv/Linear layer (else keep it dense)")
+    bn_affine: bool = Field(False, description="keep BatchNorm's scale/shift and train them (papers: false)")
+    finetune_epochs: int = Field(
+        0,
+        ge=0,
+        description="the last this many of train.epochs fine-tune the kept weights (0: none, a ticket)",
+    )
+    finetune_lr: float = Field(
+        0.01, gt=0.0, description="fine-tuning learning rate (×0.1 after 8/15 and 12/15 of those epochs)"
+    )
+    finetune_weight_decay: float = Field(1e-4, ge=0.0, description="weight decay while fine-tuning")
+    unflag_before_finetune: bool = Field(
+        True,
+        description="fine-tune the schedule's mask (weights the rounding dropped come back; the "
+        "reference's setting) instead of the rounded one",
+    )

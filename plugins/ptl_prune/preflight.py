@@ -80,6 +80,10 @@ def check(recipe: Any) -> None:
 
     split_batch(recipe.train.batch_size, from_env().world_size)
     params = recipe.pruner_params
+    if recipe.method in ("gem-miner", "gemminer"):  # its schedule is in epochs of the recipe
+        from ptl_prune.build import build_pruner
+
+        build_pruner(recipe.pruner.model_dump()).check_epochs(recipe.train.epochs)
     if not needs_network(params):
         return
     from ptl_prune.build import build_pruner

@@ -84,6 +84,14 @@ class PruneWorkflow:
         limits = ([f"train ≤ {d.train_limit}"] if d.train_limit else []) + (
             [f"test ≤ {d.test_limit}"] if d.test_limit else []
         )
+        tune = recipe.pruner_params.get("finetune_epochs") or 0
+        if tune:  # Gem-Miner's fine-tuning: the schedule spans the search, then the pruner's own
+            p = recipe.pruner_params
+            schedule += (
+                f" over {t.epochs - tune} search epochs, then {tune} fine-tuning epochs at lr "
+                f"{p['finetune_lr']:g} (×0.1 after 8/15 and 12/15), "
+                f"weight decay {p['finetune_weight_decay']:g}"
+            )
         return [
             ("method", f"{recipe.method} ({params})" if params else recipe.method),
             ("model", f"{recipe.model.name} (width {recipe.model.width:g})"),
@@ -170,7 +178,11 @@ class PruneWorkflow:
             raise UserError(f"{share} training images make no batch of {per_rank}; lower train.batch_size")
         loader = prune_data.loader(train_set, per_rank, sampler, r.compute.workers, drop_last)
         if hasattr(pruner, "configure"):
-            pruner.configure(steps_per_epoch)
+            import inspect
+
+            # schedules in epochs: the steps per epoch, and the epochs when the pruner asks (Gem-Miner)
+            wants_epochs = "epochs" in inspect.signature(pruner.configure).parameters
+            pruner.configure(steps_per_epoch, **({"epochs": t.epochs} if wants_epochs else {}))
 
         # resume
         step = epoch = batch = 0
@@ -219,12 +231,18 @@ class PruneWorkflow:
             ctx.check_finite(loss, f"step {step}")
             ctx.log(step=step, epoch=epoch + 1, stage="train", loss=loss / seen, acc=correct / seen, lr=lr)
 
+        # the epochs the recipe's schedule spans: all, unless the pruner has a phase of its own after
+        horizon = pruner.search_epochs(t.epochs) if hasattr(pruner, "search_epochs") else t.epochs
         started = time.time()
         with ctx.progress.task("training", total=t.epochs * steps_per_epoch, completed=step) as advance:
             while epoch < t.epochs:
-                lr = lr_at(epoch, t.epochs, t.lr, t.schedule, t.warmup_epochs, t.tail_epochs, t.tail_lr)
+                lr = lr_at(epoch, horizon, t.lr, t.schedule, t.warmup_epochs, t.tail_epochs, t.tail_lr)
+                # a pruner with a phase of its own (Gem-Miner's fine-tuning) sets that phase's optimizer
+                settings = pruner.epoch_settings(epoch) if hasattr(pruner, "epoch_settings") else None
+                lr = settings["lr"] if settings else lr
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                    group.update(settings or {})
                 sampler.set_epoch(epoch, start=batch * per_rank)
                 train_model.train()
                 with Prefetcher(loader, device) as batches:  # fetches the next batches during a step
