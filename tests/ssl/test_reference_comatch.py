@@ -268,6 +268,21 @@ def test_comatch_comparison_can_fail(usb, perturbed):
         compare(usb, SMALL, CoMatch(K, **{**SMALL, **perturbed}))
 
 
+class _SwappedStrongViews(CoMatch):
+    """CoMatch handed its two strong views the other way round."""
+
+    def loss(self, model, labeled, targets, unlabeled, step, total_steps):
+        swapped = {**unlabeled, "strong": unlabeled["strong:1"], "strong:1": unlabeled["strong"]}
+        return super().loss(model, labeled, targets, swapped, step, total_steps)
+
+
+def test_comatch_comparison_sees_which_strong_view_is_which(usb):
+    """The inputs matter: the cross-entropy reads the first strong view and the contrastive loss
+    is not symmetric in the two, so swapping them fails the comparison."""
+    with pytest.raises(AssertionError):
+        compare(usb, SMALL, _SwappedStrongViews(K, **SMALL), steps=2)
+
+
 def test_memory_smoothing_starts_when_the_queue_is_full_not_after_usbs_first_epoch(usb):
     """The one difference in the loss: USB smooths only once its epoch counter is past 0 as well.
     With USB still in its first epoch the two agree for steps 0..queue_batch, and differ from
