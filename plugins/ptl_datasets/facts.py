@@ -7,6 +7,9 @@ with a ``path``, whose classes are its folders' names (read without decoding an 
 CUB and sets whose class list torchvision derives from the labels are checked when they load.
 Torch-free: registered as ``facts="ptl_datasets.facts:of"`` and read through
 :meth:`ptl_cli.registry.ComponentSpec.facts`, so a third-party dataset of the same name has none.
+
+Likewise ``files="ptl_datasets.facts:files"``: where the files of a dataset that must be placed
+by hand (:data:`BY_HAND`, Stanford Cars) are, and whether they are there.
 """
 
 from __future__ import annotations
@@ -38,6 +41,80 @@ PHOTO_CLASSES = {
     "food101": 101,
     "caltech101": 101,
 }
+
+
+@dataclass(frozen=True)
+class ByHand:
+    """A dataset whose download is gone: the files to place by hand under ``<data dir>/folder``."""
+
+    folder: str
+    files: tuple[str, ...]  # a trailing "/" is a folder
+    why: str
+    docs: str
+
+
+#: Datasets ptl cannot download although torchvision names them (its ``download=True`` raises).
+BY_HAND = {
+    "stanford-cars": ByHand(
+        "stanford_cars",
+        (
+            "devkit/cars_meta.mat",
+            "devkit/cars_train_annos.mat",
+            "cars_train/",
+            "cars_test/",
+            "cars_test_annos_withlabels.mat",
+        ),
+        "its download link is dead upstream (pytorch/vision#7545)",
+        "docs/transfer.md#stanford-cars-by-hand",
+    ),
+}
+
+
+def missing(name: str, root: Path) -> list[str]:
+    """The files of by-hand dataset ``name`` that are not under ``root`` (its data directory)."""
+    hand = BY_HAND[name]
+    where = root / hand.folder
+    return [f for f in hand.files if not (where / f.rstrip("/")).exists()]
+
+
+def _put(name: str, root: Path) -> str:
+    hand = BY_HAND[name]
+    return f"put {', '.join(hand.files)} in {root / hand.folder} by hand ({hand.docs})"
+
+
+def by_hand_message(name: str, root: Path) -> str:
+    """Why ``--download`` cannot get ``name``, which files go where instead, and the page on it."""
+    why = BY_HAND[name].why
+    return f"{name} cannot be downloaded: {why}; {_put(name, root)}, then run without --download"
+
+
+def files(name: str, params: dict[str, Any], root: Path, download: bool) -> str | None:
+    """The target data as a plan shows it, for a dataset that must be placed by hand, or None.
+
+    Checked by file names only (nothing is read). Missing files with ``download`` refuse the run
+    and its ``--dry-run`` in one line: nothing can fetch them. Missing without ``download`` is only
+    reported (a plan made on a laptop for another machine's data still plans); the run then stops
+    when it loads the dataset, in the words of :func:`not_found_hint`."""
+    from ptl_cli.errors import UserError
+
+    if name not in BY_HAND:
+        return None
+    import importlib.util
+
+    absent = missing(name, root)
+    scipy = "" if importlib.util.find_spec("scipy") else "; its annotations need scipy: pip install scipy"
+    if not absent:
+        return f"{root / BY_HAND[name].folder} (placed by hand; every file present){scipy}"
+    if download:
+        raise UserError(by_hand_message(name, root))
+    hand = BY_HAND[name]
+    lacking = "not found" if len(absent) == len(hand.files) else f"{', '.join(absent)} missing"
+    return f"{lacking}; {hand.why}: {_put(name, root)}{scipy}"
+
+
+def not_found_hint(name: str, root: Path) -> str:
+    """The end of a by-hand dataset's "not found" message."""
+    return f"{BY_HAND[name].why}: {_put(name, root)}"
 
 
 def of(name: str, params: dict[str, Any]) -> Facts | None:

@@ -25,6 +25,8 @@ PHOTOS = {
 
 #: Class counts and image sizes known without the files (see ptl_datasets.facts), for plans.
 FACTS = "ptl_datasets.facts:of"
+#: Whether the files of a dataset placed by hand are there (see ptl_datasets.facts.files).
+FILES = "ptl_datasets.facts:files"
 
 
 @hookimpl
@@ -53,7 +55,12 @@ def ptl_register_datasets(register) -> None:
         register(name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=NoParams, facts=FACTS)
     for name, (cls, text) in PHOTOS.items():
         register(
-            name, f"ptl_datasets.torchvision_sets:{cls}", description=text, params=ResizedParams, facts=FACTS
+            name,
+            f"ptl_datasets.torchvision_sets:{cls}",
+            description=text,
+            params=ResizedParams,
+            facts=FACTS,
+            files=FILES,
         )
     register(
         "imagenet",

@@ -61,12 +61,8 @@ SOURCES: dict[str, Source] = {
         (0.4467, 0.4398, 0.4066),
         (0.2603, 0.2566, 0.2713),
     ),
-    "stanford-cars": Source(
-        "StanfordCars",
-        "stanford_cars",
-        {s: {"split": s} for s in ("train", "test")},
-        get="its download link is dead upstream: put devkit/, cars_train/, cars_test/ and "
-        "cars_test_annos_withlabels.mat there by hand, or pass --data-dir DIR where they are",
+    "stanford-cars": Source(  # placed by hand (ptl_datasets.facts.BY_HAND): no download
+        "StanfordCars", "stanford_cars", {s: {"split": s} for s in ("train", "test")}
     ),
     # ``train`` is the official train+val split where torchvision has one (the usual protocol)
     "fgvc-aircraft": Source(
@@ -88,11 +84,20 @@ def _open(name: str, root: str | None, split: str, download: bool):
     """The torchvision dataset object, or a one-line :class:`UserError` saying what to do."""
     import torchvision.datasets as tvd
 
+    from ptl_datasets import facts
+
     source = SOURCES[name]
     if split not in source.splits:
         raise UserError(f"{name} has splits {', '.join(map(repr, source.splits))}, not {split!r}")
     where = data_dir(root)
     looked = where / source.folder if source.folder else where
+    if name in facts.BY_HAND:  # torchvision's download=True raises even when the files are there
+        if facts.missing(name, where):
+            if download:
+                raise UserError(facts.by_hand_message(name, where))
+            hint = facts.not_found_hint(name, where)
+            raise UserError(f"{name} ({split}) not found — looked in {looked}; {hint}")
+        download = False
     try:
         return getattr(tvd, source.cls)(str(where), download=download, **source.splits[split])
     except (RuntimeError, OSError, ValueError) as exc:  # torchvision's "not found" is a RuntimeError

@@ -31,7 +31,7 @@ from typing import Any
 
 from ptl_cli import atomic, recipes
 from ptl_cli.engine.interrupt import Interrupted
-from ptl_cli.errors import RunFailure
+from ptl_cli.errors import RunFailure, UserError
 from ptl_cli.runs import Run
 from ptl_transfer import stages
 
@@ -250,7 +250,7 @@ class Lane:
         if code is not None and code < 0:
             return f"killed by {signal.Signals(-code).name}"
         lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if x.strip()]
-        return lines[-1].strip() if lines else f"exit status {code}, no output"
+        return lines[-1].strip().removeprefix("ptl: error: ") if lines else f"exit status {code}, no output"
 
 
 def _end_with_parent() -> None:
@@ -319,10 +319,18 @@ def _check(ctx: Any, lanes: list[Lane]) -> None:
     broken = next((lane for lane in lanes if lane.failed()), None)
     if broken is not None:
         stop(lanes)
-        raise RunFailure(
+        error = LaneBadInput if broken.process.returncode == UserError.exit_code else RunFailure
+        raise error(
             f"lane {broken.index} ({', '.join(broken.stages)}) failed: {broken.last_words()} "
             f"(log: {broken.log_path}); fix that, then `ptl resume {ctx.run.path}`"
         )
+
+
+class LaneBadInput(RunFailure):
+    """A lane stopped on bad input (its ``UserError``, e.g. a dataset that is not there): exit 2
+    as in one process, while the run is kept (another lane's checkpoints, ``ptl resume``)."""
+
+    exit_code = UserError.exit_code
 
 
 def stop(lanes: list[Lane]) -> None:

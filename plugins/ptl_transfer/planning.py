@@ -32,6 +32,23 @@ def _check_classes(t: Any) -> None:
         raise UserError(f"[target] classes: {t.dataset} has classes 0..{facts.num_classes - 1}, not {bad[0]}")
 
 
+def _target_files(t: Any) -> str | None:
+    """Where the target's files are and whether they are there, for a dataset whose plugin can
+    tell without reading them (``files=`` in its registration: a dataset placed by hand). Raises
+    when the run cannot get them (``--download`` of a dataset nothing can download)."""
+    import importlib
+
+    from ptl_cli.data.locations import data_dir
+
+    spec = plugins.get("datasets", t.dataset)
+    ref = spec.meta.get("files")
+    if not isinstance(ref, str) or ":" not in ref:
+        return None
+    module, _, attr = ref.partition(":")
+    params = spec.validate_params(t.params, "[target]")
+    return getattr(importlib.import_module(module), attr)(spec.name, params, data_dir(t.data_dir), t.download)
+
+
 def _check_source_classes(s: Any) -> None:
     """Source models that both take their classes as a ``classes`` setting (a text-to-image
     generator and CLIP) must be given the same one, and models whose class counts are known
@@ -113,6 +130,9 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     classes = f", classes {t.classes}" if t.classes else ""
     labels = f"{t.labels_per_class} labels per class" if t.labels_per_class else "every image labeled"
     rows.append(("target", f"{dataset}{classes}; {labels} (split seed {t.split_seed})"))
+    files = _target_files(t)
+    if files:
+        rows.append(("target data", files))
     arch = _component("models", m.arch, m.params, "[model]", {"width": m.width})
     _check_head(r)
     rows.append(("target architecture", f"{arch}, width {m.width}"))
