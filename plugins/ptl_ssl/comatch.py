@@ -40,6 +40,7 @@ differences, each tested there:
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
@@ -72,6 +73,14 @@ def label_graph(probs: torch.Tensor, cutoff: float) -> torch.Tensor:
     graph.fill_diagonal_(1)
     graph = graph * (graph >= cutoff).to(graph.dtype)
     return graph / graph.sum(dim=1, keepdim=True)
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``: the targets (alignment, smoothing, the label graph and its
+    cutoff) are computed in float32 under mixed precision too, as the losses' inputs are."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def with_heads(model: nn.Module, x: torch.Tensor, head: str, algorithm: str) -> dict[str, torch.Tensor]:
@@ -197,10 +206,12 @@ class CoMatch(TensorState):
         z_x, z_weak, z_s0, z_s1 = z.split(sizes)
         self._follow(logits_weak.device)
 
-        probs = self._targets(logits_weak, z_weak.detach(), z_x.detach(), targets, step)
+        with full_precision(logits_weak.device):
+            probs = self._targets(logits_weak, z_weak.detach(), z_x.detach(), targets, step)
+            graph = label_graph(probs, self.contrast_threshold)
         mask = (probs.max(dim=-1).values >= self.threshold).float()
         loss_x = F.cross_entropy(logits_x, targets)
         loss_u = weighted_cross_entropy(logits_strong, probs, mask)
-        loss_c = contrastive_loss(z_s0, z_s1, label_graph(probs, self.contrast_threshold), self.temperature)
+        loss_c = contrastive_loss(z_s0, z_s1, graph, self.temperature)
         loss = loss_x + self.lambda_u * loss_u + self.lambda_c * loss_c
         return loss, loss_logs(loss_x, loss_u, loss_contrast=loss_c.detach(), mask_ratio=mask.mean())

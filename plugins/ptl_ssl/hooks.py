@@ -92,6 +92,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "embeddings, smoothed through a memory queue",
         "CoMatchParams",
     ),
+    "remixmatch": (
+        "ptl_ssl.remixmatch:ReMixMatch",
+        "ReMixMatch (Berthelot et al., ICLR 2020): aligned, sharpened guesses, mixup across both "
+        "batches, a strong-view consistency term and rotation prediction",
+        "ReMixMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

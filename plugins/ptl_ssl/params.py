@@ -173,3 +173,19 @@ class CoMatchParams(Params):
     da_len: int = Field(
         32, ge=1, description="batches (>= 1) whose mean prediction distribution alignment averages"
     )
+
+
+class ReMixMatchParams(Params):
+    """USB's image configuration (its ``ulb_loss_ratio`` 1.5 beside the argument defaults)."""
+
+    lambda_u: float = Field(1.5, ge=0.0, description="maximum weight of the mixed unlabeled loss (>= 0)")
+    lambda_kl: float = Field(
+        0.5, ge=0.0, description="maximum weight (>= 0) of the one-strong-view consistency loss"
+    )
+    lambda_rot: float = Field(0.5, ge=0.0, description="weight (>= 0) of the rotation-prediction loss")
+    temperature: float = Field(0.5, gt=0.0, description="sharpening temperature (> 0) of the aligned guess")
+    alpha: float = Field(0.75, ge=0.0, description="Beta(alpha, alpha) of the mixup ratio (0: no mixing)")
+    rampup_fraction: RampupFraction = 1 / 64
+    ema_decay: float = Field(
+        0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the model's class prior (alignment)"
+    )

@@ -37,3 +37,25 @@ def test_needs_two_strong_views_and_the_heads(tiny_cnn, fashion):
     loss, logs = algo.loss(model, labeled, labels[:4] % 5, both, 0, 10)
     loss.backward()
     assert model.heads["proj"][0].weight.grad.abs().sum() > 0 and float(logs["loss_contrast"]) > 0
+
+
+def test_targets_are_float32_under_mixed_precision():
+    """Alignment, memory smoothing and the label graph ignore autocast: under bf16 autocast the
+    same inputs give the float32 targets bit for bit (a bf16 graph would move edges across the
+    cutoff)."""
+    from ptl_ssl.comatch import full_precision, label_graph
+
+    gen = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(6, 5, generator=gen) * 3, torch.randint(0, 5, (2,), generator=gen)
+    z = torch.nn.functional.normalize(torch.randn(8, 4, generator=gen), dim=1)
+    results = []
+    for autocast in (False, True):
+        algo = CoMatch(5, queue_batch=1, proj_size=4)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for step in range(3):  # smoothing from step 2
+                with full_precision(logits.device):
+                    probs = algo._targets(logits + step, z[:6], z[6:], targets, step)
+                    graph = label_graph(probs, 0.3)
+        results.append((probs, graph, algo.queue_probs))
+    for ours, again in zip(*results, strict=True):
+        assert ours.dtype == torch.float32 and torch.equal(ours, again)
