@@ -40,6 +40,8 @@ class EdgePopup:
         bn_affine: bool = False,
         layer_sparsity: dict[str, float] | None = None,
         sparsity_scope: str = "layer",
+        frozen_pruned: float = 0.0,
+        frozen_kept: float = 0.0,
     ) -> None:
         self.rate = sparsity
         self.scope = sparsity_scope
@@ -50,6 +52,8 @@ class EdgePopup:
         self.prune_last_layer = prune_last_layer
         self.bn_affine = bn_affine
         self.layer_sparsity = dict(layer_sparsity or {})
+        #: partial search in a frozen network (:mod:`ptl_prune.frozen`): fractions frozen per layer
+        self.frozen_pruned, self.frozen_kept = float(frozen_pruned), float(frozen_kept)
         self.seed = 0
         self.group: supermask.GlobalTopK | None = None
 
@@ -72,7 +76,9 @@ class EdgePopup:
             if rate > 0:
                 scores = inits.initial_scores(self.score_init, module.weight.shape, self.seed, index)
                 scores = scores.to(module.weight.device)
-                mask = supermask.attach(module, scores, rate, self.score_abs, self.supermask_kind)
+                mask = supermask.attach(module, scores, rate, self.score_abs, self._kind())
+                if self.frozen_pruned or self.frozen_kept:
+                    self._freeze(mask, name, index, rate)
                 if self._override(name) is None:
                     ranked_together.append(mask)
         self.group = None
@@ -87,6 +93,27 @@ class EdgePopup:
         else:
             supermask.make_batchnorm_nonaffine(model)
         return model
+
+    def _kind(self) -> type[supermask.Supermask]:
+        """The layers' parametrization: ``supermask_kind``, searching only part of each layer when
+        some of it is frozen (the same kind, its scores limited: :func:`ptl_prune.frozen.partial`)."""
+        if not (self.frozen_pruned or self.frozen_kept):
+            return self.supermask_kind
+        from ptl_prune import frozen
+
+        return frozen.partial(self.supermask_kind)
+
+    def _freeze(self, mask: supermask.Supermask, name: str, index: int, rate: float) -> None:
+        """Freeze this layer's seeded part (the rest keeps its scores): its rate must leave room."""
+        from ptl_prune import frozen
+
+        if self.frozen_pruned > rate + 1e-12 or self.frozen_kept > 1.0 - rate + 1e-12:
+            raise UserError(
+                f"layer {name!r} prunes {rate:g} of its weights, which cannot hold frozen_pruned "
+                f"{self.frozen_pruned:g} (at most the rate) and frozen_kept {self.frozen_kept:g} "
+                "(at most 1 - rate)"
+            )
+        mask.freeze(frozen.pattern(mask.shape, self.frozen_pruned, self.frozen_kept, self.seed, index))
 
     def _check_patterns(self, names: list[str]) -> None:
         """A ``layer_sparsity`` glob that matches no layer is a typo: fail before anything trains."""

@@ -22,7 +22,7 @@ from ptl_cli.engine.seeding import generator_for
 WEIGHT_INITS = ("kaiming_uniform", "signed_constant", "kaiming_normal")
 
 #: Salts that keep the random streams of different purposes apart.
-WEIGHT, SCORE, REDRAW = 1, 2, 3
+WEIGHT, SCORE, REDRAW, FROZEN = 1, 2, 3, 4
 
 
 def fan_in(shape: tuple[int, ...] | torch.Size) -> int:

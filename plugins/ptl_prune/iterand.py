@@ -49,7 +49,7 @@ class IteRand(EdgePopup):
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
         super().prepare(model, seed)
         for *_, mask in supermask.masked_layers(model):
-            source = torch.zeros(mask.scores.shape, dtype=torch.int16, device=mask.scores.device)
+            source = torch.zeros(mask.shape, dtype=torch.int16, device=mask.scores.device)
             mask.register_buffer("sources", source)
         return model
 

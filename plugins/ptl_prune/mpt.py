@@ -63,7 +63,7 @@ class BinarizedSupermask(supermask.Supermask):
     """The MPT parametrization: maps the frozen ``W`` to ``α · sign(W) ⊙ m(S)``."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _BinarizedWeight.apply(weight, self.scores, self.kept(), self.score_abs)
+        return _BinarizedWeight.apply(weight, self.full_scores(), self.kept(), self.score_abs)
 
     def dense(self, weight: torch.Tensor) -> torch.Tensor:
         """The weight the forward uses, without autograd (what exports write)."""

@@ -100,6 +100,11 @@ class Multicoated(IteRand):
         rerand_lambda: float = 0.0,
         **iterand: Any,
     ) -> None:
+        if iterand.get("frozen_pruned") or iterand.get("frozen_kept"):
+            raise UserError(
+                "pruner 'multicoated' does not search part of a frozen network: its coats would rank "
+                "the frozen weights too; set frozen_pruned and frozen_kept to 0"
+            )
         if sparsity_scope != "layer":
             raise UserError(
                 "pruner 'multicoated' ranks each layer's coats on their own: sparsity_scope must be 'layer'"

@@ -68,6 +68,21 @@ class EdgePopupParams(Params):
         description="per-layer overrides: module-name glob -> p (first match wins; p = 0 keeps it dense)",
     )
 
+    frozen_pruned: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="partial search: this fraction of each pruned layer is frozen as pruned (seeded), "
+        "at most the layer's sparsity; no scores are kept for it",
+    )
+    frozen_kept: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="partial search: this fraction of each pruned layer is frozen as kept (seeded), "
+        "at most 1 - sparsity; no scores are kept for it",
+    )
+
     @field_validator("layer_sparsity")
     @classmethod
     def _rates_in_range(cls, value: dict[str, float]) -> dict[str, float]:
@@ -75,6 +90,15 @@ class EdgePopupParams(Params):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"layer_sparsity[{pattern!r}] = {rate} must be in [0, 1)")
         return value
+
+    @model_validator(mode="after")
+    def _frozen_fits(self) -> EdgePopupParams:
+        if self.frozen_pruned > self.sparsity or self.frozen_kept > 1.0 - self.sparsity:
+            raise ValueError(
+                f"frozen_pruned {self.frozen_pruned} must be at most sparsity {self.sparsity} and "
+                f"frozen_kept {self.frozen_kept} at most 1 - sparsity"
+            )
+        return self
 
 
 class IteRandParams(EdgePopupParams):

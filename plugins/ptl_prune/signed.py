@@ -58,18 +58,18 @@ class SignedSupermask(supermask.Supermask):
         super().__init__(scores, sparsity, score_abs=True)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _SignedWeight.apply(weight, self.scores, self.kept())
+        return _SignedWeight.apply(weight, self.full_scores(), self.kept())
 
     def signs(self) -> torch.Tensor:
         """The mask in {−1, 0, 1} (int8)."""
         with torch.no_grad():
             kept = self.kept()
-            sign = torch.where(self.scores < 0, -1, 1).to(torch.int8)
+            sign = torch.where(self.full_scores() < 0, -1, 1).to(torch.int8)
             return torch.where(kept, sign, torch.zeros_like(sign))
 
     def dense(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return signed_weight(weight, self.scores.detach(), self.kept())
+            return signed_weight(weight, self.full_scores().detach(), self.kept())
 
 
 class SignedSupermaskPruner(IteRand):

@@ -184,15 +184,23 @@ class Supermask(nn.Module):
     def __init__(self, scores: torch.Tensor, sparsity: float, score_abs: bool = False) -> None:
         super().__init__()
         self.scores = nn.Parameter(scores)
+        #: the shape of the weight (the scores' own, unless only part of it is searched)
+        self.shape = tuple(scores.shape)
         self.sparsity = float(sparsity)
         self.pruned = num_pruned(scores.numel(), sparsity)
         self.score_abs = bool(score_abs)
         #: set when this layer is ranked together with others (global sparsity)
         self.group: GlobalTopK | None = None
 
+    def full_scores(self) -> torch.Tensor:
+        """The scores shaped like the weight, differentiable: what the forwards pass to their
+        autograd functions. Here the parameter itself; a partial search (:mod:`ptl_prune.frozen`)
+        holds scores for part of the weight only and scatters them into the weight's shape."""
+        return self.scores
+
     def key(self) -> torch.Tensor:
         """What is ranked: the scores, or their magnitude with ``score_abs``."""
-        key = self.scores.detach()
+        key = self.full_scores().detach()
         return key.abs() if self.score_abs else key
 
     def kept(self, rate: float = 1.0) -> torch.Tensor:
@@ -205,7 +213,7 @@ class Supermask(nn.Module):
         return kept_mask(key, pruned)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _MaskedWeight.apply(weight, self.scores, self.kept(), self.score_abs)
+        return _MaskedWeight.apply(weight, self.full_scores(), self.kept(), self.score_abs)
 
     def extra_repr(self) -> str:
         return f"sparsity={self.sparsity}, pruned={self.pruned}, score_abs={self.score_abs}"
@@ -258,7 +266,7 @@ class GlobalTopK:
             flat = torch.cat(keys) if len(keys) > 1 else keys[0]
             kept = kept_mask(flat, num_pruned(flat.numel(), self.sparsity * rate))
             parts = [
-                part.view(m.scores.shape)
+                part.view(m.shape)
                 for part, m in zip(kept.split([k.numel() for k in keys]), self.masks, strict=True)
             ]
         self._cache[rate] = (versions, parts)
