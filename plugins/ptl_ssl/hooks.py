@@ -98,6 +98,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "batches, a strong-view consistency term and rotation prediction",
         "ReMixMatchParams",
     ),
+    "crmatch": (
+        "ptl_ssl.crmatch:CRMatch",
+        "CRMatch (Fan et al., IJCV 2023): FixMatch with a weak/strong feature-consistency head and "
+        "rotation prediction",
+        "CRMatchParams",
+    ),
     "supervised": (
         "ptl_ssl.supervised:Supervised",
         "Supervised baseline: labeled cross-entropy only (the scratch baseline)",

@@ -189,3 +189,12 @@ class ReMixMatchParams(Params):
     ema_decay: float = Field(
         0.999, ge=0.0, le=1.0, description="EMA decay in [0, 1] of the model's class prior (alignment)"
     )
+
+
+class CRMatchParams(Params):
+    """USB's arguments (its ``hard_label`` is never read by its step: not offered)."""
+
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a pseudo label needs to count"
+    )
+    lambda_rot: float = Field(1.0, ge=0.0, description="weight (>= 0) of the rotation-prediction loss")

@@ -31,7 +31,7 @@ NAMES = (
 )
 #: Algorithms with ``heads``: they need the model wrapped (``ptl_cli.engine.heads.attach``), so
 #: the tests above, written for plain models, leave them to their own files and the test below.
-WITH_HEADS = ("comatch", "remixmatch")
+WITH_HEADS = ("comatch", "crmatch", "remixmatch")
 LOG_KEYS = {
     "fixmatch": {"loss_x", "loss_u", "mask_ratio"},
     "flexmatch": {"loss_x", "loss_u", "mask_ratio"},
