@@ -31,11 +31,12 @@ differences, each tested there:
 - the defaults are USB's CIFAR benchmark configuration (``T = 0.2``, ``proj_size = 64``,
   ``queue_batch = 5``, ``da_len = 32``, ``smoothing_alpha = 0.9``: the paper's CIFAR settings),
   not the argument defaults of USB's command line (``T = 0.5``, 128, 128, 256), which no USB
-  result uses; USB's ``hard_label`` is not offered: its CoMatch never reads it (targets are soft);
-- under ``torchrun`` the queue holds ``queue_batch`` *global* batches gathered from every rank,
-  so 2 ranks hold what 1 process holds; USB sizes it from the per-GPU batch but fills it with the
-  gathered one, so its queue spans ``queue_batch / world_size`` steps. As in USB, the
-  contrastive graph and both losses are each rank's own batch (DDP averages the gradients).
+  result uses; USB's ``hard_label`` is not offered: its CoMatch never reads it (targets are soft).
+
+Under ``torchrun`` both queues take the global batch gathered from every rank, so 2 ranks hold
+what 1 process holds (``tests/scale/dist_worker.py``); USB gathers the same, and on one node
+sizes its queue from the whole batch too (it is built before USB splits the batch over its GPUs).
+As in USB, the label graph and the losses are each rank's own batch (DDP averages the gradients).
 """
 
 from __future__ import annotations
