@@ -92,6 +92,12 @@ ALGORITHMS: dict[str, tuple[str, str, str | None]] = {
         "embeddings, smoothed through a memory queue",
         "CoMatchParams",
     ),
+    "simmatch": (
+        "ptl_ssl.simmatch:SimMatch",
+        "SimMatch (Zheng et al., CVPR 2022): pseudo labels refined by similarities to a memory bank "
+        "of labeled embeddings, and an instance-similarity loss",
+        "SimMatchParams",
+    ),
     "remixmatch": (
         "ptl_ssl.remixmatch:ReMixMatch",
         "ReMixMatch (Berthelot et al., ICLR 2020): aligned, sharpened guesses, mixup across both "

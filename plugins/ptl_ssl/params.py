@@ -198,3 +198,30 @@ class CRMatchParams(Params):
         0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a pseudo label needs to count"
     )
     lambda_rot: float = Field(1.0, ge=0.0, description="weight (>= 0) of the rotation-prediction loss")
+
+
+class SimMatchParams(Params):
+    """USB's CIFAR configuration (``config/classic_cv/simmatch``), not its CLI defaults."""
+
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="confidence tau in [0, 1] a propagated pseudo label needs to count"
+    )
+    lambda_u: UnlabeledWeight = 1.0
+    lambda_in: float = Field(1.0, ge=0.0, description="weight of the instance-similarity loss (>= 0)")
+    temperature: float = Field(0.1, gt=0.0, description="temperature (> 0) of the similarities to the bank")
+    proj_size: int = Field(128, ge=1, description="width (>= 1) of the projection head's embeddings")
+    smoothing_alpha: float = Field(
+        0.9, ge=0.0, le=1.0, description="weight in [0, 1] of the own prediction in label propagation"
+    )
+    da_len: int = Field(
+        32, ge=1, description="batches (>= 1) whose mean prediction distribution alignment averages"
+    )
+    bank_momentum: float = Field(
+        0.7, ge=0.0, le=1.0, description="weight in [0, 1] of a bank entry's old value when it is written"
+    )
+    ema_teacher: bool = Field(
+        False, description="write the bank from an EMA teacher's embeddings (USB beyond CIFAR) instead"
+    )
+    teacher_decay: float = Field(
+        0.999, ge=0.0, le=1.0, description="constant EMA decay in [0, 1] of that teacher (with ema_teacher)"
+    )

@@ -31,7 +31,7 @@ NAMES = (
 )
 #: Algorithms with ``heads``: they need the model wrapped (``ptl_cli.engine.heads.attach``), so
 #: the tests above, written for plain models, leave them to their own files and the test below.
-WITH_HEADS = ("comatch", "crmatch", "remixmatch")
+WITH_HEADS = ("comatch", "crmatch", "remixmatch", "simmatch")
 LOG_KEYS = {
     "fixmatch": {"loss_x", "loss_u", "mask_ratio"},
     "flexmatch": {"loss_x", "loss_u", "mask_ratio"},
@@ -65,7 +65,11 @@ def _step(algo, model, fashion, device="cpu"):
     images = images.to(device)
     labeled = make_views(images[:8], algo.labeled_views, mean, std)
     unlabeled = make_views(images[8:32], algo.unlabeled_views, mean, std)
-    index = optional_arguments("ssl", "loss", algo.loss, {"unlabeled_index": torch.arange(24, device=device)})
+    indices = {
+        "unlabeled_index": torch.arange(24, device=device),
+        "labeled_index": torch.arange(8, device=device),
+    }
+    index = optional_arguments("ssl", "loss", algo.loss, indices)
     return algo.loss(model, labeled, (labels[:8] % 5).to(device), unlabeled, 3, 10, **index)
 
 

@@ -49,10 +49,15 @@ def _recipe(tx, pools: Path) -> dict:
     return tx.tiny_recipe(pools, stages=["pssl"], **{"ssl.name": ALGO})
 
 
-def _checkpointed_models(run: Path) -> list[dict[str, torch.Tensor]]:
+def _saved(run: Path) -> list[dict]:
+    """The run's checkpoints taken while a phase was training, oldest first."""
     store = CheckpointStore(run / "checkpoints")
     saved = [store.load_file(p) for p in store.paths()]
-    return [s["state"]["model"] for s in saved if s.get("state") is not None]
+    return [s for s in saved if s.get("state") is not None]
+
+
+def _checkpointed_models(run: Path) -> list[dict[str, torch.Tensor]]:
+    return [s["state"]["model"] for s in _saved(run)]
 
 
 def test_the_plugin_passes_check_ssl_and_its_head_gets_gradients(with_projhead):
@@ -121,3 +126,24 @@ def test_a_run_with_a_head_resumes_exactly_from_the_cli_and_exports_the_net_alon
     exported = run_ptl("export", str(cut), "--format", "pt", "-o", str(tmp_path / "e.pt"), "--verify")
     assert exported.returncode == 0 and "verified" in exported.stdout, exported.stderr
     assert torch.load(tmp_path / "e.pt", weights_only=True)["state_dict"].keys() == plain.keys()
+
+
+def test_simmatch_trains_through_the_loop_with_labeled_indices_and_resumes_exactly(whole, tmp_path, tx):
+    """The built-in SimMatch in a real P-SSL run: the loop passes ``labeled_index`` (32 labeled
+    images, 8 a step: the bank is full after 4 steps and the similarity loss starts), its bank
+    is resumed exactly, and its projection head stays out of the stage's weights."""
+    data, whole_dir, _ = whole
+    data = {**data, "ssl": {**data["ssl"], "name": "simmatch"}}
+    straight = tx.run_transfer(data, tmp_path / "straight")
+    assert tx.run_transfer(data, tmp_path / "cut", stop_after=3) is None
+    bank = [s["state"]["ssl"] for s in _saved(tmp_path / "cut")][-1]
+    assert bank["bank"].shape == (128, 32) and 0 < int(bank["filled"].sum()) < 32
+    assert tx.without_seconds(tx.run_transfer(data, tmp_path / "cut", resuming=True)) == tx.without_seconds(
+        straight
+    )
+    logged = tx.records(tmp_path / "straight")
+    assert tx.records(tmp_path / "cut") == logged
+    in_losses = [r["loss_in"] for r in logged if "loss_in" in r]
+    assert in_losses[0] == 0.0 and in_losses[-1] > 0.0  # steps 2 (bank filling) and 6 (full)
+    plain = tx.make_job(data, whole_dir).new_model("target").state_dict()
+    assert torch.load(tmp_path / "straight" / "stages" / "pssl.pt", weights_only=True).keys() == plain.keys()
