@@ -17,7 +17,7 @@ from ptl_transfer.stages import metric_key
 
 #: Below this margin (in accuracy, 0.03 = 3 points) between the best stage and the next, a single
 #: seed says nothing: on the quickstart one seed's accuracies move by up to 3.6 points with the
-#: order of float reductions alone (README, "Measured"), and seed-to-seed spreads are ~2 points.
+#: order of float reductions alone (docs/measured.md), and seed-to-seed spreads are ~2 points.
 SEED_NOISE = 0.03
 SHARED = ("pp-pool", "pp-pretrain", "pcs-pool")
 
