@@ -65,3 +65,11 @@ def test_the_line_under_the_table_says_whether_one_seed_can_tell(tmp_path):
     clear = results.results(finished_run(tmp_path / "b", {"scratch": 0.55, "pp+pssl": 0.71}))
     assert clear.notes[0].startswith("Best: pp+pssl at 71.0%, 16.0 points above scratch.")
     assert "This is one seed" in clear.notes[0] and "cannot separate" not in clear.notes[0]
+
+
+def test_a_pool_taken_from_the_cache_says_so_instead_of_0s(tmp_path):
+    run = finished_run(tmp_path, {"scratch": 0.6388, "pp": 0.6512})
+    info = run.info()
+    run.set_status("completed", metrics={**info["metrics"], "pp_pool_seconds": 0.0})
+    shared = results.results(run).tables[1]
+    assert [r[2] for r in shared.rows[:3]] == ["cached", "17m 55s", "12s"]  # pcs-pool: made by this run
