@@ -29,6 +29,9 @@ with these deliberate differences:
   the rotated images are left out (as USB without rotation) and the head stays in the graph at
   weight 0, so that DistributedDataParallel sees a gradient for every parameter;
 * images must be square (a quarter turn of a non-square batch changes its shape).
+
+It keeps no state: under ``torchrun`` each rank computes the loss of its own share (BatchNorm
+over that share), as USB's ranks do.
 """
 
 from __future__ import annotations
