@@ -111,7 +111,7 @@ def plan(recipe: Any) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = [("stages", ", ".join(r.stages))]
     for phase in stages.phases(r):
         steps = f"{phase.steps} steps" if phase.steps else "generation"
-        rows.append((f"  {phase.name}", f"{steps}: {stages.DESCRIPTIONS[phase.name]}"))
+        rows.append((f"  {phase.name}", f"{steps}: {stages.describe(phase.name, r.ssl.name)}"))
     rows.append(
         (
             "source generator",

@@ -108,8 +108,7 @@ def results(run: Any) -> Results:
     rows = []
     for name, acc in accuracy.items():
         delta = "" if base is None or name == "scratch" else f"{100 * (acc - base):+.1f}"
-        words = stages.DESCRIPTIONS[name].replace("(SSL)", f"({ssl})").replace("SSL on", f"{ssl} on")
-        rows.append([name, words, _percent(acc), delta, _time(metrics, name)])
+        rows.append([name, stages.describe(name, ssl), _percent(acc), delta, _time(metrics, name)])
     header = ["stage", "what it trains on", "test accuracy", "vs scratch (points)", "time"]
     tables = [Table(header, rows)]
     shared = [[n, stages.DESCRIPTIONS[n], _shared_time(metrics, n)] for n in SHARED if _time(metrics, n)]

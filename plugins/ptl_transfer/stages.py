@@ -43,6 +43,13 @@ DESCRIPTIONS = {
 }
 
 
+def describe(name: str, ssl: str | None = None) -> str:
+    """``name``'s plain words, with the SSL algorithm's name in place of "SSL" when it is known
+    (the results table and the plan say "fixmatch on look-alikes")."""
+    words = DESCRIPTIONS[name]
+    return words.replace("(SSL)", f"({ssl})").replace("SSL on", f"{ssl} on") if ssl else words
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
