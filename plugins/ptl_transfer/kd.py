@@ -1,6 +1,6 @@
 """The knowledge-distillation baseline's loss: an auxiliary ``K_s``-way head matched to ``C_s``.
 
-The target network gets a second head (:class:`ptl_transfer.nets.AuxHead`) on the features of
+The target network gets a second head (:func:`ptl_transfer.nets.aux_head`) on the features of
 its ``K_t`` head; on target images it is trained towards the source classifier's output on the
 same images, in one of two ways:
 

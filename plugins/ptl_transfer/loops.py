@@ -308,7 +308,7 @@ def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
     ctx, r, t = job.ctx, job.recipe, job.target
     opt, kd = r.train, r.kd
     classifier = job.sources.classifier
-    net = nets.AuxHead(job.new_model("target"), classifier.num_classes, generator_for(r.seed, KD_HEAD))
+    net = nets.aux_head(job.new_model("target"), classifier.num_classes, generator_for(r.seed, KD_HEAD))
     job.local_batch(opt.batch_size, "train.batch_size")
     model, train_model = prepare_model(net, r.compute, job.device, ctx.dist)
     ema = nets.EMA(model, opt.ema_decay)
@@ -329,16 +329,17 @@ def train_kd(job: Job, phase: Phase, state: dict[str, Any] | None) -> dict[str, 
         with torch.no_grad():
             teacher = classifier(x01).float()
         with ctx.precision.autocast():
-            logits = train_model(normalize(x01, mean, std))
-            loss_x = F.cross_entropy(logits, y)
-            loss_kd = kd_loss(model.aux_logits, teacher, kd.mode, kd.temperature)
+            out = train_model(normalize(x01, mean, std), with_heads=True)
+            loss_x = F.cross_entropy(out["logits"], y)
+            loss_kd = kd_loss(out["aux"], teacher, kd.mode, kd.temperature)
             loss = loss_x + kd.weight * loss_kd
         _update(job, running, loss)
         ema.update(model, i)
         return loss, {"loss_x": loss_x.detach(), "loss_kd": loss_kd.detach()}
 
+    state = nets.renamed_aux_keys(state)  # a KD phase checkpointed by an earlier ptl
     train(job, phase, state, running, opt, fetch, step, t.images.shape[0])
-    return _finish(job, phase, ema.model, running.elapsed(), unwrap=lambda m: m.net)
+    return _finish(job, phase, ema.model, running.elapsed(), unwrap=heads.plain)
 
 
 RUNNERS = {

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ptl_cli import plugins
-from ptl_cli.engine.heads import get_head, head_name  # one definition for core and plugin
+from ptl_cli.engine.heads import WithHeads, get_head, head_name  # one definition for core and plugin
 
 
 def build(recipe: Any, num_classes: int, channels: int, image_size: int) -> nn.Module:
@@ -46,27 +46,29 @@ def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
             layer.bias.uniform_(-bound, bound, generator=generator)
 
 
-class AuxHead(nn.Module):
-    """Adds a second head on the features that enter the classifier head.
+def aux_head(net: nn.Module, num_aux: int, generator: torch.Generator | None = None) -> WithHeads:
+    """KD's network: ``net`` with a second, ``num_aux``-way head ``"aux"`` on the features that
+    enter its classifier head (initialized from ``generator``), the same wrapper SSL algorithms'
+    heads use: ``model(x, with_heads=True)["aux"]`` are the auxiliary logits of that call, and
+    :func:`ptl_cli.engine.heads.plain` gives the network alone for evaluation and export."""
+    head = get_head(net)
+    aux = nn.Linear(head.in_features, num_aux).to(head.weight.device)
+    init_linear(aux, generator)
+    return WithHeads(net, {"aux": aux})
 
-    ``forward`` returns the target logits (so the wrapper trains like the bare model); the
-    auxiliary logits of the same call are in ``self.aux_logits``.
-    """
 
-    def __init__(self, net: nn.Module, num_aux: int, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.net = net
-        head = get_head(net)
-        self.aux = nn.Linear(head.in_features, num_aux).to(head.weight.device)
-        init_linear(self.aux, generator)
-        self.aux_logits: torch.Tensor | None = None
-        head.register_forward_pre_hook(self._features)
+def renamed_aux_keys(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A KD checkpoint written before the auxiliary head moved into ``WithHeads`` (its keys
+    ``aux.*``), with the keys ``heads.aux.*`` the network now has; others unchanged."""
+    if state is None:
+        return None
 
-    def _features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        self.aux_logits = self.aux(inputs[0])
+    def renamed(weights: dict[str, Any] | None) -> dict[str, Any] | None:
+        if weights is None:
+            return None
+        return {("heads." + k if k.startswith("aux.") else k): v for k, v in weights.items()}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    return {**state, "model": renamed(state.get("model")), "ema": renamed(state.get("ema"))}
 
 
 class EMA:

@@ -80,14 +80,28 @@ def test_swap_head_replaces_the_last_linear_only():
 
 def test_aux_head_reads_the_features_of_the_target_head():
     net = _model("conv2", 0.25)
-    wrapped = nets.AuxHead(net, 3, torch.Generator().manual_seed(0))
+    wrapped = nets.aux_head(net, 3, torch.Generator().manual_seed(0))
     x = torch.randn(4, 1, 28, 28)
-    logits = wrapped(x)
-    assert logits.shape == (4, 5) and wrapped.aux_logits.shape == (4, 3)
+    out = wrapped(x, with_heads=True)
+    assert out["logits"].shape == (4, 5) and out["aux"].shape == (4, 3)
+    assert torch.equal(wrapped(x), net(x))
     features = {}
     nets.get_head(net).register_forward_pre_hook(lambda m, i: features.setdefault("x", i[0]))
     net(x)
-    assert torch.allclose(wrapped.aux_logits, wrapped.aux(features["x"]))
+    assert torch.allclose(out["aux"], wrapped.heads["aux"](features["x"]))
+
+
+def test_a_kd_checkpoint_of_the_former_aux_head_loads():
+    """Before the auxiliary head moved into ``WithHeads`` a KD checkpoint named it ``aux.*``."""
+    wrapped = nets.aux_head(_model("conv2", 0.25), 3, torch.Generator().manual_seed(0))
+    old = {
+        ("aux." + k[len("heads.aux.") :] if k.startswith("heads.aux.") else k): v
+        for k, v in wrapped.state_dict().items()
+    }
+    state = nets.renamed_aux_keys({"step": 2, "model": old, "ema": old})
+    wrapped.load_state_dict(state["model"])
+    wrapped.load_state_dict(state["ema"])
+    assert nets.renamed_aux_keys(None) is None
 
 
 def test_sgd_exempts_batchnorm_and_biases_from_weight_decay():
