@@ -48,6 +48,12 @@ def ptl_register_pruners(register: Any) -> None:
         params=params.MulticoatedParams,
     )
     register(
+        "partial-search",
+        "ptl_prune.partial:PartialSearch",
+        description="partial search: edge-popup on a network with seeded parts frozen as pruned or kept",
+        params=params.PartialSearchParams,
+    )
+    register(
         "gem-miner",
         "ptl_prune.gemminer:GemMiner",
         description="Gem-Miner: scores in [0, 1] rounded at 0.5, an L2 regulariser, rounds to the target",

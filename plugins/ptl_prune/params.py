@@ -143,6 +143,31 @@ class MPTParams(IteRandParams):
     rerand_lambda: float = _no_redraw()
 
 
+class PartialSearchParams(IteRandParams):
+    """Partial search in a frozen network (Otsuka et al.): the reference's Conv-6 example, half of
+    each layer frozen (a quarter pruned, a quarter kept), ``|S|`` ranked over all layers at once."""
+
+    frozen_pruned: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of each pruned layer frozen as pruned (seeded), ≤ sparsity",
+    )
+    frozen_kept: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of each pruned layer frozen as kept (seeded), ≤ 1 - sparsity",
+    )
+    sparsity_scope: Literal["layer", "global"] = Field(
+        "global",
+        description="global: one ranking over all layers (the reference's global_ep); layer: per layer",
+    )
+    score_abs: bool = Field(True, description="rank |S| (the reference) instead of the signed score S")
+    score_init: ScoreInit = Field("kaiming_normal", description="distribution of the initial scores")
+    rerand_lambda: float = _no_redraw()
+
+
 class SignedSupermaskParams(IteRandParams):
     """Signed supermask (Koster et al. 2022): masks in {−1, 0, 1}; the top 1-p of |S| are kept, each
     with the sign of its score."""

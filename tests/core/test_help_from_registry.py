@@ -29,7 +29,7 @@ def test_transfer_help_lists_every_registered_ssl_algorithm_and_points_at_ptl_li
     assert all(f"{n}," in line or f"{n} (" in line for n in names), line
     assert "(see `ptl list ssl`)" in line
     code, out, _ = cli("prune", "--help")
-    pruners = "edge-popup, gem-miner, iterand, mpt, multicoated, sgd, signed-supermask"
+    pruners = "edge-popup, gem-miner, iterand, mpt, multicoated, partial-search, sgd, signed-supermask"
     assert f"Pruner: {pruners} (see `ptl list pruners`)" in out
     assert "{choices:" not in out
 
@@ -50,7 +50,7 @@ def test_an_unknown_name_lists_each_component_once_and_still_matches_aliases():
 
     with pytest.raises(UserError) as far:
         plugins.get("pruners", "random-mask")
-    known = "edge-popup, gem-miner, iterand, mpt, multicoated, sgd, signed-supermask"
+    known = "edge-popup, gem-miner, iterand, mpt, multicoated, partial-search, sgd, signed-supermask"
     assert str(far.value) == f"unknown pruner 'random-mask'; known: {known}"  # no alias (edgepopup, biprop)
     with pytest.raises(UserError, match="did you mean 'edgepopup'"):  # an alias is still suggested
         plugins.get("pruners", "edgepopu")

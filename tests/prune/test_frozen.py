@@ -19,7 +19,7 @@ from .conftest import build, train_steps
 TINY = [
     "--model", "conv2", "--width", "0.25", "--epochs", "2", "--batch-size", "32",
     "--set", "data.train_limit=256", "--set", "data.test_limit=100", "--set", "train.checkpoint_every=4",
-    "--set", "pruner.params.frozen_pruned=0.3", "--set", "pruner.params.frozen_kept=0.2", "--quiet",
+    "--quiet",
 ]  # fmt: skip
 
 
@@ -92,6 +92,7 @@ def test_score_memory_shrinks_with_the_frozen_fraction(fashion):
         ("edge-popup", {"sparsity": 0.6, "frozen_pruned": 0.4, "sparsity_scope": "global"}),
         ("iterand", {"sparsity": 0.5, "frozen_pruned": 0.25, "frozen_kept": 0.25, "rerand_freq": 1}),
         ("mpt", {"sparsity": 0.5, "frozen_kept": 0.25}),
+        ("partial-search", {}),
     ],
 )
 def test_contract_resume_and_simulated_gpu(method, params):
@@ -133,11 +134,15 @@ def test_settings_that_cannot_hold_the_frozen_parts_fail_in_one_line(cli):
 
 
 def test_cli_prune_resume_export_and_ticket(cli, show, tmp_path):
-    args = ["--method", "iterand", "--rerand-freq", "3", *TINY]
+    """The named method (its quickstart: a quarter frozen pruned, a quarter kept, global |S|) with
+    IteRand's re-draws added: resumed bit-identical, and its ticket rebuilds it."""
+    args = ["--method", "partial-search", "--rerand-lambda", "0.1", "--rerand-freq", "3", *TINY]
     whole = tmp_path / "whole"
     code, _, err = cli("prune", *args, "--out", whole)
     assert code == 0, err
-    assert show(whole)["metrics"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    summary = show(whole)
+    assert summary["metrics"]["sparsity"] == pytest.approx(0.5, abs=1e-5)  # exact over all layers
+    assert summary["recipe"]["pruner"]["params"]["frozen_kept"] == 0.25
     stopped = tmp_path / "stopped"
     assert cli("prune", *args, "--out", stopped, "--set", "train.stop_after_steps=5")[0] == 130
     code, _, err = cli("resume", stopped, "--quiet")
