@@ -148,6 +148,30 @@ def main() -> None:
     assert int(algo.queue_ptr) == 0 and int(algo.prior_ptr) == 1
     ok("comatch_queues", info)
 
+    # SimMatch's labeled bank (ptl_ssl.simmatch) is written from the global batch by labeled
+    # index: after one step every rank holds the bank one process would, computed here from the
+    # whole batch, and the second step (bank full) gives both ranks the same state
+    from ptl_ssl.simmatch import SimMatch
+
+    torch.manual_seed(0)
+    sim = SimMatch(3, num_labeled=8, proj_size=4, da_len=2)
+    start = sim.bank.clone()
+    banked = WithHeads(Net(), sim.heads(4 * 6 * 6))
+    index = torch.arange(8)
+    for step in range(2):
+        views = {"weak": x[mine] + 0.1 * (step + 1), "strong": x[mine] - 0.1 * (step + 1)}
+        _, logs = sim.loss(banked, {"weak": x[mine]}, y[mine], views, step, 2, labeled_index=index[mine])
+        if step == 0:
+            with torch.no_grad():
+                z = nn.functional.normalize(banked(x, with_heads=True)["proj"], dim=1)
+            expected = nn.functional.normalize(0.7 * start + 0.3 * z.t(), dim=1)
+            assert torch.allclose(sim.bank, expected, atol=1e-6) and torch.equal(sim.bank_labels, y)
+            assert bool(sim.filled.all())
+    assert float(logs["loss_in"]) > 0
+    states = distributed.gather_objects(info, sim.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    ok("simmatch_bank", info)
+
     # verify_in_sync: silent on equal weights, a clear failure on every rank when they differ
     digest = distributed.verify_in_sync(info, model, "test")
     assert distributed.gather_objects(info, digest)[0] == digest

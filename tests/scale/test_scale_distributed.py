@@ -18,6 +18,7 @@ CHECKS = (
     "ddp_gradients_equal_global_batch",
     "ddp_heads",
     "comatch_queues",
+    "simmatch_bank",
     "verify_in_sync",
     "load_checkpoint",
     "collective_checks",
