@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ptl_cli.data.views import make_views
 from ptl_cli.testing import run_ptl
-
-TINY = {"train.steps": 1, "train.log_every": 1, "ssl.params.threshold": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -25,19 +24,26 @@ def test_a_bad_strong_policy_is_a_one_line_error_in_a_dry_run(setting, message):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_the_keys_reach_the_strong_view_of_a_pssl_run(tmp_path, tx):
-    """Same seed, same pool, every pseudo label kept (threshold 0, so the strong view is in the
-    loss from the first step): the op count and the magnitude policy change the first step's loss,
-    and the default is the recorded one (2 ops, random magnitudes: naming them changes nothing)."""
-    pools = tmp_path / "pools"
+def test_the_keys_reach_the_strong_view_of_a_pssl_run(tmp_path, tx, monkeypatch):
+    """A real one-step P-SSL run builds its views with the recipe's op count and magnitude policy
+    (the views are recorded on their way through; that they change the images is
+    ``tests/ssl/test_ssl_randaugment.py``'s, and that 3 ops are USB's is the reference test's)."""
+    from ptl_transfer import loops
 
-    def losses(name: str, **sets) -> list[float]:
-        data = tx.tiny_recipe(pools, stages=["pssl"], **{**TINY, **sets})
-        tx.run_transfer(data, tmp_path / name)
-        return [r["loss"] for r in tx.records(tmp_path / name) if r.get("stage") == "pssl" and "loss" in r]
+    seen = []
 
-    default = losses("default")
-    assert len(default) == 1
-    assert losses("explicit", **{"ssl.strong_ops": 2, "ssl.strong_magnitude": "random"}) == default
-    assert losses("three", **{"ssl.strong_ops": 3}) != default
-    assert losses("fixed", **{"ssl.strong_magnitude": 0.9}) != default
+    def recording(images, names, mean, std, **policy):
+        seen.append((tuple(names), policy))
+        return make_views(images, names, mean, std, **policy)
+
+    monkeypatch.setattr(loops, "make_views", recording)
+    sets = {
+        "stages": ["pssl"],
+        "train.steps": 1,
+        "ssl.unlabeled": "real",
+        "ssl.strong_ops": 3,
+        "ssl.strong_magnitude": 0.9,
+    }
+    tx.run_transfer(tx.tiny_recipe(tmp_path / "pools", **sets), tmp_path / "run")
+    assert (("weak", "strong"), {"n_ops": 3, "magnitude": 0.9}) in seen
+    assert [r["stage"] for r in tx.records(tmp_path / "run") if "loss" in r] == ["pssl"]
