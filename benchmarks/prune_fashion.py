@@ -2,6 +2,7 @@
 
     python benchmarks/prune_fashion.py [--widths 0.0625 0.125 0.25] [--seeds 0 1 2] [--epochs 10]
         [--train-subset 12000] [--threads 1] [--sc-widths 0.0625 0.125] [--out /tmp/ptl-prune-fashion]
+        [--extra-arms mpt signed-supermask multicoated gem-miner edge-popup-frozen] [--gem-lr 10]
 
 Two ``ptl sweep`` grids (every cell an ordinary ``ptl prune`` run, ``--jobs`` at once): dense SGD,
 edge-popup and IteRand on Conv-2 at each width, for every seed (``OUT/kaiming-uniform``), and
@@ -26,6 +27,11 @@ the length, and with it K_per, which keeps the paper's ratio of re-draws to step
 i.e. ~117 re-draws). Augmentation is random flips (``--augment crop`` adds the paper's pad-4
 crops). Learning rates and augmentation were chosen on the validation split (see docs/prune.md),
 never on the test split.
+
+``--extra-arms`` adds a third grid (``OUT/slt-family``) at every width: the strong-lottery-ticket
+family at p = 0.5 with each paper's defaults (``mpt``, ``signed-supermask``, ``multicoated``,
+``gem-miner`` with its own ``--gem-lr``, and ``edge-popup-frozen``: edge-popup with a quarter of
+each layer frozen pruned and a quarter kept); see :func:`extra_arm`.
 
 Writes ``results.md`` (per-arm mean ± std over seeds, the per-seed IteRand − edge-popup gap, the
 exact command) and ``accuracy_vs_params.png`` into ``--out``. Rerunning the same command skips
@@ -58,17 +64,42 @@ AUGMENT = {  # flips are on in both; "crop" adds the pad-4 random crops of the p
 
 @dataclass(frozen=True)
 class Arm:
-    method: str  # sgd, edge-popup, iterand
+    method: str  # sgd, edge-popup, iterand, or one of EXTRA's
     weight_init: str = "kaiming_uniform"
+    params: str = ""  # more pruner parameters, inline TOML
+    label: str = ""  # the arm's name, when not method[-sc]
+    lr: float | None = None  # None: --score-lr
+    weight_decay: float = 1e-4
 
     @property
     def name(self) -> str:
-        return self.method + ("-sc" if self.weight_init == "signed_constant" else "")
+        return self.label or self.method + ("-sc" if self.weight_init == "signed_constant" else "")
 
 
 ARMS = (Arm("sgd"), Arm("edge-popup"), Arm("iterand"))
 SC_ARMS = (Arm("edge-popup", "signed_constant"), Arm("iterand", "signed_constant"))
-ORDER = ("sgd", "edge-popup", "iterand", "edge-popup-sc", "iterand-sc")
+#: the strong-lottery-ticket family (--extra-arms), each at p = 0.5 with its paper's defaults
+EXTRA = ("mpt", "signed-supermask", "multicoated", "gem-miner", "edge-popup-frozen")
+ORDER = ("sgd", "edge-popup", "iterand", "edge-popup-sc", "iterand-sc", *EXTRA)
+
+
+def extra_arm(name: str, args: argparse.Namespace) -> Arm:
+    """One arm of the SLT family: mpt (binarized, Kaiming normal, |S|), signed-supermask,
+    multicoated (3 coats, the first at p = 0.5), gem-miner (target p = 0.5 in ~9 rounds, λ 3e-5,
+    no weight decay, --gem-lr), edge-popup-frozen (edge-popup with 25% of each layer frozen pruned
+    and 25% kept: the partial search, against the edge-popup arm)."""
+    if name == "mpt":
+        return Arm("mpt", "kaiming_normal", "score_abs = true", label=name)
+    if name == "signed-supermask":
+        return Arm("signed-supermask", label=name)
+    if name == "multicoated":
+        return Arm("multicoated", "signed_constant", "coat_sparsity = [0.9212, 0.9685]", label=name)
+    if name == "gem-miner":
+        every = max(1, (args.epochs - 1) // 9)  # about nine rounds, the last before the end
+        return Arm("gem-miner", "signed_constant", f"prune_every = {every}", name, args.gem_lr, 0.0)
+    if name == "edge-popup-frozen":
+        return Arm("edge-popup", params="frozen_pruned = 0.25, frozen_kept = 0.25", label=name)
+    raise ValueError(name)
 
 
 def train_images(subset: int) -> int:
@@ -94,7 +125,8 @@ def arm_recipe(arm: Arm, args: argparse.Namespace) -> str:
         params = f'sparsity = 0.5, weight_init = "{arm.weight_init}"'
         if arm.method == "iterand":
             params += f", rerand_freq = {args.k_per}, rerand_lambda = 0.1"
-        pruner, lr = f'name = "{arm.method}"\nparams = {{ {params} }}', args.score_lr
+        params += f", {arm.params}" if arm.params else ""
+        pruner, lr = f'name = "{arm.method}"\nparams = {{ {params} }}', arm.lr or args.score_lr
     crop, pad = ("random", 4) if args.augment == "crop" else ("none", 0)
     return f"""kind = "prune"
 extends = "prune-quickstart"
@@ -115,7 +147,7 @@ flip = true
 epochs = {args.epochs}
 batch_size = {BATCH}
 lr = {lr}
-weight_decay = 1e-4
+weight_decay = {arm.weight_decay:g}
 checkpoint_every = 0
 log_every = 100
 [compute]
@@ -209,6 +241,11 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
         "iterand": ("^", "-", "C2", "IteRand"),
         "edge-popup-sc": ("o", "--", "C1", "edge-popup, signed constant"),
         "iterand-sc": ("^", "--", "C2", "IteRand, signed constant"),
+        "mpt": ("D", ":", "C3", "MPT (binarized)"),
+        "signed-supermask": ("v", ":", "C4", "signed supermask"),
+        "multicoated": ("P", ":", "C5", "multicoated (3 coats)"),
+        "gem-miner": ("*", ":", "C6", "Gem-Miner"),
+        "edge-popup-frozen": ("o", ":", "C7", "edge-popup, half frozen"),
     }
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for arm in ORDER:
@@ -266,12 +303,27 @@ def main() -> None:
     parser.add_argument(
         "--augment", choices=sorted(AUGMENT), default="flip", help="flip: flips; crop: pad-4 crops + flips"
     )
+    parser.add_argument(
+        "--extra-arms",
+        nargs="*",
+        choices=EXTRA,
+        default=[],
+        help="SLT-family arms at every width (OUT/slt-family): " + ", ".join(EXTRA),
+    )
+    parser.add_argument("--gem-lr", type=float, default=10.0, help="learning rate of Gem-Miner's scores")
+    parser.add_argument(
+        "--skip-base",
+        action="store_true",
+        help="run only --extra-arms (the SGD/edge-popup/IteRand grids are deterministic: see docs/prune.md)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads)")
     parser.add_argument("--out", default="/tmp/ptl-prune-fashion")
     args = parser.parse_args()
     if args.train_subset < 0 or args.epochs < 1 or args.threads < 1 or args.jobs < 1:
         parser.error("--train-subset must be ≥ 0, --epochs, --threads and --jobs ≥ 1")
+    if args.skip_base and not args.extra_arms:
+        parser.error("--skip-base runs only --extra-arms: name some")
     args.k_per = args.k_per or scaled_k_per(total_steps(args))
     below_largest = [w for w in args.widths if w < max(args.widths)] or args.widths
     sc_widths = below_largest if args.sc_widths is None else args.sc_widths
@@ -284,9 +336,13 @@ def main() -> None:
     )
     out = Path(args.out)
     start = time.perf_counter()
-    rows = sweep(out / "kaiming-uniform", ARMS, args.widths, args)
-    if sc_widths:
+    rows = [] if args.skip_base else sweep(out / "kaiming-uniform", ARMS, args.widths, args)
+    if sc_widths and not args.skip_base:
         rows += sweep(out / "signed-constant", SC_ARMS, sc_widths, args)
+    if args.extra_arms:
+        rows += sweep(
+            out / "slt-family", tuple(extra_arm(n, args) for n in args.extra_arms), args.widths, args
+        )
     expected = total_steps(args)
     if any(r["steps"] != expected for r in rows):
         raise SystemExit(f"runs took {sorted({r['steps'] for r in rows})} steps, K_per assumed {expected}")
