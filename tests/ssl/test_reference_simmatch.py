@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ptl_cli.engine.heads import attach
+from ptl_cli.testing import check_ssl
 from ptl_ssl.simmatch import BANK_SEED, SimMatch
 
 K, N_LABELED, BATCH_L, N_UNLABELED, BATCH_U, STEPS = 5, 6, 3, 16, 8, 8
@@ -367,3 +368,13 @@ def test_simmatch_resumes_exactly(params):
             assert all(torch.equal(final[key][k], again[key][k]) for k in final[key])
         else:
             assert torch.equal(final[key], again[key]), key
+
+
+@pytest.mark.parametrize(
+    "params", [None, {"ema_teacher": True, "teacher_decay": 0.5}], ids=["bank", "teacher"]
+)
+def test_simmatch_passes_check_ssl(params):
+    """ptl's contract check, its projection head trained as the loop trains it (the simulated GPU
+    in fp32 and fp16-mixed once): deterministic, a gradient on the head, resumed bit for bit
+    (the bank, and the EMA teacher that a decay of 0.5 moves visibly)."""
+    check_ssl("simmatch", params, steps=3, resume_at=2, gpu=params is None)
