@@ -11,6 +11,10 @@ is the fraction kept). Both take ``--steps`` SGD steps (lr 0.1, momentum 0.9, wd
 same batches (with ``--reference-count`` ptl prunes the reference's count); per step the script
 prints the largest differences of the forward weights, the score gradients, the scores and the
 logits, and the number of mask entries that differ.
+
+With ``--activations`` it first compares MPT-1/1's sign activation with the reference's
+``BiRealAct`` (``utils/builder.py``) on the same 100,000 inputs (N(0, 1), and the points -1, 0, 1):
+outputs and gradients (the upstream gradient N(0, 1) too), largest differences printed.
 """
 
 from __future__ import annotations
@@ -53,9 +57,14 @@ def main() -> None:
         action="store_true",
         help="prune the reference's int((1-k)·n) per layer instead of ptl's round(p·n)",
     )
+    parser.add_argument(
+        "--activations", action="store_true", help="also compare the binary activation with BiRealAct"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     subnet_conv = reference_conv(args.biprop)
+    if args.activations:
+        compare_activation()
 
     def build() -> nn.Module:
         return plugins.get("models", "conv2").build(10, 1, 28, 0.25, params={})
@@ -125,6 +134,28 @@ def main() -> None:
             )
             logits = float((ours(images[:64]) - theirs(images[:64])).abs().max())
         print(f"{step + 1:4d}  {w_diff:11.3g}  {g_diff:12.3g}  {s_diff:11.3g}  {logits:15.3g}  {flips:8d}")
+
+
+def compare_activation() -> None:
+    """ptl's sign activation against the reference's ``BiRealAct``: outputs and input gradients."""
+    from utils.builder import BiRealAct
+
+    from ptl_prune.mpt import BinaryActivation
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(100_000, generator=gen), torch.tensor([-1.0, 0.0, 1.0])])
+    upstream = torch.randn(x.shape, generator=gen)
+    outputs, grads = [], []
+    for act in (BinaryActivation(), BiRealAct()):
+        xi = x.clone().requires_grad_(True)
+        out = act(xi)
+        (out * upstream).sum().backward()
+        outputs.append(out.detach())
+        grads.append(xi.grad)
+    print(
+        f"activation: max|output diff| {float((outputs[0] - outputs[1]).abs().max()):.3g}, "
+        f"max|grad diff| {float((grads[0] - grads[1]).abs().max()):.3g} over {x.numel()} inputs"
+    )
 
 
 def _masked_modules(model: nn.Module) -> list[nn.Module]:

@@ -31,7 +31,7 @@ def ptl_register_pruners(register: Any) -> None:
     register(
         "mpt",
         "ptl_prune.mpt:MPT",
-        description="MPT/biprop: edge-popup scores over binarized weights α·sign(W) (binary weights only)",
+        description="MPT/biprop: edge-popup scores over binarized weights α·sign(W) (and sign activations)",
         params=params.MPTParams,
         aliases=("biprop",),
     )

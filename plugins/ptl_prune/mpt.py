@@ -9,8 +9,16 @@ The gradient follows the reference code: ``α`` is a constant of the backward pa
 a straight-through step whose output is scaled by ``|W|``, so ``dL/dS = dL/dŴ ⊙ sign(W) ⊙ |W| =
 dL/dŴ ⊙ W`` — edge-popup's own score gradient (times ``sign(S)`` when ``|S|`` is ranked, as the
 reference ranks it). Two documented differences: ``α`` divides by the number of weights actually
-kept (the reference divides by ``int(k·n)``, which can differ from its kept count by one), and
-this is MPT-1/32 only: binary activations (MPT-1/1) are not implemented.
+kept (the reference divides by ``int(k·n)``, which can differ from its kept count by one).
+
+With ``activations = "binary"`` (MPT-1/1) every ``nn.ReLU`` module of the model becomes a sign
+activation whose backward is Bi-Real Net's piecewise-quadratic approximation, as the reference's
+``BiRealAct``: ``d sign(x)/dx ≈ 2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), 0 elsewhere. The input
+image and the logits stay real. The reference's binary-activation networks (``*_BinAct``) also put
+a BatchNorm before each sign; ptl keeps the model's layers as they are (its Conv-2/4/6/8 have none),
+and a model whose activations are not ``nn.ReLU`` modules (ptl's ResNets call ``F.relu``) is
+refused in one line. Such a network's exports are refused too: a plain state dict of the
+architecture would run ReLUs.
 
 Exports write the binarized weights. A ticket (seed + 1-bit masks of ``W``) rebuilds ``W ⊙ m``, not
 ``α · sign(W) ⊙ m``, so MPT declares none: ``ptl export --format ticket`` refuses in one line.
@@ -71,6 +79,28 @@ class BinarizedSupermask(supermask.Supermask):
             return binarized(weight, self.kept())
 
 
+class _SignWithBiRealGradient(torch.autograd.Function):
+    """``sign(x)`` forward; Bi-Real Net's ``(2 + 2x)`` on [-1, 0), ``(2 - 2x)`` on [0, 1) backward."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        slope = torch.where(x < 0, 2 + 2 * x, 2 - 2 * x).clamp_min_(0)  # 0 outside [-1, 1)
+        return grad * torch.where(x >= 1, torch.zeros_like(slope), slope)
+
+
+class BinaryActivation(nn.Module):
+    """The sign activation of MPT-1/1 (what replaces each ``nn.ReLU``); no state."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SignWithBiRealGradient.apply(x)
+
+
 class MPT(IteRand):
     """A pruner (see :class:`ptl_cli.contracts.Pruner`): edge-popup over binarized weights.
 
@@ -85,12 +115,34 @@ class MPT(IteRand):
         score_abs: bool = True,
         weight_init: str = "kaiming_normal",
         rerand_lambda: float = 0.0,
+        activations: str = "real",
         **iterand: Any,
     ) -> None:
         super().__init__(score_abs=score_abs, weight_init=weight_init, rerand_lambda=rerand_lambda, **iterand)
+        self.activations = activations
+
+    def prepare(self, model: nn.Module, seed: int) -> nn.Module:
+        """edge-popup's, then (MPT-1/1) every ``nn.ReLU`` module replaced by the sign activation."""
+        super().prepare(model, seed)
+        if self.activations == "binary":
+            relus = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+            if not relus:
+                raise UserError(
+                    "pruner 'mpt' with activations 'binary' replaces the model's nn.ReLU modules, and this "
+                    "model has none (its activations are functions, e.g. ptl's ResNets); use a Conv-2/4/6/8"
+                )
+            for name in relus:
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, child, BinaryActivation())
+        return model
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """edge-popup's export with each pruned layer's weight replaced by ``α · sign(W) ⊙ m``."""
+        if self.activations == "binary":
+            raise UserError(
+                "pruner 'mpt' with binary activations computes sign(x) where the architecture has ReLUs, "
+                "which an exported state dict cannot say; use the run's final.pt with ptl_prune"
+            )
         return dense_with(model, supermask.dense_state_dict(model))
 
     def ticket_spec(self, model: nn.Module) -> TicketSpec:

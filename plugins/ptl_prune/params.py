@@ -141,6 +141,11 @@ class MPTParams(IteRandParams):
         "over the kept ones (α) reach the forward",
     )
     rerand_lambda: float = _no_redraw()
+    activations: Literal["real", "binary"] = Field(
+        "real",
+        description="binary (MPT-1/1): the model's nn.ReLU modules become sign(x) with Bi-Real's "
+        "gradient; real (MPT-1/32): unchanged",
+    )
 
 
 class PartialSearchParams(IteRandParams):

@@ -80,6 +80,8 @@ def check(recipe: Any) -> None:
 
     split_batch(recipe.train.batch_size, from_env().world_size)
     params = recipe.pruner_params
+    if params.get("activations") == "binary":  # MPT-1/1 swaps nn.ReLU modules: the model needs some
+        _require_relu_modules(recipe)
     if recipe.method in ("gem-miner", "gemminer"):  # its schedule is in epochs of the recipe
         from ptl_prune.build import build_pruner
 
@@ -107,3 +109,29 @@ def _matches(pattern: str, names: list[str]) -> bool:
     import fnmatch
 
     return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+
+
+def _require_relu_modules(recipe: Any) -> None:
+    """The error MPT's binary activations raise on a model without ``nn.ReLU`` modules (built on
+    the meta device, as :func:`layer_names` does)."""
+    import torch
+    from torch import nn
+
+    from ptl_prune.build import build_model
+    from ptl_prune.mpt import MPT
+
+    arch = {
+        "model": recipe.model.name,
+        "width": float(recipe.model.width),
+        "params": {k: v for k, v in recipe.model.params.items() if k != "weights"},
+        "num_classes": 10,
+        "in_channels": 3,
+        "image_size": 224,
+    }
+    try:
+        with torch.device("meta"):
+            model = build_model(arch)
+    except Exception:  # the run checks it
+        return
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        MPT(activations="binary").prepare(nn.Sequential(), 0)  # raises the run's one-line error

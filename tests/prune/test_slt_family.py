@@ -196,3 +196,52 @@ def test_multicoated_settings_that_cannot_work_fail_in_one_line():
         Multicoated(sparsity_scope="global")
     with pytest.raises(UserError, match="must rise strictly"):
         Multicoated(sparsity=0.8, coat_sparsity=[0.7])
+
+
+def test_mpt_binary_activations_are_signs_with_bi_real_gradients(fashion):
+    images, _ = fashion
+    model = _prepared(MPT(sparsity=0.5, activations="binary"))
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    seen = []
+    model.features[2].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(images[:4])
+    assert set(seen[0].unique().tolist()) <= {-1.0, 0.0, 1.0} and seen[0].abs().sum() > 0
+    # the gradient is that of Bi-Real Net's piecewise quadratic (written out: the reference's BiRealAct)
+    x = torch.linspace(-1.5, 1.5, 301, requires_grad=True)
+    act = next(m for m in model.modules() if type(m).__name__ == "BinaryActivation")
+    act(x).sum().backward()
+    y = x.detach().clone().requires_grad_(True)
+    approx = torch.where(
+        y < -1, -1.0, torch.where(y < 0, y * y + 2 * y, torch.where(y < 1, -y * y + 2 * y, 1.0))
+    )
+    approx.sum().backward()
+    assert torch.equal(act(x), torch.sign(x)) and torch.allclose(x.grad, y.grad, atol=1e-6)
+    assert (x.grad[(x > -1) & (x < 1)] > 0).all() and (x.grad[x.abs() > 1] == 0).all()
+
+
+def test_cli_mpt_binary_activations_resume_and_refused_export(cli, show, tmp_path):
+    args = ["prune", "--method", "mpt", *TINY, "--set", "pruner.params.activations=binary"]
+    args += ["--set", "data.train_limit=256", "--set", "train.checkpoint_every=3"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    code, _, err = cli(*args, "--out", whole)
+    assert code == 0, err
+    assert cli(*args, "--out", stopped, "--set", "train.stop_after_steps=4")[0] == 130
+    code, _, err = cli("resume", stopped, "--quiet")
+    assert code == 0, err
+    a = torch.load(whole / "final.pt", weights_only=True)["model"]
+    b = torch.load(stopped / "final.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert show(stopped)["metrics"]["test_acc"] == show(whole)["metrics"]["test_acc"]
+    code, _, err = cli("export", whole, "--format", "safetensors", "--out", tmp_path / "m.st")
+    assert code == 2 and "binary activations" in err and "Traceback" not in err
+    code, _, err = cli(
+        "prune",
+        "--method",
+        "mpt",
+        "--model",
+        "resnet18",
+        "--set",
+        "pruner.params.activations=binary",
+        "--dry-run",
+    )
+    assert code == 2 and "has none" in err and len(err.strip().splitlines()) == 1
