@@ -86,6 +86,11 @@ def check(recipe: Any) -> None:
         from ptl_prune.build import build_pruner
 
         build_pruner(recipe.pruner.model_dump()).check_epochs(recipe.train.epochs)
+        if params.get("finetune_epochs") and from_env().world_size > 1:
+            raise UserError(
+                "pruner 'gem-miner' fine-tunes weights that get no gradient while the scores search, "
+                "which DistributedDataParallel cannot bucket; run its fine-tuning in one process"
+            )
     if not needs_network(params):
         return
     from ptl_prune.build import build_pruner

@@ -179,3 +179,17 @@ def test_cli_finetune_trains_the_kept_weights_after_the_search(cli, show, tmp_pa
 def test_schema_and_schedule_errors_are_one_line_exit_2_with_dry_run(cli, args, expected):
     code, _, err = cli("prune", "--method", "gem-miner", *args, "--dry-run")
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_finetuning_under_torchrun_is_refused_in_one_line(cli, monkeypatch):
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29511",
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    args = ["prune", "--method", "gem-miner", "--epochs", "10", "--dry-run"]
+    assert cli(*args)[0] == 0  # the search alone runs data-parallel
+    code, _, err = cli(*args, "--set", "pruner.params.finetune_epochs=2")
+    assert code == 2 and "run its fine-tuning in one process" in err and len(err.strip().splitlines()) == 1
