@@ -37,6 +37,12 @@ SECTION_KINDS = {
 }
 
 
+#: Environment variables that change which CPU kernels run, hence the float results: recorded when
+#: set, so ``ptl runs compare`` can say why two runs differ. The last three pin the kernels a
+#: run prints the same numbers with on every x86-64 CPU with AVX2 (docs/measured.md).
+KERNEL_KNOBS = ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
 def collect(recipe: dict[str, Any], kind: str, device: Any = None) -> dict[str, Any]:
     """This process's software and hardware, and the plugins ``recipe`` (of run kind ``kind``) uses."""
     import torch
@@ -56,7 +62,7 @@ def collect(recipe: dict[str, Any], kind: str, device: Any = None) -> dict[str, 
         "threads": torch.get_num_threads(),
         "plugins": used_plugins(recipe, kind),
     }
-    for name in ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+    for name in KERNEL_KNOBS:
         if os.environ.get(name):
             info.setdefault("env", {})[name] = os.environ[name]
     return info

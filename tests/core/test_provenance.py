@@ -13,8 +13,9 @@ from ptl_cli.runs import Run
 
 
 def test_a_run_records_versions_device_cpu_kernels_and_its_plugins(
-    cli, show, demo_site, one_thread, tmp_path
+    cli, show, demo_site, one_thread, tmp_path, monkeypatch
 ):
+    monkeypatch.setenv("MKL_CBWR", "AVX2")  # a kernel knob (read by MKL at its start: recorded only)
     run = tmp_path / "run"
     code, _, err = cli("demo", "--out", run, "--quiet")
     assert code == 0, err
@@ -22,6 +23,7 @@ def test_a_run_records_versions_device_cpu_kernels_and_its_plugins(
     assert made["ptl"] and made["torch"] == torch.__version__
     assert made["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and made["threads"] == 1
     assert made["device"].startswith("cpu") and made["cuda"] == torch.version.cuda
+    assert made["env"] == {"OMP_NUM_THREADS": "1", "MKL_CBWR": "AVX2"}
     used = {(p["kind"], p["name"]): (p["distribution"], p["version"]) for p in made["plugins"]}
     assert used == {
         ("workflows", "demo"): ("ptl-demo", "0.0.1"),
