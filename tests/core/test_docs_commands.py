@@ -61,7 +61,8 @@ def _commands(path: Path) -> Iterator[tuple[int, str]]:
             continue
         if pending is None:
             text = text.removeprefix("$ ")
-            if not (text == "ptl" or text.startswith("ptl ")):
+            command = _strip_env(text)[1]
+            if not (command == "ptl" or command.startswith("ptl ")):
                 continue
             pending = (number, "")
         start, joined = pending
@@ -74,6 +75,19 @@ def _commands(path: Path) -> Iterator[tuple[int, str]]:
             yield start, joined
 
 
+#: ``NAME=value`` assignments before a command (``ATEN_CPU_CAPABILITY=avx2 ptl transfer``).
+ENV_PREFIX = re.compile(r"^((?:[A-Z_][A-Z0-9_]*=\S+\s+)+)")
+
+
+def _strip_env(command: str) -> tuple[dict[str, str], str]:
+    """The environment a documented command sets before ``ptl``, and the command without it."""
+    found = ENV_PREFIX.match(command)
+    if found is None:
+        return {}, command
+    pairs = (item.split("=", 1) for item in found.group(1).split())
+    return dict(pairs), command[found.end() :]
+
+
 def _collect() -> list[tuple[str, int, str]]:
     return [(str(p.relative_to(ROOT)), n, cmd) for p in DOCS for n, cmd in _commands(p)]
 
@@ -82,6 +96,7 @@ COMMANDS = _collect()
 
 
 def _match(table: dict[str, str], command: str) -> str | None:
+    command = _strip_env(command)[1]
     return next((why for pattern, why in table.items() if re.search(pattern, command)), None)
 
 
@@ -91,7 +106,7 @@ RUNNABLE = [c for c in COMMANDS if _match(NEEDS, c[2]) is None]
 
 def _argv(command: str) -> list[str] | None:
     """The arguments to run ``command`` with here, or None when it belongs to no known group."""
-    args = shlex.split(command)[1:]
+    args = shlex.split(_strip_env(command)[1])[1:]
     head = " ".join(args[:2])
     if args and args[0] in DRY_RUN and head != "sweep show":
         return args if "--dry-run" in args else [*args, "--dry-run"]
@@ -124,6 +139,7 @@ def test_every_documented_command_is_run_or_has_a_reason() -> None:
     assert len(COMMANDS) > 50, "the collector found too few commands: did the docs' fences change?"
     assert _argv("ptl frobnicate --fast") is None  # an unknown kind is no decision
     assert _argv("ptl runs show RUN") is None  # nor is a command of a known group not listed
+    assert _strip_env("A_B=1 C=x,y ptl list") == ({"A_B": "1", "C": "x,y"}, "ptl list")
     unknown = [
         f"{doc}:{line}: {cmd}"
         for doc, line, cmd in COMMANDS
@@ -150,6 +166,8 @@ def test_documented_command(
     if any(re.fullmatch(r"RUN\d?", a) for a in argv):
         run = str(request.getfixturevalue("tiny_run"))
         argv = [run if re.fullmatch(r"RUN\d?", a) else a for a in argv]
+    for name, value in _strip_env(command)[0].items():  # (kernel knobs: read once by torch)
+        monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # --out grid.png, `plugins new` and the like write here
     code, out, err = cli(*argv)
     if broken is not None:
