@@ -27,7 +27,8 @@ SETTINGS = [
 
 def probe() -> str:
     """Hashes of a conv net's output and weight gradient, a linear layer, a matrix product, a
-    softmax and a row sum, on seeded inputs; with the CPU kernel level torch reports."""
+    matrix-vector product, a softmax and a row sum, on seeded inputs; with the CPU kernel level
+    torch reports."""
     import torch
 
     torch.manual_seed(0)
@@ -50,6 +51,7 @@ def probe() -> str:
         "conv grad": net[0].weight.grad,
         "linear": torch.nn.Linear(512, 256)(a).detach(),
         "matmul": a @ a.T,
+        "matvec": torch.mv(torch.randn(256, 1152), torch.randn(1152)),  # BigGAN's spectral norm
         "softmax": torch.softmax(a, 1).sum(0),
         "sum": a.sum(1),
     }
