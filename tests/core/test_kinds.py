@@ -39,7 +39,7 @@ def test_the_scaffold_offers_exactly_the_kinds_with_templates():
 def test_optional_arguments_come_from_the_table():
     assert contracts.OPTIONAL_ARGUMENTS == {
         ("ssl", "factory"): ("num_labeled", "num_unlabeled"),
-        ("ssl", "loss"): ("unlabeled_index",),
+        ("ssl", "loss"): ("unlabeled_index", "labeled_index"),
     }
 
 

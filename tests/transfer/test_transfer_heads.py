@@ -94,7 +94,10 @@ def whole(projhead_site, tmp_path_factory, tx):
     args = ["transfer", "--recipe", "transfer-quickstart", "--ssl", ALGO, "--stages", "pssl"]
     args += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     path = os.pathsep.join([str(projhead_site), os.environ.get("PYTHONPATH", "")])
-    done = run_ptl(*args, "--out", str(out / "run"), "--json", env={"PYTHONPATH": path})
+    # one intra-op thread, as the test's in-process and resumed parts use (`one_thread`): records
+    # are compared bit for bit across processes
+    env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    done = run_ptl(*args, "--out", str(out / "run"), "--json", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["status"] == "completed" and 0.0 <= summary["metrics"]["test_acc"] <= 1.0
@@ -102,7 +105,7 @@ def whole(projhead_site, tmp_path_factory, tx):
 
 
 def test_a_run_with_a_head_resumes_exactly_from_the_cli_and_exports_the_net_alone(
-    with_projhead, whole, tmp_path, tx
+    with_projhead, whole, tmp_path, tx, one_thread
 ):
     """Interrupted mid P-SSL (the checkpoint holds the head), ``ptl resume`` gives the
     uninterrupted run's records and result; the stage's weights and ``ptl export`` are the
