@@ -49,14 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.engine.distributed import gather_global_batch
-from ptl_ssl.common import TensorState, check_logits, loss_logs, view
+from ptl_ssl.common import TensorState, check_logits, loss_logs, projection_head, view, with_heads
 from ptl_ssl.distalign import align, push_prior
 from ptl_ssl.softmatch import weighted_cross_entropy
-
-
-def projection_head(feature_dim: int, proj_size: int) -> nn.Module:
-    """``Linear(d, d) -> ReLU -> Linear(d, proj_size)``: CoMatch's (and USB's) projection MLP."""
-    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, proj_size))
 
 
 def contrastive_loss(
@@ -82,23 +77,6 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def with_heads(model: nn.Module, x: torch.Tensor, head: str, algorithm: str) -> dict[str, torch.Tensor]:
-    """``model(x, with_heads=True)``, or an error saying the loop did not give the algorithm's heads
-    (a model called without ptl's wrapper, :func:`ptl_cli.engine.heads.attach`)."""
-    try:
-        out = model(x, with_heads=True)
-    except TypeError as exc:
-        if "with_heads" not in str(exc):
-            raise
-        out = None
-    if not isinstance(out, dict) or head not in out:
-        raise TypeError(
-            f"{algorithm} calls model(x, with_heads=True) for its {head!r} head, but the model it "
-            "was given is not wrapped with the heads (ptl_cli.engine.heads.attach does that)"
-        )
-    return out
 
 
 class CoMatch(TensorState):

@@ -190,3 +190,26 @@ class TensorState:
         }
         for name, value in loaded.items():
             setattr(self, name, value)
+
+
+def projection_head(feature_dim: int, proj_size: int) -> nn.Module:
+    """``Linear(d, d) -> ReLU -> Linear(d, proj_size)``: the projection MLP of SimMatch and CoMatch
+    (USB's), trained through the ``heads`` member on the penultimate features."""
+    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, proj_size))
+
+
+def with_heads(model: nn.Module, x: torch.Tensor, head: str, algorithm: str) -> dict[str, torch.Tensor]:
+    """``model(x, with_heads=True)``, or an error saying the loop did not give the algorithm's heads
+    (a model called without ptl's wrapper, :func:`ptl_cli.engine.heads.attach`)."""
+    try:
+        out = model(x, with_heads=True)
+    except TypeError as exc:
+        if "with_heads" not in str(exc):
+            raise
+        out = None
+    if not isinstance(out, dict) or head not in out:
+        raise TypeError(
+            f"{algorithm} calls model(x, with_heads=True) for its {head!r} head, but the model it "
+            "was given is not wrapped with the heads (ptl_cli.engine.heads.attach does that)"
+        )
+    return out

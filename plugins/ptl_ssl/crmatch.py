@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.comatch import with_heads
-from ptl_ssl.common import Stateless, check_logits, loss_logs, pseudo_labels, view
+from ptl_ssl.common import Stateless, check_logits, loss_logs, pseudo_labels, view, with_heads
 from ptl_ssl.remixmatch import ROTATION, quarter_turns
 
 #: Name of the feature-consistency head among the algorithm's heads.

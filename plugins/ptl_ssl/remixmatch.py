@@ -50,8 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.comatch import with_heads
-from ptl_ssl.common import TensorState, check_logits, frozen_batchnorm, view
+from ptl_ssl.common import TensorState, check_logits, frozen_batchnorm, view, with_heads
 from ptl_ssl.distalign import align, update_priors
 from ptl_ssl.mixmatch import MixMatch, sharpen
 from ptl_ssl.pseudolabel import linear_rampup

@@ -64,33 +64,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.engine.distributed import gather_global_batch
-from ptl_ssl.common import TensorState, check_logits, loss_logs, unwrap, view
+from ptl_ssl.common import TensorState, check_logits, loss_logs, projection_head, unwrap, view, with_heads
 from ptl_ssl.distalign import align, push_prior
 from ptl_ssl.softmatch import weighted_cross_entropy
 
 #: The seed of the bank's initial random embeddings (see the module docstring).
 BANK_SEED = 0
-
-
-def projection_head(feature_dim: int, proj_size: int) -> nn.Module:
-    """``Linear(d, d) -> ReLU -> Linear(d, proj_size)``: SimMatch's (and USB's) projection MLP."""
-    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, proj_size))
-
-
-def embed(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``model(x, with_heads=True)``, or an error saying the model lacks ptl's heads wrapper."""
-    try:
-        out = model(x, with_heads=True)
-    except TypeError as exc:
-        if "with_heads" not in str(exc):
-            raise
-        out = None
-    if not isinstance(out, dict) or "proj" not in out:
-        raise TypeError(
-            "SimMatch calls model(x, with_heads=True) for its 'proj' head, but the model it was "
-            "given is not wrapped with the heads (ptl_cli.engine.heads.attach does that)"
-        )
-    return out
 
 
 class SimMatch(TensorState):
@@ -223,7 +202,7 @@ class SimMatch(TensorState):
         u_weak = view(unlabeled, "weak", "SimMatch", "unlabeled")
         u_strong = view(unlabeled, "strong", "SimMatch", "unlabeled")
         teacher = self._teacher_for(model) if self.ema_teacher else None
-        out = embed(model, torch.cat([x, u_weak, u_strong]))
+        out = with_heads(model, torch.cat([x, u_weak, u_strong]), "proj", "SimMatch")
         sizes = [x.shape[0], u_weak.shape[0], u_strong.shape[0]]
         logits_x, logits_weak, logits_strong = out["logits"].split(sizes)
         check_logits(logits_x, self.num_classes, "SimMatch")
@@ -232,7 +211,7 @@ class SimMatch(TensorState):
         if teacher is not None:
             teacher.train(model.training)
             with torch.no_grad():
-                z_x = F.normalize(embed(teacher, x)["proj"].float(), dim=1)
+                z_x = F.normalize(with_heads(teacher, x, "proj", "SimMatch")["proj"].float(), dim=1)
 
         loss_x = F.cross_entropy(logits_x, targets)
         ready = self.filled.all()  # before this batch is written: USB's "after the first epoch"
