@@ -11,7 +11,12 @@ would register its own. In one process it times, with the ``[compute]`` fast pat
   step ``ptl transfer`` runs — on B labeled images (+ μB pool samples);
 
 and the ratios that matter: loader/step throughput (>= 1: loading is not the bottleneck),
-FixMatch vs supervised step, the unlabeled views' share of a FixMatch step.
+FixMatch vs supervised step, the unlabeled views' share of a FixMatch step. ``--ssl NAMES`` (or
+``all``) adds each named algorithm's step, with its heads, memory banks and indices as
+``ptl transfer`` gives them, and its step time relative to FixMatch's from the same process:
+what choosing another algorithm costs per step. The benchmark's labeled set is the labeled batch
+and its unlabeled set the unlabeled batch, so per-sample state and memory banks are full from
+the first step (their steady state, not a run's first epoch).
 Importing this module stays cheap (no torch): ``ptl bench --help`` reads its options.
 """
 
@@ -35,6 +40,13 @@ def bench_transfer(
     strong_ops: Annotated[
         int, typer.Option(min=0, help="Transfer: RandAugment ops per strong view (ssl.strong_ops).")
     ] = 2,
+    ssl: Annotated[
+        str,
+        typer.Option(
+            help="Transfer: also time these SSL algorithms' steps, each relative to FixMatch's "
+            "(comma-separated names from `ptl list ssl`, or 'all')."
+        ),
+    ] = "",
 ) -> Report:
     """Loader, strong augmentation, supervised step and FixMatch step (labeled B + μB pool samples)."""
     import torch
@@ -43,8 +55,10 @@ def bench_transfer(
     from ptl_cli.data.loader import step_batches
     from ptl_cli.data.views import make_views
     from ptl_cli.engine.compute import prepare_model
+    from ptl_cli.engine.heads import attach
     from ptl_cli.engine.ssl_step import SSLStep
 
+    extra_algorithms = _algorithm_names(ssl)
     model_name, batch_size = bench.model or "resnet18", bench.batch(64, 8)
     data = bench.load_dataset()
     info = data.info
@@ -75,21 +89,51 @@ def bench_transfer(
     seconds_aug = bench.time(lambda: views(batch["u"], ("weak", "strong")))
     report.rows.append(Row("unlabeled views", mu * batch_size, seconds_aug, "weak + strong (RandAugment)"))
 
-    def ssl_step(name: str) -> Callable[[], Any]:
-        """One ``ptl transfer`` SSL step of algorithm ``name`` on the loaded batch."""
-        algo = plugins.get("ssl", name).build(info.num_classes)
-        model, train_model = prepare_model(bench.build_model(model_name, info), bench.compute, bench.device)
+    def ssl_step(name: str) -> tuple[Any, Callable[[], Any]]:
+        """Algorithm ``name`` and its step on the loaded batch, as ``ptl transfer`` runs it: its
+        heads attached, its set sizes and sample indices given (the batches are the sets)."""
+        n_labeled, n_unlabeled = batch["x"].shape[0], batch["u"].shape[0]
+        sizes = {"num_labeled": n_labeled, "num_unlabeled": n_unlabeled}
+        algo = plugins.get("ssl", name).build(info.num_classes, where=f"--ssl {name}", optional=sizes)
+        net = attach(algo, bench.build_model(model_name, info), seed=0)
+        model, train_model = prepare_model(net, bench.compute, bench.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, nesterov=True)
-        step = SSLStep(algo, model, optimizer, views, 1, bench.precision, train_model=train_model)
-        return lambda: step(0, batch["x"], batch["y"], batch["u"])
+        step = SSLStep(algo, model, optimizer, views, 10**6, bench.precision, train_model=train_model)
+        indices = {
+            "unlabeled_index": torch.arange(n_unlabeled, device=bench.device),
+            "labeled_index": torch.arange(n_labeled, device=bench.device),
+        }
+        count = iter(range(10**9))
+        return algo, lambda: step(next(count), batch["x"], batch["y"], batch["u"], **indices)
 
-    sup = bench.time(ssl_step("supervised"))
+    sup = bench.time(ssl_step("supervised")[1])
     report.rows.append(Row("supervised step", batch_size, sup, "B labeled images"))
-    fix = bench.time(ssl_step("fixmatch"))
+    fix = bench.time(ssl_step("fixmatch")[1])
     report.rows.append(Row("fixmatch step", batch_size * (1 + 2 * mu), fix, "B + 2μB images"))
     report.ratios = {
         "loader_vs_step_throughput": report.rows[0].images_per_second / (per_step / fix),
         "fixmatch_vs_supervised_step_time": fix / sup,
         "unlabeled_views_share_of_step": seconds_aug / fix,
     }
+    for name in extra_algorithms:
+        algo, run_step = ssl_step(name)
+        seconds = bench.time(run_step)
+        images = batch_size * (len(algo.labeled_views) + mu * len(algo.unlabeled_views))
+        report.rows.append(Row(f"{name} step", images, seconds, "its views of B + μB images"))
+        report.ratios[f"{name}_vs_fixmatch_step_time"] = seconds / fix
     return report
+
+
+def _algorithm_names(value: str) -> list[str]:
+    """``--ssl``'s names (``all``: every registered algorithm but FixMatch and supervised, which
+    are always timed), each checked against the registry before anything is timed."""
+    from ptl_cli import plugins
+
+    registry = plugins.manager().registry("ssl")
+    known = [name for name in registry.names() if name not in ("fixmatch", "supervised")]
+    if value.strip() == "all":
+        return known
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names:
+        plugins.get("ssl", name)  # an unknown name: one line with the known ones, exit 2
+    return [name for name in names if name not in ("fixmatch", "supervised")]
