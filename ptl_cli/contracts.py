@@ -432,8 +432,12 @@ def factory_call_problem(
 OPTIONAL_MEMBERS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pruners": {
         "before_forward": ("model",),
+        "configure": ("steps_per_epoch",),
+        "counts": ("model",),
         "sparsity_by_layer": ("model",),
         "ticket_spec": ("model",),
+        "search_epochs": ("epochs",),
+        "epoch_settings": ("epoch",),
         "method": None,
     },
     "generators": {"classes_are_names": None},

@@ -76,6 +76,7 @@ KINDS: dict[str, Kind] = {
         protocol="Pruner",
         factory_call="factory(**params)",
         check="check_pruner",
+        optional_arguments={"configure": ("epochs",)},
         scaffold=Scaffold(
             "pruner",
             "pruner",

@@ -178,11 +178,13 @@ class PruneWorkflow:
             raise UserError(f"{share} training images make no batch of {per_rank}; lower train.batch_size")
         loader = prune_data.loader(train_set, per_rank, sampler, r.compute.workers, drop_last)
         if hasattr(pruner, "configure"):
-            import inspect
+            from ptl_cli.contracts import optional_arguments
 
             # schedules in epochs: the steps per epoch, and the epochs when the pruner asks (Gem-Miner)
-            wants_epochs = "epochs" in inspect.signature(pruner.configure).parameters
-            pruner.configure(steps_per_epoch, **({"epochs": t.epochs} if wants_epochs else {}))
+            pruner.configure(
+                steps_per_epoch,
+                **optional_arguments("pruners", "configure", pruner.configure, {"epochs": t.epochs}),
+            )
 
         # resume
         step = epoch = batch = 0

@@ -40,6 +40,7 @@ def test_optional_arguments_come_from_the_table():
     assert contracts.OPTIONAL_ARGUMENTS == {
         ("ssl", "factory"): ("num_labeled", "num_unlabeled"),
         ("ssl", "loss"): ("unlabeled_index", "labeled_index"),
+        ("pruners", "configure"): ("epochs",),
     }
 
 

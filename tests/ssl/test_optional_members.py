@@ -60,6 +60,17 @@ class MisspeltHook(KeepAll):
         """Would compute the masks; ptl looks for ``before_forward``."""
 
 
+class MisspeltSchedule(KeepAll):
+    """A pruner with a phase of its own (as Gem-Miner's fine-tuning) whose members are misspelt."""
+
+    def search_epoch(self, epochs: int) -> int:
+        """Would shorten the learning-rate schedule; ptl looks for ``search_epochs``."""
+        return epochs
+
+    def configure(self, steps_per_epoch: int, epoch: int = 0) -> None:
+        """Means to receive the run's epochs, but ptl passes ``epochs``."""
+
+
 class HookWithoutModel(KeepAll):
     def sparsity_by_layer(self) -> dict[str, float]:  # type: ignore[override]
         return {}
@@ -83,6 +94,8 @@ def test_check_ssl_refuses_a_near_miss_of_an_optional_argument(component, messag
     [
         (MisspeltHook(), "befor_forward (did you mean before_forward? ptl never uses befor_forward)"),
         (HookWithoutModel(), "sparsity_by_layer() cannot be called as sparsity_by_layer(model)"),
+        (MisspeltSchedule(), "search_epoch (did you mean search_epochs? ptl never uses search_epoch)"),
+        (MisspeltSchedule(), "configure's parameter epoch (did you mean epochs?"),
     ],
 )
 def test_building_refuses_an_optional_member_ptl_would_never_use(pruner, message):
@@ -95,3 +108,12 @@ def test_the_built_in_components_have_no_near_misses():
     """The members they do have are the right ones: nothing is flagged."""
     assert ensure_satisfies("pruners", KeepAll(), "keep-all")
     assert ensure_satisfies("ssl", FlexMatch(5, num_unlabeled=4), "flexmatch")
+
+
+def test_every_registered_pruner_builds_without_a_flagged_member():
+    """Gem-Miner's configure(epochs=), search_epochs and epoch_settings are known optional members."""
+    from ptl_cli import plugins
+
+    registry = plugins.manager().registry("pruners")
+    for name in registry.names():
+        assert registry.get(name).build(where=name) is not None
