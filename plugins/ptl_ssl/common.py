@@ -213,3 +213,65 @@ def with_heads(model: nn.Module, x: torch.Tensor, head: str, algorithm: str) -> 
             "was given is not wrapped with the heads (ptl_cli.engine.heads.attach does that)"
         )
     return out
+
+
+class EMATeacher:
+    """An exponential moving average of the student, for algorithms that keep their own teacher
+    (Mean Teacher's targets, SimMatch's bank with ``ema_teacher``).
+
+    The copy is made from the (unwrapped) student on first use, so it is built on the student's
+    device and with its heads; weights saved before that (a resume) are loaded into it then.
+    ``update`` moves its parameters towards the student's as ``t <- d t + (1 - d) s``; buffers stay
+    its own. :meth:`state` and :meth:`load` carry it through checkpoints, so resume is exact.
+    """
+
+    def __init__(self, decay: float, algorithm: str) -> None:
+        self.decay = decay
+        self.algorithm = algorithm
+        self.model: nn.Module | None = None
+        self._pending: dict[str, torch.Tensor] | None = None  # loaded before the copy exists
+
+    def of(self, student: nn.Module) -> nn.Module:
+        """The teacher, copied from ``student`` on the first call."""
+        if self.model is None:
+            import copy
+
+            teacher = copy.deepcopy(unwrap(student))
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            if self._pending is not None:
+                teacher.load_state_dict(self._pending)
+                self._pending = None
+            self.model = teacher
+        return self.model
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """One EMA step towards the student's parameters (nothing before the first copy)."""
+        if self.model is None:
+            return
+        teacher_params = list(self.model.parameters())
+        student_params = [p.detach() for p in unwrap(student).parameters()]
+        if len(teacher_params) != len(student_params):
+            raise RuntimeError(
+                f"{self.algorithm}: the model's parameters changed since the teacher was copied"
+            )
+        torch._foreach_lerp_(teacher_params, student_params, 1.0 - self.decay)
+
+    def state(self) -> dict[str, torch.Tensor] | None:
+        """The teacher's weights and buffers (copies), or ``None`` before it exists."""
+        if self.model is not None:
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self._pending is not None:
+            return {k: v.clone() for k, v in self._pending.items()}
+        return None
+
+    def load(self, saved: dict[str, torch.Tensor] | None) -> None:
+        """Weights from :meth:`state`, into the teacher now or when it is copied."""
+        if saved is None:
+            return
+        if self.model is not None:
+            self.model.load_state_dict(saved)
+        else:
+            self._pending = {k: v.detach().clone() for k, v in saved.items()}

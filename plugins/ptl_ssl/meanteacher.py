@@ -21,7 +21,6 @@ state: a resumed run continues with exactly the same teacher.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptl_ssl.common import labeled_then_unlabeled, loss_logs, unwrap, view
+from ptl_ssl.common import EMATeacher, labeled_then_unlabeled, loss_logs, view
 
 
 def sigmoid_rampup(step: int, rampup_steps: float) -> float:
@@ -53,20 +52,12 @@ class MeanTeacher:
         self.ema_decay = ema_decay
         self.lambda_u = lambda_u
         self.rampup_fraction = rampup_fraction
-        self.teacher: nn.Module | None = None
-        self._pending: dict[str, torch.Tensor] | None = None  # loaded before the teacher exists
+        self._ema = EMATeacher(ema_decay, "MeanTeacher")
 
-    def _teacher_for(self, model: nn.Module) -> nn.Module:
-        if self.teacher is None:
-            teacher = copy.deepcopy(unwrap(model))
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-                p.grad = None
-            if self._pending is not None:
-                teacher.load_state_dict(self._pending)
-                self._pending = None
-            self.teacher = teacher
-        return self.teacher
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The EMA teacher, once the first ``loss`` has copied it from the student."""
+        return self._ema.model
 
     def loss(
         self,
@@ -77,7 +68,7 @@ class MeanTeacher:
         step: int,
         total_steps: int,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        teacher = self._teacher_for(model)  # before the student's forward touches its BN buffers
+        teacher = self._ema.of(model)  # before the student's forward touches its BN buffers
         x = view(labeled, "weak", "MeanTeacher", "labeled")
         u_student = view(unlabeled, "weak", "MeanTeacher", "unlabeled")
         u_teacher = view(unlabeled, "weak:1", "MeanTeacher", "unlabeled")
@@ -94,30 +85,14 @@ class MeanTeacher:
         loss = loss_x + weight * loss_u
         return loss, loss_logs(loss_x, loss_u, weight_u=loss_u.new_full((), weight).detach())
 
-    @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:
         """Move the teacher's parameters towards the student's (buffers stay the teacher's own)."""
-        if self.teacher is None:
-            return
-        teacher_params = list(self.teacher.parameters())
-        student_params = [p.detach() for p in unwrap(model).parameters()]
-        if len(teacher_params) != len(student_params):
-            raise RuntimeError("MeanTeacher: the model's parameters changed since the teacher was copied")
-        torch._foreach_lerp_(teacher_params, student_params, 1.0 - self.ema_decay)
+        self._ema.update(model)
 
     def state_dict(self) -> dict[str, Any]:
         """The teacher's weights and buffers (copies), or nothing before the first step."""
-        if self.teacher is not None:
-            return {"teacher": {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}}
-        if self._pending is not None:
-            return {"teacher": {k: v.clone() for k, v in self._pending.items()}}
-        return {}
+        saved = self._ema.state()
+        return {} if saved is None else {"teacher": saved}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("teacher")
-        if saved is None:
-            return
-        if self.teacher is not None:
-            self.teacher.load_state_dict(saved)
-        else:
-            self._pending = {k: v.detach().clone() for k, v in saved.items()}
+        self._ema.load(state.get("teacher"))

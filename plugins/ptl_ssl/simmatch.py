@@ -56,7 +56,6 @@ holds; the losses are each rank's own batch (DDP averages the gradients), as in 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import torch
@@ -64,7 +63,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptl_cli.engine.distributed import gather_global_batch
-from ptl_ssl.common import TensorState, check_logits, loss_logs, projection_head, unwrap, view, with_heads
+from ptl_ssl.common import (
+    EMATeacher,
+    TensorState,
+    check_logits,
+    loss_logs,
+    projection_head,
+    view,
+    with_heads,
+)
 from ptl_ssl.distalign import align, push_prior
 from ptl_ssl.softmatch import weighted_cross_entropy
 
@@ -118,36 +125,21 @@ class SimMatch(TensorState):
         self.filled = torch.zeros(num_labeled, dtype=torch.bool)
         self.prior_queue = torch.zeros(da_len, num_classes)
         self.prior_ptr = torch.zeros(1, dtype=torch.int64)
-        self.teacher: nn.Module | None = None
-        self._pending: dict[str, torch.Tensor] | None = None  # teacher weights loaded before it exists
+        self._ema = EMATeacher(teacher_decay, "SimMatch")
 
     def heads(self, feature_dim: int) -> dict[str, nn.Module]:
         """The projection MLP, trained with the network (``ptl_cli.engine.heads``)."""
         return {"proj": projection_head(feature_dim, self.proj_size)}
 
     # -- the EMA teacher (ema_teacher only) ----------------------------------------------------
-    def _teacher_for(self, model: nn.Module) -> nn.Module:
-        if self.teacher is None:
-            teacher = copy.deepcopy(unwrap(model))
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-                p.grad = None
-            if self._pending is not None:
-                teacher.load_state_dict(self._pending)
-                self._pending = None
-            self.teacher = teacher
-        return self.teacher
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The EMA teacher, once the first ``loss`` has copied it from the student."""
+        return self._ema.model
 
-    @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:
         """Move the EMA teacher's parameters towards the student's (USB's constant decay)."""
-        if self.teacher is None:
-            return
-        teacher_params = list(self.teacher.parameters())
-        student_params = [p.detach() for p in unwrap(model).parameters()]
-        if len(teacher_params) != len(student_params):
-            raise RuntimeError("SimMatch: the model's parameters changed since the teacher was copied")
-        torch._foreach_lerp_(teacher_params, student_params, 1.0 - self.teacher_decay)
+        self._ema.update(model)
 
     # -- the bank ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -201,7 +193,7 @@ class SimMatch(TensorState):
         x = view(labeled, "weak", "SimMatch", "labeled")
         u_weak = view(unlabeled, "weak", "SimMatch", "unlabeled")
         u_strong = view(unlabeled, "strong", "SimMatch", "unlabeled")
-        teacher = self._teacher_for(model) if self.ema_teacher else None
+        teacher = self._ema.of(model) if self.ema_teacher else None
         out = with_heads(model, torch.cat([x, u_weak, u_strong]), "proj", "SimMatch")
         sizes = [x.shape[0], u_weak.shape[0], u_strong.shape[0]]
         logits_x, logits_weak, logits_strong = out["logits"].split(sizes)
@@ -228,18 +220,11 @@ class SimMatch(TensorState):
     def state_dict(self) -> dict[str, Any]:
         """The bank, its labels and flags, the alignment queue, and the EMA teacher if any."""
         state = super().state_dict()
-        if self.teacher is not None:
-            state["teacher"] = {k: v.detach().clone() for k, v in self.teacher.state_dict().items()}
-        elif self._pending is not None:
-            state["teacher"] = {k: v.clone() for k, v in self._pending.items()}
+        saved = self._ema.state()
+        if saved is not None:
+            state["teacher"] = saved
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        saved = state.get("teacher")
-        if saved is None:
-            return
-        if self.teacher is not None:
-            self.teacher.load_state_dict(saved)
-        else:
-            self._pending = {k: v.detach().clone() for k, v in saved.items()}
+        self._ema.load(state.get("teacher"))
