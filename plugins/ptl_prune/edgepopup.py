@@ -85,13 +85,7 @@ class EdgePopup:
         if self.scope == "global" and ranked_together:
             # one top-k over every layer at the global rate (overridden layers keep their own)
             self.group = supermask.GlobalTopK(ranked_together, self.rate)
-        if self.bn_affine:
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    module.weight.requires_grad_(True)
-                    module.bias.requires_grad_(True)
-        else:
-            supermask.make_batchnorm_nonaffine(model)
+        supermask.batchnorm_affine(model, self.bn_affine)
         return model
 
     def _kind(self) -> type[supermask.Supermask]:

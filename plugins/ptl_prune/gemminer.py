@@ -256,13 +256,7 @@ class GemMiner(EdgePopup):
                 _register(mask.scores, self.lmbda)
                 if self.finetune_epochs:
                     supermask.original(module).requires_grad_(True)  # trained only once tuning
-        if self.bn_affine:
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    module.weight.requires_grad_(True)
-                    module.bias.requires_grad_(True)
-        else:
-            supermask.make_batchnorm_nonaffine(model)
+        supermask.batchnorm_affine(model, self.bn_affine)
         return model
 
     def before_forward(self, model: nn.Module) -> None:

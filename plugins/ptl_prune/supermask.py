@@ -327,6 +327,18 @@ def masked_layers(model: nn.Module) -> Iterator[tuple[int, str, nn.Module, Super
             yield index, name, module, mask
 
 
+def batchnorm_affine(model: nn.Module, affine: bool) -> None:
+    """BatchNorm's scale and shift trained (``bn_affine = true``: made trainable again, since
+    ``prepare`` freezes the network's own parameters) or dropped (:func:`make_batchnorm_nonaffine`)."""
+    if not affine:
+        make_batchnorm_nonaffine(model)
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            module.weight.requires_grad_(True)
+            module.bias.requires_grad_(True)
+
+
 def make_batchnorm_nonaffine(model: nn.Module) -> None:
     """Drop BatchNorm's scale and shift (``affine=False``), as both papers do for supermasks."""
     for module in model.modules():
