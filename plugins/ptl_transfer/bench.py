@@ -114,14 +114,14 @@ def bench_transfer(
 
     sup = bench.time(ssl_step("supervised")[1])
     report.rows.append(Row("supervised step", batch_size, sup, "B labeled images"))
-    fix = bench.time(ssl_step("fixmatch")[1])
+    fixmatch_step = ssl_step("fixmatch")[1]
+    fix = bench.time(fixmatch_step)
     report.rows.append(Row("fixmatch step", batch_size * (1 + 2 * mu), fix, "B + 2μB images"))
     report.ratios = {
         "loader_vs_step_throughput": report.rows[0].images_per_second / (per_step / fix),
         "fixmatch_vs_supervised_step_time": fix / sup,
         "unlabeled_views_share_of_step": seconds_aug / fix,
     }
-    fixmatch_step = ssl_step("fixmatch")[1]
     for name in extra_algorithms:
         algo, run_step = ssl_step(name)
         beside = bench.time(fixmatch_step)  # FixMatch again, just before: the machine drifts
