@@ -39,7 +39,10 @@ def head_name(model: nn.Module) -> str:
         if isinstance(module, nn.Linear):
             last = name
     if last is None:
-        raise UserError(f"{type(model).__name__} has no nn.Linear head; transfer needs one to swap")
+        raise UserError(
+            f"{type(model).__name__} has no nn.Linear head; ptl takes the last nn.Linear as the "
+            "classifier head (to swap it, or to feed an SSL algorithm's heads)"
+        )
     return last
 
 
