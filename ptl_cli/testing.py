@@ -244,13 +244,20 @@ def sample_batch(size: int, step: int = 0, seed: int = 0, num_classes: int = 10)
     The batch depends only on ``(seed, step)``, like a resumable sampler's, so an interrupted and
     an uninterrupted run see the same data.
     """
+
+    images, labels = _pack_images()
+    pick = _batch_indices(images.shape[0], size, step, seed)
+    return images[pick].float() / 255.0, labels[pick] % num_classes
+
+
+def _batch_indices(n: int, size: int, step: int, seed: int):
+    """The first ``size`` of a permutation of ``range(n)`` seeded by ``(seed, step)``: which
+    images :func:`sample_batch` takes, and which labeled indices :func:`labeled_indices` reports."""
     import torch
 
     from ptl_cli.engine.seeding import generator_for
 
-    images, labels = _pack_images()
-    pick = torch.randperm(images.shape[0], generator=generator_for(seed, step))[:size]
-    return images[pick].float() / 255.0, labels[pick] % num_classes
+    return torch.randperm(n, generator=generator_for(seed, step))[:size]
 
 
 def tiny_net(num_classes: int = 10, in_channels: int = 1) -> Any:
@@ -705,11 +712,7 @@ def labeled_indices(step: int, seed: int = 0, batch: int = LABELED_BATCH):
     """Indices, in the labeled set (the 64 bundled images, in order), of the labeled batch at
     ``step``: the images ``sample_batch(batch, step, seed)`` gives, so a ``loss`` that declares
     ``labeled_index`` sees each image under one index whenever it comes back."""
-    import torch
-
-    from ptl_cli.engine.seeding import generator_for
-
-    return torch.randperm(NUM_LABELED, generator=generator_for(seed, step))[:batch]
+    return _batch_indices(NUM_LABELED, batch, step, seed)
 
 
 def unlabeled_indices(step: int, seed: int = 0, n: int = NUM_UNLABELED, batch: int = UNLABELED_BATCH):
