@@ -244,7 +244,6 @@ def sample_batch(size: int, step: int = 0, seed: int = 0, num_classes: int = 10)
     The batch depends only on ``(seed, step)``, like a resumable sampler's, so an interrupted and
     an uninterrupted run see the same data.
     """
-
     images, labels = _pack_images()
     pick = _batch_indices(images.shape[0], size, step, seed)
     return images[pick].float() / 255.0, labels[pick] % num_classes
