@@ -1,7 +1,8 @@
 """Partial search against the reference code: the same masks and scores after a few steps.
 
 Usage: ``python benchmarks/frozen_reference.py --checkout /tmp/slt_within_frozen_network
-[--steps 10] [--sparsity 0.5] [--frozen-pruned 0.25] [--frozen-kept 0.25]``
+[--steps 10] [--sparsity 0.5] [--frozen-pruned 0.25] [--frozen-kept 0.25] [--distribution erk]
+[--model conv6]``
 
 ``--checkout`` is a checkout of Hikari43/slt_within_frozen_network; its ``SupermaskConv2d``,
 ``SupermaskLinear`` and ``set_kthvalue`` (``image_classification/layers``) are imported from there,
@@ -15,6 +16,13 @@ batches, the reference recomputing its threshold after each step as its training
 step the script prints the largest differences of the searched scores and of the logits, how
 many mask entries differ, and how many of ptl's mask entries moved since the start (so a
 comparison of masks that never change does not pass for agreement).
+
+``--distribution erk`` first prints, per layer, the frozen fractions ptl's ``frozen_distribution =
+"erk"`` gives and those of the reference's own ``get_sparsity_distribution(model, s_dist_method=
+"erk", ...)`` (``utils/sparsity_distribution.py``, imported) called on the reference-layer copy as
+its ``initialize_params`` calls it with ``r_method: sparsity_distribution``: pruned at density
+``1 - frozen_pruned``, frozen at density ``1 - frozen_pruned - frozen_kept``, kept the difference;
+and the frozen counts, ptl's (round half up) beside the reference's (``int(n·ratio)``, float32).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 from torch import nn
 
 from ptl_cli import plugins, pruning
-from ptl_prune import inits, supermask
+from ptl_prune import frozen, inits, supermask
 from ptl_prune.edgepopup import EdgePopup
 
 
@@ -39,6 +47,8 @@ def main() -> None:
     parser.add_argument("--frozen-pruned", type=float, default=0.25)
     parser.add_argument("--frozen-kept", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distribution", choices=("uniform", "erk"), default="uniform")
+    parser.add_argument("--model", default="conv2", help="a ptl Conv-2/4/6/8 (conv2 at width 0.25)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, os.path.join(args.checkout, "image_classification"))
@@ -47,7 +57,8 @@ def main() -> None:
     from layers.utils.set_kthvalue import set_kthvalue
 
     def build() -> nn.Module:
-        return plugins.get("models", "conv2").build(10, 1, 28, 0.25, params={})
+        width = 0.25 if args.model == "conv2" else 1.0
+        return plugins.get("models", args.model).build(10, 1, 28, width, params={})
 
     pruner = EdgePopup(
         sparsity=args.sparsity,
@@ -55,6 +66,7 @@ def main() -> None:
         score_abs=True,
         frozen_pruned=args.frozen_pruned,
         frozen_kept=args.frozen_kept,
+        frozen_distribution=args.distribution,
     )
     ours = pruning.prepare(pruner, build(), args.seed)
     theirs = build()
@@ -77,6 +89,8 @@ def main() -> None:
             new.ternary_frozen_mask.copy_(mask.frozen.float())
         parent._modules[child] = new
         pairs.append((mask, new))
+    if args.distribution == "erk":
+        compare_erk(theirs, pairs, args.frozen_pruned, args.frozen_kept)
     set_kthvalue(theirs, "global_ep", "cpu")
     opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9)
     opt_theirs = torch.optim.SGD([m.score for _, m in pairs], lr=0.1, momentum=0.9)
@@ -109,6 +123,41 @@ def main() -> None:
             f"{step + 1:4d}  {s_diff:22.3g}  {logits:15.3g}  {flips:22d}  {moved:18d}  "
             f"{pruner.sparsity(ours):.4f}/{1 - kept / total:.4f}"
         )
+
+
+def compare_erk(theirs: nn.Module, pairs: list, frozen_pruned: float, frozen_kept: float) -> None:
+    """Per layer: ptl's ERK frozen fractions (before rounding) and counts beside the reference's."""
+    import contextlib
+    import io
+
+    from utils.sparsity_distribution import get_sparsity_distribution
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the reference prints its every iteration
+        ref_p = get_sparsity_distribution(theirs, s_dist_method="erk", density=1 - frozen_pruned)
+        ref_f = get_sparsity_distribution(
+            theirs, s_dist_method="erk", density=1 - frozen_pruned - frozen_kept
+        )
+    ref_k = ref_f - ref_p  # float32, as initialize_params computes r_dist
+    shapes = [mask.shape for mask, _ in pairs]
+    ours_p = frozen.erk(shapes, frozen_pruned)
+    ours_k = [f - p for f, p in zip(frozen.erk(shapes, frozen_pruned + frozen_kept), ours_p, strict=True)]
+    print(f"ERK frozen fractions, frozen_pruned {frozen_pruned}, frozen_kept {frozen_kept}")
+    print("layer  weights  pruned fraction ptl / ref  kept fraction ptl / ref  P ptl / ref  K ptl / ref")
+    worst, apart, sums = 0.0, 0, [0, 0, 0, 0, 0]
+    for i, (mask, _) in enumerate(pairs):
+        n = mask.frozen.numel()
+        p, k = int((mask.frozen == frozen.PRUNED).sum()), int((mask.frozen == frozen.KEPT).sum())
+        cp, ck = int((n * ref_p[i]).int()), int((n * ref_k[i]).int())  # initialize_params' counts
+        worst = max(worst, abs(ours_p[i] - float(ref_p[i])), abs(ours_k[i] - float(ref_k[i])))
+        apart = max(apart, abs(p - cp), abs(k - ck))
+        sums = [a + b for a, b in zip(sums, (n, p, k, cp, ck), strict=True)]
+        fractions = f"{ours_p[i]:.7f} / {float(ref_p[i]):.7f}  {ours_k[i]:.7f} / {float(ref_k[i]):.7f}"
+        print(f"{i:5d}  {n:7d}  {fractions}  {p:6d} / {cp:<6d}  {k:6d} / {ck:<6d}")
+    n = sums[0]
+    print(
+        f"all    {n:7d}  frozen pruned {sums[1] / n:.6f} / {sums[3] / n:.6f}, kept {sums[2] / n:.6f} / "
+        f"{sums[4] / n:.6f}; largest fraction difference {worst:.2g}, largest count difference {apart}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ of the selected subnetwork), BatchNorm is non-affine unless ``bn_affine``, and o
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,6 +43,7 @@ class EdgePopup:
         sparsity_scope: str = "layer",
         frozen_pruned: float = 0.0,
         frozen_kept: float = 0.0,
+        frozen_distribution: str = "uniform",
     ) -> None:
         self.rate = sparsity
         self.scope = sparsity_scope
@@ -54,6 +56,7 @@ class EdgePopup:
         self.layer_sparsity = dict(layer_sparsity or {})
         #: partial search in a frozen network (:mod:`ptl_prune.frozen`): fractions frozen per layer
         self.frozen_pruned, self.frozen_kept = float(frozen_pruned), float(frozen_kept)
+        self.frozen_distribution = frozen_distribution
         self.seed = 0
         self.group: supermask.GlobalTopK | None = None
 
@@ -65,6 +68,8 @@ class EdgePopup:
             parameter.requires_grad_(False)
         layers = supermask.prunable_layers(model)
         self._check_patterns([name for name, _ in layers])
+        shapes = {name: tuple(module.weight.shape) for name, module in layers}
+        frozen_counts = self.frozen_counts(shapes) if self.frozen_pruned or self.frozen_kept else {}
         ranked_together = []
         for index, (name, module) in enumerate(layers):
             weight = inits.initial_weight(self.weight_init, module.weight.shape, self.seed, index)
@@ -77,8 +82,8 @@ class EdgePopup:
                 scores = inits.initial_scores(self.score_init, module.weight.shape, self.seed, index)
                 scores = scores.to(module.weight.device)
                 mask = supermask.attach(module, scores, rate, self.score_abs, self._kind())
-                if self.frozen_pruned or self.frozen_kept:
-                    self._freeze(mask, name, index, rate)
+                if name in frozen_counts:
+                    self._freeze(mask, index, *frozen_counts[name])
                 if self._override(name) is None:
                     ranked_together.append(mask)
         self.group = None
@@ -97,17 +102,66 @@ class EdgePopup:
 
         return frozen.partial(self.supermask_kind)
 
-    def _freeze(self, mask: supermask.Supermask, name: str, index: int, rate: float) -> None:
-        """Freeze this layer's seeded part (the rest keeps its scores): its rate must leave room."""
+    def _freeze(self, mask: supermask.Supermask, index: int, pruned: int, kept: int) -> None:
+        """Freeze this layer's seeded part (the rest keeps its scores)."""
         from ptl_prune import frozen
 
-        if self.frozen_pruned > rate + 1e-12 or self.frozen_kept > 1.0 - rate + 1e-12:
-            raise UserError(
-                f"layer {name!r} prunes {rate:g} of its weights, which cannot hold frozen_pruned "
-                f"{self.frozen_pruned:g} (at most the rate) and frozen_kept {self.frozen_kept:g} "
-                "(at most 1 - rate)"
+        mask.freeze(frozen.pattern_of(mask.shape, pruned, kept, self.seed, index))
+
+    def frozen_counts(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int]]:
+        """How many weights of each pruned layer are frozen pruned and kept (``shapes``: every
+        Conv/Linear layer's weight shape, in order), or the one-line error when they do not fit.
+
+        The distribution spreads the network-wide fractions over the layers with a positive rate.
+        A layer ranked on its own must prune at least its frozen-pruned weights and keep at least
+        its frozen-kept ones; layers ranked together (``sparsity_scope = "global"``) need that of
+        their totals only, each layer's count being free. :mod:`ptl_prune.preflight` calls this on
+        the network built on the meta device, so ``--dry-run`` refuses what the run would."""
+        from ptl_prune import frozen
+
+        names = list(shapes)
+        rates = {name: self.layer_rate(name, i, len(names)) for i, name in enumerate(names)}
+        pruned_layers = [name for name in names if rates[name] > 0]
+        counts = frozen.layer_counts(
+            [shapes[name] for name in pruned_layers],
+            self.frozen_pruned,
+            self.frozen_kept,
+            self.frozen_distribution,
+        )
+        out = dict(zip(pruned_layers, counts, strict=True))
+        together = [name for name in pruned_layers if self.scope == "global" and self._override(name) is None]
+        for name in pruned_layers:
+            if name in together:
+                continue
+            n = math.prod(shapes[name])
+            cut, (p, k) = supermask.num_pruned(n, rates[name]), out[name]
+            if p > cut or k > n - cut:
+                uniform = self.frozen_distribution == "uniform"  # the fractions asked, else the layer's
+                fp, fk = (self.frozen_pruned, self.frozen_kept) if uniform else (p / n, k / n)
+                raise UserError(
+                    f"layer {name!r} prunes {rates[name]:g} of its weights, which cannot hold its "
+                    f"frozen_pruned {fp:.4g} (at most the rate) and frozen_kept {fk:.4g} "
+                    f"(at most 1 - rate){self._frozen_hint()}"
+                )
+        if together:
+            n = sum(math.prod(shapes[name]) for name in together)
+            cut = supermask.num_pruned(n, self.rate)
+            p, k = (sum(out[name][i] for name in together) for i in (0, 1))
+            if p > cut or k > n - cut:
+                raise UserError(
+                    f"the {len(together)} layers ranked together prune {cut} of their {n} weights and "
+                    f"keep {n - cut}, which cannot hold {p} frozen pruned and {k} frozen kept; lower "
+                    "pruner.params.frozen_pruned/frozen_kept or change the sparsity"
+                )
+        return out
+
+    def _frozen_hint(self) -> str:
+        if self.frozen_distribution == "erk":
+            return (
+                "; frozen_distribution 'erk' freezes large layers more than the network-wide fractions: "
+                "lower them, or rank the layers together (sparsity_scope 'global')"
             )
-        mask.freeze(frozen.pattern(mask.shape, self.frozen_pruned, self.frozen_kept, self.seed, index))
+        return ""
 
     def _check_patterns(self, names: list[str]) -> None:
         """A ``layer_sparsity`` glob that matches no layer is a typo: fail before anything trains."""

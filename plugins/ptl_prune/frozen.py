@@ -15,8 +15,18 @@ backward), so every supermask kind — edge-popup's, MPT's, the signed one — w
 (:func:`partial` mixes this into the pruner's ``supermask_kind``).
 
 Which weights are frozen is drawn per layer from ``(seed, layer)``: a random permutation, its first
-``round(frozen_pruned·n)`` entries pruned, the next ``round(frozen_kept·n)`` kept (the reference's
-"epl" distribution: the same fractions in every layer; its ERK-shaped distributions are not built).
+``P`` entries pruned, the next ``K`` kept. How many (``frozen_distribution``, :func:`layer_counts`):
+
+- ``uniform``: ``P = round(frozen_pruned·n)`` and ``K = round(frozen_kept·n)`` in every layer (the
+  reference's "epl" distribution);
+- ``erk``: Erdős–Rényi-Kernel shaped, the reference's ``m_init_method: erk`` with its
+  ``r_method: sparsity_distribution``: the layer's frozen-pruned fraction is the ERK sparsity at
+  network-wide sparsity ``frozen_pruned``, its whole frozen fraction the ERK sparsity at
+  ``frozen_pruned + frozen_kept``, the kept one their difference. ERK gives a layer of shape
+  ``(d_1, ..., d_k)`` a density proportional to ``Σd_i / Πd_i`` (large layers are frozen more,
+  small ones less or not at all) so that the densities, weighted by the layers' sizes, average
+  to ``1 - f`` exactly: the network-wide fractions are the requested ones, up to each layer's
+  rounding (``round(f_l·n)``, half up).
 """
 
 from __future__ import annotations
@@ -33,13 +43,69 @@ from ptl_prune import inits, supermask
 PRUNED, SEARCHED, KEPT = -1, 0, 1
 
 
+DISTRIBUTIONS = ("uniform", "erk")
+
+
+def erk(shapes: list[tuple[int, ...]], fraction: float) -> list[float]:
+    """The fraction of each layer (of these shapes) that ERK assigns at network-wide ``fraction``.
+
+    Each layer's complement (its density) is ``ε·Σd_i/Πd_i``, with ``ε`` chosen so that the
+    densities times the layer sizes add up to ``(1 - fraction)·N``. A layer whose density would
+    reach 1 gets none (fraction 0), and ``ε`` is solved again over the others, largest ratio
+    first, until every density is below 1 (the RigL paper's procedure, as the reference runs it).
+    """
+    sizes = [math.prod(shape) for shape in shapes]
+    ratio = [sum(shape) / n for shape, n in zip(shapes, sizes, strict=True)]
+    whole: set[int] = set()  # the layers given no fraction
+    eps = 0.0
+    while len(whole) < len(shapes):
+        free = [i for i in range(len(shapes)) if i not in whole]
+        target = (1.0 - fraction) * sum(sizes[i] for i in free) - fraction * sum(sizes[i] for i in whole)
+        eps = target / sum(ratio[i] * sizes[i] for i in free)
+        top = max(ratio[i] for i in free)
+        if eps * top < 1.0:
+            break
+        whole.update(i for i in free if ratio[i] == top)
+    return [0.0 if i in whole else 1.0 - eps * ratio[i] for i in range(len(shapes))]
+
+
+def layer_counts(
+    shapes: list[tuple[int, ...]], frozen_pruned: float, frozen_kept: float, distribution: str
+) -> list[tuple[int, int]]:
+    """``(P, K)`` of each layer: how many of its weights are frozen pruned and frozen kept.
+
+    ``uniform`` rounds each fraction of each layer; ``erk`` rounds the layer's ERK fractions at
+    ``frozen_pruned`` and at ``frozen_pruned + frozen_kept``, kept being their difference."""
+    sizes = [math.prod(shape) for shape in shapes]
+    if distribution == "uniform":
+        return [(supermask.num_pruned(n, frozen_pruned), supermask.num_pruned(n, frozen_kept)) for n in sizes]
+    if distribution != "erk":
+        raise ValueError(f"frozen_distribution {distribution!r}: expected one of {DISTRIBUTIONS}")
+    pruned = erk(shapes, frozen_pruned) if frozen_pruned else [0.0] * len(shapes)
+    both = erk(shapes, frozen_pruned + frozen_kept) if frozen_kept else pruned
+    out = []
+    for n, p, f in zip(sizes, pruned, both, strict=True):
+        frozen_p, frozen = supermask.num_pruned(n, p), supermask.num_pruned(n, f)
+        out.append((frozen_p, max(frozen, frozen_p) - frozen_p))  # f >= p: max only absorbs float noise
+    return out
+
+
 def pattern(
     shape: tuple[int, ...], frozen_pruned: float, frozen_kept: float, seed: int, layer: int
 ) -> torch.Tensor:
-    """The frozen pattern of prunable layer ``layer`` (int8: -1 pruned, 0 searched, +1 kept)."""
+    """The frozen pattern of prunable layer ``layer`` (int8: -1 pruned, 0 searched, +1 kept) with
+    ``round(f·n)`` weights of each kind (the uniform distribution)."""
+    n = math.prod(shape)
+    return pattern_of(
+        shape, supermask.num_pruned(n, frozen_pruned), supermask.num_pruned(n, frozen_kept), seed, layer
+    )
+
+
+def pattern_of(shape: tuple[int, ...], pruned: int, kept: int, seed: int, layer: int) -> torch.Tensor:
+    """The frozen pattern of layer ``layer`` with ``pruned`` and ``kept`` frozen weights: the first
+    entries of a permutation seeded by ``(seed, layer)``, so the kinds never overlap."""
     n = math.prod(shape)
     order = torch.randperm(n, generator=generator_for(seed, inits.FROZEN, layer))
-    pruned, kept = supermask.num_pruned(n, frozen_pruned), supermask.num_pruned(n, frozen_kept)
     out = torch.zeros(n, dtype=torch.int8)
     out[order[:pruned]] = PRUNED
     out[order[pruned : pruned + kept]] = KEPT

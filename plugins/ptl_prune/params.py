@@ -82,6 +82,12 @@ class EdgePopupParams(Params):
         description="partial search: this fraction of each pruned layer is frozen as kept (seeded), "
         "at most 1 - sparsity; no scores are kept for it",
     )
+    frozen_distribution: Literal["uniform", "erk"] = Field(
+        "uniform",
+        description="partial search: uniform freezes the same fractions of every pruned layer (the "
+        "reference's epl); erk shapes them Erdős–Rényi-Kernel-wise (large layers more), the same "
+        "fractions network-wide",
+    )
 
     @field_validator("layer_sparsity")
     @classmethod

@@ -91,6 +91,10 @@ def check(recipe: Any) -> None:
                 "pruner 'gem-miner' fine-tunes weights that get no gradient while the scores search, "
                 "which DistributedDataParallel cannot bucket; run its fine-tuning in one process"
             )
+    if (params.get("frozen_pruned") or params.get("frozen_kept")) and (
+        params.get("frozen_distribution") == "erk" or needs_network(params)
+    ):
+        _check_frozen(recipe)
     if not needs_network(params):
         return
     from ptl_prune.build import build_pruner
@@ -140,3 +144,33 @@ def _require_relu_modules(recipe: Any) -> None:
         return
     if not any(isinstance(m, nn.ReLU) for m in model.modules()):
         MPT(activations="binary").prepare(nn.Sequential(), 0)  # raises the run's one-line error
+
+
+def _check_frozen(recipe: Any) -> None:
+    """The error a partial search raises when its frozen counts do not fit the layers' rates
+    (ERK-shaped counts depend on every layer's shape, so the network is built on the meta device
+    with the dataset's real sizes; a dataset whose sizes depend on its files is checked by the run)."""
+    import torch
+
+    from ptl_cli import plugins
+    from ptl_prune.build import build_model, build_pruner
+    from ptl_prune.supermask import prunable_layers
+
+    facts = plugins.get("datasets", recipe.data.dataset).facts(recipe.data.params, "data.params")
+    if facts is None:
+        return
+    arch = {
+        "model": recipe.model.name,
+        "width": float(recipe.model.width),
+        "params": {k: v for k, v in recipe.model.params.items() if k != "weights"},
+        "num_classes": int(facts.num_classes),
+        "in_channels": int(facts.channels),
+        "image_size": int(facts.image_size),
+    }
+    try:
+        with torch.device("meta"):
+            model = build_model(arch)
+    except Exception:  # the run checks it
+        return
+    shapes = {name: tuple(module.weight.shape) for name, module in prunable_layers(model)}
+    build_pruner(recipe.pruner.model_dump()).frozen_counts(shapes)

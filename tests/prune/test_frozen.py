@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -34,6 +36,52 @@ def test_pattern_is_seeded_per_layer_with_exact_counts():
     assert torch.equal(a, frozen.pattern((64, 32, 3, 3), 0.3, 0.2, seed=0, layer=1))
     assert not torch.equal(a, frozen.pattern((64, 32, 3, 3), 0.3, 0.2, seed=0, layer=2))
     assert not torch.equal(a, frozen.pattern((64, 32, 3, 3), 0.3, 0.2, seed=1, layer=1))
+
+
+def test_erk_freezes_large_layers_more_with_the_network_wide_fractions_asked():
+    shapes = [tuple(m.weight.shape) for _, m in supermask.prunable_layers(build("conv6"))]
+    sizes = [math.prod(s) for s in shapes]
+    erk = frozen.layer_counts(shapes, 0.3, 0.2, "erk")
+    uniform = frozen.layer_counts(shapes, 0.3, 0.2, "uniform")
+    for counts in (erk, uniform):  # the fractions asked, over all layers, up to each layer's rounding
+        assert abs(sum(p for p, _ in counts) - 0.3 * sum(sizes)) <= len(sizes) / 2
+        assert abs(sum(k for _, k in counts) - 0.2 * sum(sizes)) <= len(sizes) / 2
+        assert all(p + k <= n for (p, k), n in zip(counts, sizes, strict=True))
+    assert erk != uniform
+    pruned = [p / n for (p, _), n in zip(erk, sizes, strict=True)]
+    frozen_all = [(p + k) / n for (p, k), n in zip(erk, sizes, strict=True)]
+    # ERK: the density 1 - f of a layer ∝ Σ dims / Π dims (the first and last layers, small, are
+    # left whole); the largest layer (4096 → 256) is frozen most
+    ratio = [sum(s) / n for s, n in zip(shapes, sizes, strict=True)]
+    free = [i for i, f in enumerate(pruned) if f > 0]
+    assert pruned[0] == pruned[-1] == 0 and free
+    eps = [(1 - pruned[i]) / ratio[i] for i in free]
+    assert max(eps) - min(eps) < 1e-3 * max(eps)  # the same ε wherever ERK's rounding allows
+    largest = max(range(len(sizes)), key=sizes.__getitem__)
+    assert max(range(len(sizes)), key=frozen_all.__getitem__) == largest
+    assert frozen.layer_counts(shapes, 0, 0, "erk") == [(0, 0)] * len(shapes)
+
+
+def test_erk_patterns_train_with_exact_global_sparsity(fashion):
+    images, labels = fashion
+    pruner = EdgePopup(
+        sparsity=0.6, sparsity_scope="global", frozen_pruned=0.3, frozen_kept=0.2, frozen_distribution="erk"
+    )
+    model = _prepared(pruner)
+    shapes = [mask.shape for *_, mask in supermask.masked_layers(model)]
+    expected = frozen.layer_counts(shapes, 0.3, 0.2, "erk")
+    got = [
+        (int((m.frozen == -1).sum()), int((m.frozen == 1).sum())) for *_, m in supermask.masked_layers(model)
+    ]
+    assert got == expected
+    train_steps(model, pruner, images, labels, steps=3, lr=1.0, batch=16)
+    kept_total = n_total = 0
+    for *_, mask in supermask.masked_layers(model):
+        kept = mask.kept()
+        assert kept[mask.frozen == 1].all() and not kept[mask.frozen == -1].any()
+        assert mask.scores.numel() == int((mask.frozen == 0).sum())
+        kept_total, n_total = kept_total + int(kept.sum()), n_total + kept.numel()
+    assert n_total - kept_total == supermask.num_pruned(n_total, 0.6)  # exact over all layers
 
 
 def test_frozen_parts_stay_decided_and_only_the_rest_is_searched(fashion):
@@ -93,6 +141,7 @@ def test_score_memory_shrinks_with_the_frozen_fraction(fashion):
         ("iterand", {"sparsity": 0.5, "frozen_pruned": 0.25, "frozen_kept": 0.25, "rerand_freq": 1}),
         ("mpt", {"sparsity": 0.5, "frozen_kept": 0.25}),
         ("partial-search", {}),
+        ("partial-search", {"frozen_distribution": "erk", "rerand_lambda": 0.5, "rerand_freq": 1}),
     ],
 )
 def test_contract_resume_and_simulated_gpu(method, params):
@@ -129,20 +178,34 @@ def test_settings_that_cannot_hold_the_frozen_parts_fail_in_one_line(cli):
     )
     with pytest.raises(UserError, match="frozen_pruned 0.3 .at most the rate"):
         _prepared(EdgePopup(sparsity=0.5, frozen_pruned=0.3, layer_sparsity={"features.0": 0.2}))
+    code, _, err = cli(
+        "prune", "--method", "partial-search", "--set", "pruner.params.frozen_distribution=erk",
+        "--set", "pruner.params.sparsity_scope=layer", "--set", "pruner.params.frozen_pruned=0.45",
+        "--dry-run",
+    )  # fmt: skip
+    assert (
+        code == 2 and "layer 'features.2' prunes 0.5" in err and "'erk'" in err and len(err.splitlines()) == 1
+    )
+    erk = ["--set", "pruner.params.frozen_distribution=erk"]
+    assert cli("prune", "--method", "partial-search", *erk, "--dry-run")[0] == 0  # global: it fits
     with pytest.raises(UserError, match="does not search part of a frozen network"):
         Multicoated(frozen_pruned=0.1)
 
 
-def test_cli_prune_resume_export_and_ticket(cli, show, tmp_path):
+@pytest.mark.parametrize("distribution", ["uniform", "erk"])
+def test_cli_prune_resume_export_and_ticket(cli, show, tmp_path, distribution):
     """The named method (its quickstart: a quarter frozen pruned, a quarter kept, global |S|) with
-    IteRand's re-draws added: resumed bit-identical, and its ticket rebuilds it."""
+    IteRand's re-draws added, in either frozen distribution: resumed bit-identical, and its ticket
+    rebuilds it."""
     args = ["--method", "partial-search", "--rerand-lambda", "0.1", "--rerand-freq", "3", *TINY]
+    args += ["--set", f"pruner.params.frozen_distribution={distribution}"]
     whole = tmp_path / "whole"
     code, _, err = cli("prune", *args, "--out", whole)
     assert code == 0, err
     summary = show(whole)
     assert summary["metrics"]["sparsity"] == pytest.approx(0.5, abs=1e-5)  # exact over all layers
     assert summary["recipe"]["pruner"]["params"]["frozen_kept"] == 0.25
+    assert summary["recipe"]["pruner"]["params"]["frozen_distribution"] == distribution
     stopped = tmp_path / "stopped"
     assert cli("prune", *args, "--out", stopped, "--set", "train.stop_after_steps=5")[0] == 130
     code, _, err = cli("resume", stopped, "--quiet")
