@@ -30,8 +30,10 @@ with these deliberate differences:
   weight 0, so that DistributedDataParallel sees a gradient for every parameter;
 * images must be square (a quarter turn of a non-square batch changes its shape).
 
-It keeps no state: under ``torchrun`` each rank computes the loss of its own share (BatchNorm
-over that share), as USB's ranks do.
+It keeps no state: under ``torchrun`` each rank computes the loss of its own share, as USB's ranks
+do. Every term is a per-sample mean, so on equal shares of a network without BatchNorm 2 ranks log
+what 1 process logs (``tests/scale/test_scale_usb_family_ddp.py``); with BatchNorm the statistics
+are each share's.
 """
 
 from __future__ import annotations
