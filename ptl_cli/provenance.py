@@ -162,6 +162,17 @@ def record(run: Any, recipe: dict[str, Any], kind: str, device: Any, resuming: b
         run.update(resumed_under=[*info.get("resumed_under", []), changed])
 
 
+def record_processes(run: Any, processes: int, threads: int) -> None:
+    """Record that ``run`` computes in ``processes`` child processes of ``threads`` intra-op threads
+    each (a transfer run's lanes). The ``threads`` that :func:`collect` saw are the parent's, which
+    only waits for its children: alone they would say the numbers came from more threads than
+    computed them, and the thread count changes the last digits (docs/measured.md)."""
+    provenance = run.info().get("provenance")
+    children = {"count": processes, "threads": threads}
+    if isinstance(provenance, dict) and provenance.get("processes") != children:
+        run.update(provenance={**provenance, "processes": children})
+
+
 # -- reading it back -------------------------------------------------------------------------------
 def lines(provenance: dict[str, Any]) -> list[str]:
     """Provenance as ``ptl runs show`` prints it, one fact a line."""
@@ -172,10 +183,15 @@ def lines(provenance: dict[str, Any]) -> list[str]:
     built = [f"CUDA {p['cuda']}"] if p.get("cuda") else []
     built += [f"cuDNN {p['cudnn']}"] if p.get("cudnn") else []
     torch = p.get("torch", "?") + (f" (built with {', '.join(built)})" if built else "")
+    children = p.get("processes")
+    threads = f"{p.get('threads', '?')} threads"
+    if isinstance(children, dict):
+        each = children.get("threads", "?")
+        threads = f"{children.get('count', '?')} processes of {each} thread{'s' * (each != 1)} each"
     out = [
         f"ptl {ptl}, Python {p.get('python', '?')}, torch {torch}",
-        f"device {p.get('device', '?')}, CPU kernels {p.get('cpu_capability', '?')}, "
-        f"{p.get('threads', '?')} threads; {p.get('platform', '?')}",
+        f"device {p.get('device', '?')}, CPU kernels {p.get('cpu_capability', '?')}, {threads}; "
+        f"{p.get('platform', '?')}",
     ]
     if p.get("env"):
         out.append("environment: " + ", ".join(f"{k}={v}" for k, v in p["env"].items()))
@@ -188,7 +204,10 @@ def lines(provenance: dict[str, Any]) -> list[str]:
 
 def flat(provenance: dict[str, Any]) -> dict[str, Any]:
     """One value per fact (``plugin pruners iterand`` -> ``ptl 0.1.0``), for comparing runs."""
-    out = {k: v for k, v in provenance.items() if k not in ("plugins", "env")}
+    out = {k: v for k, v in provenance.items() if k not in ("plugins", "env", "processes")}
+    children = provenance.get("processes")
+    if isinstance(children, dict):
+        out["processes"] = f"{children.get('count')} × {children.get('threads')} threads"
     out |= {f"env {k}": v for k, v in (provenance.get("env") or {}).items()}
     for used in provenance.get("plugins", []):
         out[f"plugin {used['kind']} {used['name']}"] = f"{used['distribution']} {used['version']}".strip()

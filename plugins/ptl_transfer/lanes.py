@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ptl_cli import atomic, recipes
+from ptl_cli import atomic, provenance, recipes
 from ptl_cli.engine.interrupt import Interrupted
 from ptl_cli.errors import RunFailure, UserError
 from ptl_cli.runs import Run
@@ -145,6 +145,7 @@ def run(ctx: Any, dealt: list[list[str]], threads: int) -> dict[str, Any]:
     if ctx.resuming:  # (lanes never run under torchrun: this process is the only one)
         ctx.run.replace_metrics([])  # relayed again from the lanes, gathered at the end
     lanes = [Lane(root, i, stage_list) for i, stage_list in enumerate(dealt)]
+    provenance.record_processes(ctx.run, len(lanes), threads)
     ctx.say(
         f"{len(lanes)} processes of {threads} thread{'s' * (threads > 1)}: "
         + " | ".join(", ".join(lane.stages) for lane in lanes)

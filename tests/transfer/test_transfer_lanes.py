@@ -172,6 +172,10 @@ def test_lanes_compute_what_one_process_computes(one_process, tmp_path):
     ]  # fmt: skip
     shown = run_ptl("runs", "show", out)
     assert shown.returncode == 0 and "pp+pssl" in shown.stdout and "pcs-pool" in shown.stdout
+    # provenance names the threads that computed (each lane's), not only the waiting parent's
+    assert "2 processes of 1 thread each" in shown.stdout
+    made = Run(out).info()["provenance"]
+    assert made["processes"] == {"count": 2, "threads": 1} and made["threads"] == 2
     total = TransferWorkflow().results_table(Run(out))[1][-1]
     assert total[0] == "total" and "2 processes side by side" in total[1]
 
