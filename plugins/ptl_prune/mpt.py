@@ -14,11 +14,13 @@ kept (the reference divides by ``int(k·n)``, which can differ from its kept cou
 With ``activations = "binary"`` (MPT-1/1) every ``nn.ReLU`` module of the model becomes a sign
 activation whose backward is Bi-Real Net's piecewise-quadratic approximation, as the reference's
 ``BiRealAct``: ``d sign(x)/dx ≈ 2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), 0 elsewhere. The input
-image and the logits stay real. The reference's binary-activation networks (``*_BinAct``) also put
-a BatchNorm before each sign; ptl keeps the model's layers as they are (its Conv-2/4/6/8 have none),
-and a model whose activations are not ``nn.ReLU`` modules (ptl's ResNets call ``F.relu``) is
-refused in one line. Such a network's exports are refused too: a plain state dict of the
-architecture would run ReLUs.
+image and the logits stay real. As in the reference's binary-activation networks (``*_BinAct``),
+a BatchNorm comes before each sign (``binary_batchnorm``, default true): non-affine unless
+``bn_affine``, with running statistics, sized by the Conv/Linear layer registered last before the
+``nn.ReLU`` it replaces (``BatchNorm2d`` after a ``Conv2d``, ``BatchNorm1d`` after a ``Linear``),
+decided at ``prepare`` without a forward. A model whose activations are not ``nn.ReLU`` modules
+(ptl's ResNets call ``F.relu``) is refused in one line. Such a network's exports are refused too: a
+plain state dict of the architecture would run ReLUs.
 
 Exports write the binarized weights. A ticket (seed + 1-bit masks of ``W``) rebuilds ``W ⊙ m``, not
 ``α · sign(W) ⊙ m``, so MPT declares none: ``ptl export --format ticket`` refuses in one line.
@@ -95,10 +97,68 @@ class _SignWithBiRealGradient(torch.autograd.Function):
 
 
 class BinaryActivation(nn.Module):
-    """The sign activation of MPT-1/1 (what replaces each ``nn.ReLU``); no state."""
+    """The sign activation of MPT-1/1 (what replaces each ``nn.ReLU``), after ``norm`` if given:
+    a sign of unnormalized inputs is mostly that of their mean, so the reference normalizes first."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm | None = None, after: str = "") -> None:
+        super().__init__()
+        self.norm = norm
+        self.after = after  # the layer that sized ``norm``, for the error below
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            if x.dim() < 2 or x.shape[1] != self.norm.num_features:
+                raise UserError(
+                    f"MPT-1/1's BatchNorm before a sign has {self.norm.num_features} channels, sized by "
+                    f"layer {self.after!r} (the Conv/Linear registered before the ReLU), but gets inputs "
+                    f"of shape {tuple(x.shape)}; set pruner.params.binary_batchnorm=false for this model"
+                )
+            x = self.norm(x)
         return _SignWithBiRealGradient.apply(x)
+
+
+#: the BatchNorm that normalizes each kind of layer's output
+_NORM_AFTER = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+    nn.Linear: nn.BatchNorm1d,
+}
+
+
+def binarize_activations(model: nn.Module, batchnorm: bool, affine: bool = False) -> None:
+    """Replace every ``nn.ReLU`` module of ``model`` by the sign activation, each after a BatchNorm
+    (``batchnorm``) sized by the last Conv/Linear layer registered before it: in a sequential
+    network the layer whose output it receives. Refused in one line when there is no ReLU module,
+    or a ReLU with no such layer before it."""
+    last: tuple[str, nn.Module] | None = None
+    replace = []
+    for name, module in model.named_modules():
+        if isinstance(module, tuple(_NORM_AFTER)):
+            last = (name, module)
+        elif isinstance(module, nn.ReLU):
+            if batchnorm and last is None:
+                raise UserError(
+                    f"pruner 'mpt' puts a BatchNorm before each sign, sized by the Conv/Linear layer "
+                    f"before the ReLU, and ReLU {name!r} has none before it; set "
+                    "pruner.params.binary_batchnorm=false"
+                )
+            replace.append((name, last))
+    if not replace:
+        raise UserError(
+            "pruner 'mpt' with activations 'binary' replaces the model's nn.ReLU modules, and this "
+            "model has none (its activations are functions, e.g. ptl's ResNets); use a Conv-2/4/6/8"
+        )
+    for name, before in replace:
+        norm, layer_name = None, ""
+        if batchnorm and before is not None:
+            layer_name, layer = before
+            weight = supermask.original(layer)
+            channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            kind = next(bn for cls, bn in _NORM_AFTER.items() if isinstance(layer, cls))  # parametrized too
+            norm = kind(channels, affine=affine, device=weight.device, dtype=weight.dtype)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, BinaryActivation(norm, layer_name))
 
 
 class MPT(IteRand):
@@ -116,24 +176,19 @@ class MPT(IteRand):
         weight_init: str = "kaiming_normal",
         rerand_lambda: float = 0.0,
         activations: str = "real",
+        binary_batchnorm: bool = True,
         **iterand: Any,
     ) -> None:
         super().__init__(score_abs=score_abs, weight_init=weight_init, rerand_lambda=rerand_lambda, **iterand)
         self.activations = activations
+        self.binary_batchnorm = binary_batchnorm
 
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
-        """edge-popup's, then (MPT-1/1) every ``nn.ReLU`` module replaced by the sign activation."""
+        """edge-popup's, then (MPT-1/1) every ``nn.ReLU`` module replaced by the sign activation
+        (after a BatchNorm with ``binary_batchnorm``: :func:`binarize_activations`)."""
         super().prepare(model, seed)
         if self.activations == "binary":
-            relus = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
-            if not relus:
-                raise UserError(
-                    "pruner 'mpt' with activations 'binary' replaces the model's nn.ReLU modules, and this "
-                    "model has none (its activations are functions, e.g. ptl's ResNets); use a Conv-2/4/6/8"
-                )
-            for name in relus:
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, BinaryActivation())
+            binarize_activations(model, self.binary_batchnorm, self.bn_affine)
         return model
 
     def export_dense(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -152,6 +152,11 @@ class MPTParams(IteRandParams):
         description="binary (MPT-1/1): the model's nn.ReLU modules become sign(x) with Bi-Real's "
         "gradient; real (MPT-1/32): unchanged",
     )
+    binary_batchnorm: bool = Field(
+        True,
+        description="binary activations only: a BatchNorm (non-affine unless bn_affine, running stats) "
+        "before each sign, as the reference's *_BinAct networks; sized by the Conv/Linear before the ReLU",
+    )
 
 
 class PartialSearchParams(IteRandParams):

@@ -121,13 +121,13 @@ def _matches(pattern: str, names: list[str]) -> bool:
 
 
 def _require_relu_modules(recipe: Any) -> None:
-    """The error MPT's binary activations raise on a model without ``nn.ReLU`` modules (built on
-    the meta device, as :func:`layer_names` does)."""
+    """The error MPT's binary activations raise on a model without ``nn.ReLU`` modules, or (with
+    ``binary_batchnorm``) with a ReLU that no Conv/Linear layer precedes (built on the meta device,
+    as :func:`layer_names` does)."""
     import torch
-    from torch import nn
 
     from ptl_prune.build import build_model
-    from ptl_prune.mpt import MPT
+    from ptl_prune.mpt import binarize_activations
 
     arch = {
         "model": recipe.model.name,
@@ -142,8 +142,7 @@ def _require_relu_modules(recipe: Any) -> None:
             model = build_model(arch)
     except Exception:  # the run checks it
         return
-    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
-        MPT(activations="binary").prepare(nn.Sequential(), 0)  # raises the run's one-line error
+    binarize_activations(model, bool(recipe.pruner_params.get("binary_batchnorm", True)))  # the run's error
 
 
 def _check_frozen(recipe: Any) -> None:
