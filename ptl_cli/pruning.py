@@ -12,8 +12,9 @@ Optional members of a pruner (documented in ``docs/plugins/reference.md``):
   the model — not on private tensor attributes.
 * ``sparsity_by_layer(model) -> {layer name: fraction pruned}`` — for the run's metrics, report
   and ``ptl runs show``; without it ptl counts the exact zeros of ``export_dense`` per layer.
-* ``ticket_spec(model) -> TicketSpec`` — what rebuilds the network: ``ptl export --format ticket``
-  works for exactly the pruners that have it.
+* ``ticket_spec(model) -> TicketSpec`` — what rebuilds the network (seed, masks as kept/pruned or
+  as integer levels, re-draws, per-layer gains): ``ptl export --format ticket`` works for exactly
+  the pruners that have it.
 
 The core imports no algorithm: the ticket *format* lives in the built-in prune plugin; this module
 only says what a pruner must declare.
@@ -33,7 +34,8 @@ if TYPE_CHECKING:  # torch is heavy; this module must be importable without it
 
 @dataclass(frozen=True)
 class TicketSpec:
-    """What rebuilds a score-only pruner's network: its seed, weight distribution, masks, re-draws.
+    """What rebuilds a score-only pruner's network: its seed, weight distribution, masks, re-draws,
+    and for pruners that map the kept weights (signs, levels, binarization) that map.
 
     The network must be exactly this: every prunable layer (``nn.Conv1d/2d/3d``/``nn.Linear``,
     numbered in ``model.named_modules()`` order from 0) holds
@@ -41,7 +43,21 @@ class TicketSpec:
     a re-draw: the ``e``-th re-draw (at step ``redraws[e - 1]``) of layer ``i`` is the whole fresh
     tensor ``ptl_prune.inits.draw(weight_init, shape, ptl_prune.inits.redraw_generator(seed,
     step, i))``, and ``sources[name]`` says which draw each weight holds (0 = the initial one).
-    ``masks[name]`` (True = kept) is given for every masked layer; a layer without one is dense.
+    Call that drawn tensor ``W``. ``masks[name]`` is given for every masked layer (a layer without
+    one is dense, ``W`` itself) and says what the layer computes with:
+
+    * a bool tensor (True = kept): ``where(m, W, 0)`` — edge-popup, IteRand;
+    * an integer tensor of levels ``m`` in [-127, 127]: ``where(m != 0, W · m, 0)`` — a signed
+      mask in {−1, 0, 1} flips a weight's sign, a multi-level one in {0, …, C} counts it C times.
+
+    ``gains[name]`` (a float per masked layer, optional) binarizes the layer's weight first:
+    ``W`` is replaced by ``gain · sign(W)`` before the mask applies (MPT's ``α · sign(W) ⊙ m``).
+    The gain is *stored*, not recomputed from ``W`` and the mask: a gain such as a mean magnitude
+    is a float reduction whose last bit depends on its summation order — the device, thread count
+    and vector width of the machine that trained — so a recomputed one could rebuild another
+    network than the one verified; stored, the rebuild is elementwise only (IEEE-exact on every
+    machine) for four bytes a layer. Declare it as the forward computed it (a 0-dim tensor of the
+    weight's dtype, or a float that dtype holds exactly).
     Biases, BatchNorm statistics and every other tensor are taken from ``export_dense``.
 
     ptl rebuilds the network from the written ticket and compares it with ``export_dense`` bit for
@@ -53,6 +69,7 @@ class TicketSpec:
     masks: Mapping[str, torch.Tensor]
     redraws: Sequence[int] = ()
     sources: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    gains: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 def prepare(pruner: Any, model: nn.Module, seed: int) -> nn.Module:

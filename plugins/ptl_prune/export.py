@@ -76,7 +76,7 @@ def export_run(run: Any, fmt: str, out: str | None, verify: bool) -> list[str]:
             )
         events = len(meta["events"])
         draws = f"{events} re-draw{'' if events == 1 else 's'}"
-        lines.append(f"wrote {path}: ticket {_human(len(data))} (seed + 1-bit masks + {draws})")
+        lines.append(f"wrote {path}: ticket {_human(len(data))} (seed + {_ticket_contents(meta)} + {draws})")
         lines.append(
             f"dense masked weights: {_human(len(dense_bytes))} as safetensors; the ticket is "
             f"{len(dense_bytes) / len(data):.1f}× smaller"
@@ -131,6 +131,13 @@ def _ticket(model: nn.Module, pruner: Any, method: str, dense: dict, arch: dict)
         raise UserError(f"pruner {method!r}: ticket_spec(model) raised {type(exc).__name__}: {exc}") from None
     tensors, meta = make_ticket(model, spec, arch, method, dense)
     return ticket_bytes(tensors, meta), meta
+
+
+def _ticket_contents(meta: dict[str, Any]) -> str:
+    """What a ticket holds besides its seed and re-draws, as the export's line says it."""
+    layers = meta["layers"]
+    masks = "masks with levels" if any("levels" in layer for layer in layers) else "1-bit masks"
+    return masks + (" + per-layer gains" if any(layer.get("gain") for layer in layers) else "")
 
 
 def load_masked_model(path: str | Path) -> nn.Module:

@@ -22,8 +22,8 @@ decided at ``prepare`` without a forward. A model whose activations are not ``nn
 (ptl's ResNets call ``F.relu``) is refused in one line. Such a network's exports are refused too: a
 plain state dict of the architecture would run ReLUs.
 
-Exports write the binarized weights. A ticket (seed + 1-bit masks of ``W``) rebuilds ``W ⊙ m``, not
-``α · sign(W) ⊙ m``, so MPT declares none: ``ptl export --format ticket`` refuses in one line.
+Exports write the binarized weights. A ticket stores the seed, the 1-bit masks and each layer's
+``α`` (one float, the ticket's per-layer gain), and rebuilds ``α · sign(W) ⊙ m`` bit for bit.
 """
 
 from __future__ import annotations
@@ -201,10 +201,20 @@ class MPT(IteRand):
         return dense_with(model, supermask.dense_state_dict(model))
 
     def ticket_spec(self, model: nn.Module) -> TicketSpec:
-        raise UserError(
-            f"pruner {self.method!r} computes with α·sign(W) on the kept weights, which a ticket (seed + "
-            "1-bit masks of W) does not rebuild; export it with --format safetensors"
-        )
+        """IteRand's declaration (seed, 1-bit masks, re-draws) plus each layer's ``α`` as its gain:
+        the ticket rebuilds ``α · sign(W) ⊙ m``. ``α`` is stored, not recomputed (a float mean
+        whose last bit depends on the summation order: :class:`ptl_cli.pruning.TicketSpec`), and
+        read back from the weight the forward uses — ``|α · sign(W)| = α`` exactly at any kept
+        ``W ≠ 0`` — so it is the very float the network ran with (0 when no kept ``W`` is nonzero,
+        which rebuilds the same all-zero layer)."""
+        import dataclasses
+
+        spec = super().ticket_spec(model)
+        gains = {}
+        with torch.no_grad():
+            for _, name, module, mask in supermask.masked_layers(model):
+                gains[name] = mask.dense(supermask.original(module)).abs().amax().cpu()
+        return dataclasses.replace(spec, gains=gains)
 
 
 def dense_with(model: nn.Module, dense: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,11 +14,13 @@ scale; only the last layer's logits would differ); coats rank each layer on its 
 ``sparsity_scope = "global"`` is refused. A layer with its own rate ``r`` (``layer_sparsity``)
 keeps, in coat ``c``, the share ``(1 - p_c)/(1 - p_0)`` of its ``1 - r``.
 
-A ticket's 1-bit masks cannot hold the levels, so none is declared; exports write ``W ⊙ M``.
+Exports write ``W ⊙ M``; a ticket stores ``M`` as integer levels (one nested bit plane per coat) and
+rebuilds it bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -140,7 +142,8 @@ class Multicoated(IteRand):
         return dense_with(model, supermask.dense_state_dict(model))
 
     def ticket_spec(self, model: nn.Module) -> TicketSpec:
-        raise UserError(
-            f"pruner {self.method!r} weights each kept weight by how many coats keep it, which a ticket's "
-            "1-bit masks do not hold; export it with --format safetensors"
-        )
+        """IteRand's declaration with the masks as levels ``M`` ∈ {0, …, C} (how many coats keep each
+        weight): the ticket stores them as nested bit planes, one per coat, and rebuilds ``W ⊙ M``."""
+        spec = super().ticket_spec(model)
+        masks = {name: mask.level() for _, name, _, mask in supermask.masked_layers(model)}
+        return dataclasses.replace(spec, masks=masks)

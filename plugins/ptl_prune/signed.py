@@ -14,17 +14,18 @@ Choices made here (the paper's code was not run; each is tested in tests/prune/t
 * weights default to Kaiming uniform: the paper's ELUS initialization is derived for ELU networks,
   and ptl's models use ReLU.
 
-Exports write ``W ⊙ m``. A ticket's 1-bit masks cannot hold the sign, so none is declared.
+Exports write ``W ⊙ m``; a ticket stores ``m`` as integer levels (a 1-bit mask and one sign bit per
+kept weight) and rebuilds it bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from ptl_cli.errors import UserError
 from ptl_cli.pruning import TicketSpec
 from ptl_prune import supermask
 from ptl_prune.iterand import IteRand
@@ -86,7 +87,8 @@ class SignedSupermaskPruner(IteRand):
         return dense_with(model, supermask.dense_state_dict(model))
 
     def ticket_spec(self, model: nn.Module) -> TicketSpec:
-        raise UserError(
-            f"pruner {self.method!r} flips the sign of some kept weights, which a ticket's 1-bit masks do "
-            "not hold; export it with --format safetensors"
-        )
+        """IteRand's declaration with the masks in {−1, 0, 1} (int8 levels): the ticket rebuilds
+        ``W ⊙ m``, a flipped weight as ``W · (−1)``, which is ``−W`` exactly."""
+        spec = super().ticket_spec(model)
+        masks = {name: mask.signs() for _, name, _, mask in supermask.masked_layers(model)}
+        return dataclasses.replace(spec, masks=masks)

@@ -142,12 +142,6 @@ def test_contract_resume_and_simulated_gpu(method, params):
     check_pruner(method, params)
 
 
-def test_tickets_are_refused_in_one_line(fashion):
-    for pruner in (MPT(), SignedSupermaskPruner(), Multicoated()):
-        with pytest.raises(UserError, match="--format safetensors"):
-            pruner.ticket_spec(_prepared(pruner))
-
-
 @pytest.mark.parametrize("method", ["mpt", "signed-supermask", "multicoated"])
 def test_cli_prune_and_export(cli, show, tmp_path, method):
     run = tmp_path / method
@@ -166,8 +160,8 @@ def test_cli_prune_and_export(cli, show, tmp_path, method):
         assert magnitudes.numel() == 4 and (weight != 0).float().mean() == pytest.approx(0.4, abs=0.01)
     else:
         assert magnitudes.numel() > 2 and (weight != 0).float().mean() == pytest.approx(0.4, abs=0.01)
-    code, _, err = cli("export", run, "--format", "ticket", "--out", tmp_path / "t.st")
-    assert code == 2 and "--format safetensors" in err and "Traceback" not in err
+    code, out, err = cli("export", run, "--format", "ticket", "--out", tmp_path / "t.st")
+    assert code == 0 and "verified" in out, err  # its levels or gains: tests/prune/test_slt_tickets.py
 
 
 def test_multicoated_levels_are_nested_exact_coats_and_the_gradient_counts_them(fashion):

@@ -51,6 +51,10 @@ def test_ticket_rebuilds_bit_identical_weights(fashion, tmp_path, method):
     path = tmp_path / "ticket.safetensors"
     save_ticket(path, tensors, meta)
     rebuilt, meta = rebuild_state_dict(path)
+    # no levels, no gains: written as before they existed (format 1, the same tensors and metadata)
+    assert meta["format"] == "ptl-ticket/1"
+    assert {key.split("/")[0] for key in tensors} <= {"mask", "source", "state"}
+    assert all(set(layer) == {"name", "index", "shape", "pruned"} for layer in meta["layers"])
     dense = supermask.dense_state_dict(model)
     assert rebuilt.keys() == dense.keys()
     assert all(bit_equal(rebuilt[k], dense[k]) for k in dense)
