@@ -4,7 +4,8 @@ The mask takes values in {−1, 0, 1}: a pruned layer computes with ``W ⊙ m`` 
 on the kept weights and 0 elsewhere, so a kept weight is used as drawn or with its sign flipped,
 never rescaled. Only the scores train.
 
-Choices made here (the paper's code was not run; each is tested in tests/prune/test_slt_family.py):
+Choices made here (each tested in tests/prune/test_slt_family.py; the mask and gradient rule match
+the reference's TensorFlow layers, ``benchmarks/signed_reference.py``):
 
 * which weights are kept: the top ``1 - p`` of ``|S|`` per layer (or globally), edge-popup's
   exact count — the sparsity is a setting, where in the paper it emerges from a threshold;
