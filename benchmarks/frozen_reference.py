@@ -32,6 +32,7 @@ import os
 import sys
 
 import torch
+from pack_batches import batch, pack_images
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -95,9 +96,7 @@ def main() -> None:
     opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9)
     opt_theirs = torch.optim.SGD([m.score for _, m in pairs], lr=0.1, momentum=0.9)
 
-    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    images = (dataset.images[: 32 * args.steps].float() / 255.0 - dataset.info.mean[0]) / dataset.info.std[0]
-    labels = dataset.targets[: 32 * args.steps]
+    images, labels = pack_images(args.steps)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     start = [m.kept().clone() for m, _ in pairs]
     print(
@@ -105,7 +104,7 @@ def main() -> None:
         "sparsity ptl/ref"
     )
     for step in range(args.steps):
-        x, y = images[32 * step : 32 * step + 32], labels[32 * step : 32 * step + 32]
+        x, y = batch(images, labels, step)
         pruning.train_step(pruner, ours, opt_ours, x, y, step + 1)
         opt_theirs.zero_grad()
         nn.functional.cross_entropy(theirs(x), y).backward()

@@ -26,6 +26,7 @@ import os
 import sys
 
 import torch
+from pack_batches import batch, pack_images
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -116,9 +117,7 @@ def main() -> None:
     opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9)
     opt_theirs = torch.optim.SGD([m.scores for m in layers], lr=0.1, momentum=0.9)
 
-    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    images = (dataset.images[: 32 * args.steps].float() / 255.0 - dataset.info.mean[0]) / dataset.info.std[0]
-    labels = dataset.targets[: 32 * args.steps]
+    images, labels = pack_images(args.steps)
     cuda = torch.Tensor.cuda
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"per-round rate: ptl {pruner.round_rate():.6f}, reference {ref_args.prune_rate:.6f}")
@@ -126,7 +125,7 @@ def main() -> None:
         "step  max|dS diff|  max|S diff|  max|logit diff|  flags differing  masks differing  sparsity ptl/ref"
     )
     for step in range(args.steps):
-        x, y = images[32 * step : 32 * step + 32], labels[32 * step : 32 * step + 32]
+        x, y = batch(images, labels, step)
         # ptl: the step `ptl prune` runs (clamp and round in after_step)
         pruning.train_step(pruner, ours, opt_ours, x, y, step + 1)
         # the reference: clamp, forward, loss + λ‖S‖², backward, step (trainers/default.py), clamp

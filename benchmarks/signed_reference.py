@@ -63,6 +63,7 @@ def main() -> None:
 def compare(args: argparse.Namespace) -> None:
     """ptl's side, and the run of the reference's side on the same arrays in ``--tf-python``."""
     import torch
+    from pack_batches import batch, pack_images
     from torch import nn
 
     from ptl_cli import plugins, pruning
@@ -72,8 +73,7 @@ def compare(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     model = plugins.get("models", "conv2").build(10, 1, 28, 0.25, params={})
     model = pruning.prepare(SignedSupermaskPruner(sparsity=0.5), model, args.seed)
-    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    images = (dataset.images[: 32 * args.steps].float() / 255.0 - dataset.info.mean[0]) / dataset.info.std[0]
+    images, labels = pack_images(args.steps)
     inputs: dict[str, list[torch.Tensor]] = {name: [] for name in LAYERS}
     hooks = [
         model.get_submodule(name).register_forward_pre_hook(
@@ -83,7 +83,7 @@ def compare(args: argparse.Namespace) -> None:
     ]
     with torch.no_grad():
         for step in range(args.steps):
-            model(images[32 * step : 32 * step + 32])
+            model(batch(images, labels, step)[0])
     for hook in hooks:
         hook.remove()
     gen = torch.Generator().manual_seed(args.seed)

@@ -24,6 +24,7 @@ import sys
 import types
 
 import torch
+from pack_batches import backward_each, batch, pack_images
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -101,16 +102,12 @@ def main() -> None:
     opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9, weight_decay=1e-4)
     opt_theirs = torch.optim.SGD(their_scores, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-    dataset = plugins.get("datasets", "fashion-pack").build(None, "train", False)
-    images = (dataset.images[: 32 * args.steps].float() / 255.0 - dataset.info.mean[0]) / dataset.info.std[0]
-    labels = dataset.targets[: 32 * args.steps]
+    images, labels = pack_images(args.steps)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print("step  max|Ŵ diff|  max|dS diff|  max|S diff|  max|logit diff|  mask entries differing")
     for step in range(args.steps):
-        x, y = images[32 * step : 32 * step + 32], labels[32 * step : 32 * step + 32]
-        for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
+        x, y = batch(images, labels, step)
+        backward_each(((ours, opt_ours), (theirs, opt_theirs)), x, y)
         with torch.no_grad():
             w_diff = max(
                 float((mine.forward(supermask.original(m)) - _their_weight(t)).abs().max())

@@ -22,26 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from transfer_quickstart_seeds import VALIDATION, ptl  # the same subprocess call and split switch
 
 ALL = (
     "fixmatch,adamatch,comatch,crmatch,dash,defixmatch,flexmatch,freematch,meanteacher,mixmatch,"
     "pimodel,pseudolabel,remixmatch,simmatch,softmatch,uda,vat"
 )
 STAGES = ("pssl", "pp_pssl")
-VALIDATION = ["--set", "target.train_split=fit", "--set", "target.test_split=val"]
-
-
-def ptl(*args: str) -> str:
-    """``ptl ARGS`` in a subprocess; its stdout (a failure stops the benchmark with its stderr)."""
-    done = subprocess.run([sys.executable, "-m", "ptl_cli", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"ptl {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return done.stdout
 
 
 def parse_params(items: list[str]) -> dict[str, list[str]]:
