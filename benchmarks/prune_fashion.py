@@ -191,6 +191,20 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def kept(group: list[dict]) -> float:
+    """The weights an arm keeps at one width, as a mean over its seeds: a fixed sparsity keeps the
+    same count on every seed, Gem-Miner's rounding stops wherever its scores fall."""
+    return statistics.mean(r["params_kept"] for r in group)
+
+
+def kept_text(group: list[dict]) -> str:
+    """``6,570``, or ``5,806 (5,706–5,969)`` where the seeds kept different counts."""
+    counts = [r["params_kept"] for r in group]
+    if len(set(counts)) == 1:
+        return f"{counts[0]:,}"
+    return f"{kept(group):,.0f} ({min(counts):,}–{max(counts):,})"
+
+
 def table(rows: list[dict], args: argparse.Namespace, command: str) -> list[str]:
     n = train_images(args.train_subset)
     lines = [
@@ -210,7 +224,7 @@ def table(rows: list[dict], args: argparse.Namespace, command: str) -> list[str]
     for (arm, width), group in sorted(cells.items(), key=lambda kv: (kv[0][1], ORDER.index(kv[0][0]))):
         test, val = mean_std([g["test_acc"] for g in group]), mean_std([g["val_acc"] for g in group])
         seconds = statistics.median(g["time_s"] for g in group)
-        lines.append(f"| {arm} | {width:g} | {group[0]['params_kept']:,} | {test} | {val} | {seconds:.0f} |")
+        lines.append(f"| {arm} | {width:g} | {kept_text(group)} | {test} | {val} | {seconds:.0f} |")
     lines += ["", "IteRand − edge-popup, test accuracy, per seed (paired):", ""]
     lines += ["| weights | width | gap (mean ± std) | per seed |", "|---|---|---|---|"]
     for width in sorted({w for _, w in cells}):
@@ -254,17 +268,20 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
             continue
         xs, ys, es = [], [], []
         for width in widths:
-            accs = [r["test_acc"] for r in rows if r["arm"] == arm and r["width"] == width]
-            n_kept = next(r["params_kept"] for r in rows if r["arm"] == arm and r["width"] == width)
-            xs.append(n_kept * (1.04 if arm.endswith("-sc") else 1.0))  # side by side, not on top
+            group = [r for r in rows if r["arm"] == arm and r["width"] == width]
+            accs = [r["test_acc"] for r in group]
+            xs.append(kept(group) * (1.04 if arm.endswith("-sc") else 1.0))  # side by side, not on top
             ys.append(statistics.mean(accs))
             es.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
         marker, line, color, label = styles[arm]
         ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=line, color=color, label=label, capsize=3)
     ax.set_xscale("log")
     # label exactly the measured sizes: log-scale defaults label little within one decade
-    kept = sorted({r["params_kept"] for r in rows})
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(kept))
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["arm"], r["width"]), []).append(r)
+    ticks = sorted({round(kept(group)) for group in groups.values()})
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.1f}k"))
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
