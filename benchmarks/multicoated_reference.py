@@ -27,7 +27,6 @@ import types
 
 import numpy as np
 import torch
-from pack_batches import backward_each, batch, pack_images
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -74,6 +73,8 @@ def reference_pruned(n: int, sparsity: float) -> int:
 
 
 def main() -> None:
+    from pack_batches import backward_each, batch, pack_images  # a sibling script: imported when run
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", required=True, help="checkout of yasu0001/multicoated-supermasks")
     parser.add_argument("--steps", type=int, default=5)
