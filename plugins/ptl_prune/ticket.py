@@ -280,12 +280,12 @@ def _levels(tensors: dict[str, torch.Tensor], layer: dict[str, Any], kept: torch
     """A layer's flat int8 levels from its bit planes (the inverse of :func:`_store_mask`)."""
     name = layer["name"]
     level = kept.to(torch.int8)
-    at_least = kept.nonzero().squeeze(1)  # the weights with |level| >= c, for c = 1, 2, ...
+    positions = kept.nonzero().squeeze(1)  # the kept weights: the sign plane's and plane 1's domain
+    at_least = positions  # the weights with |level| >= c, for c = 1, 2, ...
     for c in range(1, layer["levels"]):
         at_least = at_least[unpack_bits(tensors[f"level/{name}/{c}"], at_least.numel())]
         level[at_least] += 1
     if layer["signed"]:
-        positions = kept.nonzero().squeeze(1)
         negative = positions[unpack_bits(tensors[f"sign/{name}"], positions.numel())]
         level[negative] = -level[negative]
     return level
