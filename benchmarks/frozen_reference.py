@@ -32,7 +32,7 @@ import os
 import sys
 
 import torch
-from pack_batches import batch, pack_images
+from pack_batches import batch, pack_images, scores_sgd
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -93,8 +93,8 @@ def main() -> None:
     if args.distribution == "erk":
         compare_erk(theirs, pairs, args.frozen_pruned, args.frozen_kept)
     set_kthvalue(theirs, "global_ep", "cpu")
-    opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9)
-    opt_theirs = torch.optim.SGD([m.score for _, m in pairs], lr=0.1, momentum=0.9)
+    opt_ours = scores_sgd(pruner.trainable_parameters(ours))
+    opt_theirs = scores_sgd([m.score for _, m in pairs])
 
     images, labels = pack_images(args.steps)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")

@@ -26,7 +26,7 @@ import os
 import sys
 
 import torch
-from pack_batches import batch, pack_images
+from pack_batches import batch, pack_images, scores_sgd
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -114,8 +114,8 @@ def main() -> None:
     linears = [m for m in layers if isinstance(m, subnet_linear)]
     net_utils.get_layers = lambda arch=None, model=None: (convs, linears)  # the reference's per-arch list
     our_masks = [m for *_, m in supermask.masked_layers(ours)]
-    opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9)
-    opt_theirs = torch.optim.SGD([m.scores for m in layers], lr=0.1, momentum=0.9)
+    opt_ours = scores_sgd(pruner.trainable_parameters(ours))
+    opt_theirs = scores_sgd([m.scores for m in layers])
 
     images, labels = pack_images(args.steps)
     cuda = torch.Tensor.cuda

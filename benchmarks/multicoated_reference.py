@@ -73,7 +73,12 @@ def reference_pruned(n: int, sparsity: float) -> int:
 
 
 def main() -> None:
-    from pack_batches import backward_each, batch, pack_images  # a sibling script: imported when run
+    from pack_batches import (  # a sibling script: imported when run
+        backward_each,
+        batch,
+        pack_images,
+        scores_sgd,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", required=True, help="checkout of yasu0001/multicoated-supermasks")
@@ -131,8 +136,8 @@ def main() -> None:
     our_layers = [module for _, _, module, _ in supermask.masked_layers(ours)]
     their_layers = [m for m in theirs.modules() if isinstance(m, conv_kind | linear_kind)]
     their_scores = [m.score for m in their_layers]
-    opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    opt_theirs = torch.optim.SGD(their_scores, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt_ours = scores_sgd(pruner.trainable_parameters(ours), weight_decay=1e-4)
+    opt_theirs = scores_sgd(their_scores, weight_decay=1e-4)
 
     images, labels = pack_images(args.steps)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")

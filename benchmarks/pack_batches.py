@@ -4,6 +4,8 @@ so every comparison in docs/prune.md is made on the same batches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -33,3 +35,8 @@ def backward_each(
     for model, optimizer in pairs:
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
+
+
+def scores_sgd(params: Iterable[torch.Tensor], weight_decay: float = 0.0) -> torch.optim.SGD:
+    """The optimizer every comparison gives both sides: SGD at lr 0.1 with momentum 0.9."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=weight_decay)

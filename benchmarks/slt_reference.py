@@ -24,7 +24,7 @@ import sys
 import types
 
 import torch
-from pack_batches import backward_each, batch, pack_images
+from pack_batches import backward_each, batch, pack_images, scores_sgd
 from torch import nn
 
 from ptl_cli import plugins, pruning
@@ -99,8 +99,8 @@ def main() -> None:
     if args.reference_count:
         for mask in our_masks:
             mask.pruned = int((1 - (1.0 - args.sparsity)) * mask.scores.numel())
-    opt_ours = torch.optim.SGD(pruner.trainable_parameters(ours), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    opt_theirs = torch.optim.SGD(their_scores, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt_ours = scores_sgd(pruner.trainable_parameters(ours), weight_decay=1e-4)
+    opt_theirs = scores_sgd(their_scores, weight_decay=1e-4)
 
     images, labels = pack_images(args.steps)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
